@@ -1,0 +1,46 @@
+# Shepherd: `make run` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test services services-down status venv lint format schemas clean
+
+run: services
+	$(VENV)/bin/shepherd up
+
+test: services
+	$(PY) -m pytest -q -ra
+
+services: venv
+	@scripts/services.sh up
+
+services-down:
+	@scripts/services.sh down
+
+status:
+	@scripts/services.sh status
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3 python3-venv"; exit 1; }
+	@test -x $(PY) || python3 -m venv $(VENV) || { echo "cannot create $(VENV): apt-get install python3-venv"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,examples]'
+	@touch $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Regenerate the RabbitMQ definitions from schemas/topology.py.
+schemas: venv
+	$(PY) -m schemas definitions > deploy/rabbitmq/definitions.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

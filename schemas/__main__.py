@@ -1,0 +1,79 @@
+"""Export the wire formats.
+
+python -m schemas export DIR      JSON Schema of every message, body and the config
+python -m schemas definitions     RabbitMQ definitions of the default namespace (stdout)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel, TypeAdapter
+
+from schemas.config import Config
+from schemas.events import JobEvent, SheepState, StatusReport
+from schemas.job import JobDispatch, JobRequest, JobSpec
+from schemas.runner import RunnerMessage, SheepMessage
+from schemas.s3 import S3EventNotification
+from schemas.status import JobStatus
+from schemas.topology import Names, build_topology, to_definitions
+
+EXPORTED: dict[str, type[BaseModel] | TypeAdapter] = {
+    "job-request": JobRequest,
+    "job-spec": JobSpec,
+    "job-dispatch": JobDispatch,
+    "job-status": JobStatus,
+    "status-report": StatusReport,
+    "job-event": JobEvent,
+    "sheep-state": SheepState,
+    "s3-event": S3EventNotification,
+    "runner-message": TypeAdapter(RunnerMessage),
+    "sheep-message": TypeAdapter(SheepMessage),
+    "config": Config,
+}
+
+
+def json_schema(model: type[BaseModel] | TypeAdapter) -> dict:
+    if isinstance(model, TypeAdapter):
+        return model.json_schema()
+    return model.model_json_schema()
+
+
+def export(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in EXPORTED.items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(json.dumps(json_schema(model), indent=2) + "\n")
+        written.append(path)
+    return written
+
+
+def definitions() -> dict:
+    return to_definitions(build_topology(Names(), delivery_limit=5))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m schemas",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("export", help="write JSON Schema files").add_argument("directory", type=Path)
+    sub.add_parser("definitions", help="print RabbitMQ definitions")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        for path in export(args.directory):
+            print(path)
+    else:
+        json.dump(definitions(), sys.stdout, indent=2)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The job request (``POST /start-job`` body, ``shepherd.submit`` message) and job.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PositiveFloat
+
+from schemas.names import JobId, PathSegment, RelativePath
+
+PAYLOAD_INPUT = "input.json"
+"""Inline payloads become ``<job_id>/inputs/input.json``."""
+
+
+class ModelRef(BaseModel):
+    """Which model (and version) runs the job; both become path segments and image tags."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: PathSegment
+    version: PathSegment = "latest"
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class JobRequest(BaseModel):
+    """What a client submits. Unknown fields are refused so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: JobId
+    model: ModelRef
+    sheep_id: PathSegment | None = Field(
+        default=None, description="Run on this sheep; omit to let any idle sheep take the job."
+    )
+    payload: Any = Field(
+        default=None,
+        description="Inline input, a string or any JSON value; stored as inputs/input.json.",
+    )
+    inputs: list[RelativePath] | None = Field(
+        default=None,
+        description="Input files the job waits for under <job_id>/inputs/. Omitted: whatever "
+        "is there at submission (plus input.json for a payload).",
+    )
+    callback_url: AnyHttpUrl | None = Field(
+        default=None, description="Webhook notified when the job reaches a terminal state."
+    )
+    timeout: PositiveFloat | None = Field(
+        default=None, description="Seconds the job may run before it is stopped and failed."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque, echoed back.")
+
+    def digest(self) -> str:
+        """Fingerprint deciding whether a repeated submission is identical (200) or not (409)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class JobSpec(BaseModel):
+    """``<job_id>/job.json``: the declared job, as sheep receive it.
+
+    The payload itself is not repeated here; it lives in ``inputs/input.json``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: JobId
+    model: ModelRef
+    sheep_id: PathSegment | None = None
+    inputs: list[RelativePath] | None = None
+    callback_url: AnyHttpUrl | None = None
+    timeout: PositiveFloat | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    request_digest: str
+    declared_at: datetime
+
+    @classmethod
+    def from_request(cls, request: JobRequest, declared_at: datetime) -> JobSpec:
+        inputs = request.inputs
+        if request.payload is not None and inputs is not None and PAYLOAD_INPUT not in inputs:
+            inputs = [*inputs, PAYLOAD_INPUT]
+        return cls(
+            job_id=request.job_id,
+            model=request.model,
+            sheep_id=request.sheep_id,
+            inputs=inputs,
+            callback_url=request.callback_url,
+            timeout=request.timeout,
+            metadata=request.metadata,
+            request_digest=request.digest(),
+            declared_at=declared_at,
+        )
+
+
+class JobDispatch(BaseModel):
+    """The message on ``shepherd.jobs`` that a sheep consumes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: JobSpec
+    queued_at: datetime
+    timeout: PositiveFloat | None = Field(
+        default=None, description="Effective timeout: the request's, else the model default."
+    )

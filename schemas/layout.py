@@ -1,0 +1,67 @@
+"""Where a job's objects live in the bucket: one prefix per job.
+
+<job_id>/job.json        the declared job (JobSpec)
+<job_id>/dispatch.json   claimed once, with If-None-Match, by whoever queues the job
+<job_id>/inputs/...      inputs; an inline payload becomes inputs/input.json
+<job_id>/outputs/...     what the runner wrote
+<job_id>/status.json     written by the notifier only
+<job_id>/logs/...        runner stdout/stderr for this job
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.names import is_job_id
+
+Part = Literal["job", "dispatch", "input", "output", "status", "log"]
+
+
+def job_key(job_id: str) -> str:
+    return f"{job_id}/job.json"
+
+
+def dispatch_key(job_id: str) -> str:
+    return f"{job_id}/dispatch.json"
+
+
+def status_key(job_id: str) -> str:
+    return f"{job_id}/status.json"
+
+
+def inputs_prefix(job_id: str) -> str:
+    return f"{job_id}/inputs/"
+
+
+def outputs_prefix(job_id: str) -> str:
+    return f"{job_id}/outputs/"
+
+
+def logs_prefix(job_id: str) -> str:
+    return f"{job_id}/logs/"
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    job_id: str
+    part: Part
+    path: str = ""
+    """The file's path below inputs/, outputs/ or logs/."""
+
+
+_FIXED: dict[str, Part] = {"job.json": "job", "dispatch.json": "dispatch", "status.json": "status"}
+_TREES: dict[str, Part] = {"inputs": "input", "outputs": "output", "logs": "log"}
+
+
+def parse_key(key: str) -> ParsedKey | None:
+    """Which job and part a key belongs to; ``None`` for keys outside the layout."""
+    job_id, _, rest = key.partition("/")
+    if not is_job_id(job_id) or not rest:
+        return None
+    if rest in _FIXED:
+        return ParsedKey(job_id, _FIXED[rest])
+    tree, _, path = rest.partition("/")
+    if tree in _TREES and path and not any(p in {"", ".", ".."} for p in path.split("/")):
+        return ParsedKey(job_id, _TREES[tree], path)
+    return None

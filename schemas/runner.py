@@ -1,0 +1,81 @@
+"""Messages between a sheep (ZMQ DEALER) and its runner (ZMQ ROUTER), one JSON object a frame.
+
+Runner -> sheep: ``ready``, ``progress``, ``heartbeat``, ``done``, ``failed``.
+Sheep -> runner: ``run``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.names import JobId
+from schemas.status import ErrorInfo
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Ready(_Message):
+    """The model is loaded and the runner takes jobs."""
+
+    type: Literal["ready"] = "ready"
+    model: str
+    load_seconds: float = Field(ge=0)
+    pid: int
+
+
+class Run(_Message):
+    type: Literal["run"] = "run"
+    job_id: JobId
+    inputs_dir: str
+    outputs_dir: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProgressUpdate(_Message):
+    type: Literal["progress"] = "progress"
+    job_id: JobId
+    fraction: float = Field(ge=0.0, le=1.0)
+    message: str | None = None
+
+
+class Heartbeat(_Message):
+    """Sent every few seconds while the runner lives, busy or idle."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    job_id: JobId | None = None
+
+
+class Accounting(_Message):
+    wall_seconds: float = Field(ge=0)
+    cpu_seconds: float = Field(ge=0)
+    max_rss_bytes: int = Field(ge=0)
+
+
+class Done(_Message):
+    type: Literal["done"] = "done"
+    job_id: JobId
+    accounting: Accounting
+
+
+class Failed(_Message):
+    """The job failed in user code, or the runner could not understand a request.
+
+    ``job_id`` is absent when the request that failed could not even be parsed.
+    """
+
+    type: Literal["failed"] = "failed"
+    job_id: JobId | None = None
+    error: ErrorInfo
+
+
+RunnerMessage = Annotated[
+    Ready | ProgressUpdate | Heartbeat | Done | Failed, Field(discriminator="type")
+]
+SheepMessage = Annotated[Run, Field(discriminator="type")]
+
+runner_message = TypeAdapter(RunnerMessage)
+sheep_message = TypeAdapter(SheepMessage)

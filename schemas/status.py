@@ -1,0 +1,82 @@
+"""Job state and status: what ``GET /jobs/{id}/status`` returns and ``status.json`` holds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.job import ModelRef
+from schemas.names import JobId, PathSegment, RelativePath
+
+
+class JobState(StrEnum):
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def rank(self) -> int:
+        """Position in the lifecycle; terminal states share the last rank."""
+        return _RANK[self]
+
+
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+_RANK = {
+    JobState.ACCEPTED: 0,
+    JobState.QUEUED: 1,
+    JobState.RUNNING: 2,
+    JobState.DONE: 3,
+    JobState.FAILED: 3,
+    JobState.CANCELLED: 3,
+}
+
+
+class ErrorInfo(BaseModel):
+    """Why a job failed: the exception type, its message and, for user code, the traceback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class Progress(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(ge=0.0, le=1.0)
+    message: str | None = None
+
+
+class JobStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: JobId
+    state: JobState
+    model: ModelRef
+    sheep_id: PathSegment | None = Field(
+        default=None, description="The sheep that runs or ran the job."
+    )
+    attempt: int = Field(default=1, ge=1, description="Delivery attempt; grows on redelivery.")
+    accepted_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorInfo | None = None
+    progress: Progress | None = None
+    missing_inputs: list[RelativePath] | None = Field(
+        default=None, description="Declared inputs not yet uploaded (accepted jobs only)."
+    )
+
+    @property
+    def ready(self) -> bool:
+        return self.state.terminal

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Start, check and stop the servers Shepherd needs on this machine: RabbitMQ and MinIO.
+#
+#   scripts/services.sh up      install what is missing, start what is not running (idempotent)
+#   scripts/services.sh down    stop what `up` started
+#   scripts/services.sh status  one line per server
+#
+# State lives outside the repository, in $SHEPHERD_STATE_DIR (default ~/.local/state/shepherd);
+# the MinIO binary is built once into $SHEPHERD_CACHE_DIR (default ~/.cache/shepherd).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${SHEPHERD_STATE_DIR:-$HOME/.local/state/shepherd}"
+CACHE="${SHEPHERD_CACHE_DIR:-$HOME/.cache/shepherd}"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+
+# The Go module proxy serves MinIO as this pseudo-version (the last commit of its repository).
+MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c"
+MINIO_BIN="$CACHE/minio/$MINIO_VERSION/minio"
+MINIO_ADDRESS="127.0.0.1:9000"
+MINIO_CONSOLE="127.0.0.1:9001"
+AMQP_URL="amqp://guest:guest@127.0.0.1:5672"
+RABBIT_NODE="shepherd@localhost"
+RABBIT_ENV=(
+  RABBITMQ_NODENAME="$RABBIT_NODE"
+  RABBITMQ_CONFIG_FILE="$STATE/rabbitmq/rabbitmq.conf"
+  RABBITMQ_MNESIA_BASE="$STATE/rabbitmq/mnesia"
+  RABBITMQ_LOG_BASE="$STATE/rabbitmq/log"
+  RABBITMQ_ENABLED_PLUGINS_FILE="$STATE/rabbitmq/enabled_plugins"
+  RABBITMQ_PID_FILE="$STATE/rabbitmq/rabbit.pid"
+)
+
+say() { printf 'services: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@"; do
+    ((SECONDS < deadline)) || die "$what did not come up in time"
+    sleep 0.5
+  done
+}
+
+need_apt_package() {  # need_apt_package COMMAND PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    say "installing $2 (apt)"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1; then
+      apt-get update -q >/dev/null 2>&1 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1 \
+        || die "could not install $2; install it with: apt-get install $2"
+    fi
+  else
+    die "$1 is missing; install it with: sudo apt-get install $2"
+  fi
+}
+
+rabbitmqctl() { env "${RABBIT_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBIT_NODE" "$@"; }
+
+rabbitmq_up() {
+  if port_open 127.0.0.1:5672; then
+    say "RabbitMQ already listening on 127.0.0.1:5672, reusing it"
+  else
+    need_apt_package /usr/lib/rabbitmq/bin/rabbitmq-server rabbitmq-server
+    mkdir -p "$STATE/rabbitmq/mnesia" "$STATE/rabbitmq/log"
+    cp "$ROOT/deploy/rabbitmq/rabbitmq.conf" "$STATE/rabbitmq/rabbitmq.conf"
+    echo '[rabbitmq_management,rabbitmq_prometheus].' > "$STATE/rabbitmq/enabled_plugins"
+    say "starting RabbitMQ (node $RABBIT_NODE, logs in $STATE/rabbitmq/log)"
+    (cd "$STATE/rabbitmq" && exec env "${RABBIT_ENV[@]}" HOME="$HOME" \
+      setsid -f /usr/lib/rabbitmq/bin/rabbitmq-server \
+      >"$STATE/rabbitmq/log/stdout.log" 2>&1 </dev/null)
+    wait_for 120 RabbitMQ port_open 127.0.0.1:5672
+    rabbitmqctl await_startup >/dev/null
+  fi
+  # Load the topology (exchanges, queues, bindings, policies) from deploy/rabbitmq/;
+  # a broker this script did not start gets it over AMQP instead (no policies).
+  if ! rabbitmqctl import_definitions "$ROOT/deploy/rabbitmq/definitions.json" >/dev/null 2>&1; then
+    "$PYTHON" -m services.setup broker --url "$AMQP_URL/"
+  fi
+}
+
+rabbitmq_down() {
+  if [[ -f "$STATE/rabbitmq/rabbit.pid" ]] && rabbitmqctl stop >/dev/null 2>&1; then
+    say "RabbitMQ stopped"
+  else
+    say "RabbitMQ was not started by this script"
+  fi
+}
+
+minio_build() {
+  [[ -x "$MINIO_BIN" ]] && return 0
+  command -v go >/dev/null || die "go is missing; install Go >= 1.24 (needed once to build MinIO)"
+  say "building MinIO $MINIO_VERSION into $MINIO_BIN (once; takes a few minutes)"
+  mkdir -p "$(dirname "$MINIO_BIN")"
+  (cd "$CACHE" && GOBIN="$(dirname "$MINIO_BIN")" GOFLAGS=-trimpath \
+    go install "github.com/minio/minio@$MINIO_VERSION") || die "building MinIO failed"
+}
+
+minio_healthy() { curl -fsS -m 2 "http://$MINIO_ADDRESS/minio/health/live" >/dev/null 2>&1; }
+
+minio_up() {
+  if port_open "$MINIO_ADDRESS"; then
+    say "MinIO already listening on $MINIO_ADDRESS, reusing it"
+  else
+    minio_build
+    mkdir -p "$STATE/minio/data"
+    say "starting MinIO on $MINIO_ADDRESS (data in $STATE/minio/data)"
+    # The AMQP target "shepherd": bucket notifications go to exchange shepherd.storage.
+    # No queue_dir: MinIO replays a queue_dir only every 3 s, far too slow for dispatch;
+    # events lost while RabbitMQ is down are recovered by the gateway's reconciliation.
+    setsid -f env MINIO_ROOT_USER=minioadmin MINIO_ROOT_PASSWORD=minioadmin \
+      MINIO_BROWSER=off \
+      MINIO_NOTIFY_AMQP_ENABLE_SHEPHERD=on \
+      MINIO_NOTIFY_AMQP_URL_SHEPHERD="$AMQP_URL" \
+      MINIO_NOTIFY_AMQP_EXCHANGE_SHEPHERD=shepherd.storage \
+      MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_SHEPHERD=fanout \
+      MINIO_NOTIFY_AMQP_ROUTING_KEY_SHEPHERD=s3 \
+      MINIO_NOTIFY_AMQP_DURABLE_SHEPHERD=on \
+      MINIO_NOTIFY_AMQP_DELIVERY_MODE_SHEPHERD=2 \
+      MINIO_NOTIFY_AMQP_PUBLISHER_CONFIRMS_SHEPHERD=on \
+      "$MINIO_BIN" server "$STATE/minio/data" --quiet \
+        --address "$MINIO_ADDRESS" --console-address "$MINIO_CONSOLE" \
+        >"$STATE/minio/minio.log" 2>&1 </dev/null
+    wait_for 60 MinIO minio_healthy
+  fi
+  "$PYTHON" -m services.setup storage --endpoint "$MINIO_ADDRESS" --bucket shepherd
+}
+
+minio_down() {
+  if pkill -f "^$MINIO_BIN server $STATE/minio/data"; then
+    say "MinIO stopped"
+  else
+    say "MinIO was not started by this script"
+  fi
+}
+
+status() {
+  port_open 127.0.0.1:5672 && echo "rabbitmq: up (127.0.0.1:5672)" || echo "rabbitmq: down"
+  minio_healthy && echo "minio: up ($MINIO_ADDRESS)" || echo "minio: down"
+}
+
+[[ -x "$PYTHON" ]] || die "no virtualenv at $ROOT/.venv; run: make venv"
+command -v curl >/dev/null || need_apt_package curl curl
+case "${1:-up}" in
+  up) rabbitmq_up; minio_up ;;
+  down) minio_down; rabbitmq_down ;;
+  status) status ;;
+  *) die "usage: $0 up|down|status" ;;
+esac

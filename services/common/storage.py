@@ -1,0 +1,176 @@
+"""Asynchronous access to the object store.
+
+minio-py is blocking, so every call runs in a worker thread; the event loop never waits on
+the network. Keys are always built from validated job ids (``schemas.names``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import mimetypes
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from schemas.config import StorageConfig
+
+_MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket"}
+
+
+class ObjectMissing(LookupError):
+    """The key does not exist."""
+
+
+@dataclass
+class StoredObject:
+    key: str
+    size: int
+    content_type: str | None
+
+
+class Storage:
+    def __init__(self, config: StorageConfig) -> None:
+        self.bucket = config.bucket
+        self.client = Minio(
+            config.endpoint,
+            access_key=config.access_key.get_secret_value(),
+            secret_key=config.secret_key.get_secret_value(),
+            secure=config.secure,
+            region=config.region,
+            http_client=urllib3.PoolManager(
+                maxsize=32,
+                timeout=urllib3.Timeout(connect=5, read=60),
+                retries=urllib3.Retry(
+                    total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                ),
+            ),
+        )
+
+    async def ping(self) -> None:
+        """Raises if the store or the bucket cannot be reached."""
+        if not await asyncio.to_thread(self.client.bucket_exists, self.bucket):
+            raise ObjectMissing(f"bucket {self.bucket} does not exist")
+
+    async def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
+        await asyncio.to_thread(
+            self.client.put_object,
+            self.bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+        )
+
+    async def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+        """Write only if the key does not exist yet (S3 ``If-None-Match: *``).
+
+        Returns False when another writer got there first. minio-py has no public parameter
+        for conditional headers, so this goes through its PutObject primitive.
+        """
+
+        def create() -> bool:
+            try:
+                self.client._put_object(
+                    self.bucket,
+                    key,
+                    data,
+                    headers={"If-None-Match": "*", "Content-Type": content_type},
+                )
+            except S3Error as exc:
+                if exc.code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                    return False
+                raise
+            return True
+
+        return await asyncio.to_thread(create)
+
+    async def get_bytes(self, key: str) -> bytes:
+        def get() -> bytes:
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    raise ObjectMissing(key) from exc
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await asyncio.to_thread(get)
+
+    async def stat(self, key: str) -> StoredObject:
+        def stat() -> StoredObject:
+            try:
+                info = self.client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    raise ObjectMissing(key) from exc
+                raise
+            return StoredObject(key, info.size or 0, info.content_type)
+
+        return await asyncio.to_thread(stat)
+
+    async def list(self, prefix: str) -> list[StoredObject]:
+        """Every object under ``prefix`` (recursive), keys relative to the bucket."""
+
+        def listing() -> list[StoredObject]:
+            return [
+                StoredObject(o.object_name, o.size or 0, None)
+                for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                if o.object_name and not o.is_dir
+            ]
+
+        return await asyncio.to_thread(listing)
+
+    async def download_prefix(self, prefix: str, target: Path) -> list[Path]:
+        """Stream every object under ``prefix`` into ``target``, keeping relative paths."""
+        objects = await self.list(prefix)
+        files = []
+        for obj in objects:
+            relative = PurePosixPath(obj.key.removeprefix(prefix))
+            if relative.is_absolute() or ".." in relative.parts:
+                raise ValueError(f"object key {obj.key!r} escapes {target}")
+            destination = target / relative
+            await asyncio.to_thread(self.client.fget_object, self.bucket, obj.key, str(destination))
+            files.append(destination)
+        return files
+
+    async def upload_tree(self, source: Path, prefix: str) -> list[str]:
+        """Stream every file below ``source`` to ``prefix``; returns the keys written."""
+        keys = []
+        for path in _files(source):
+            key = prefix + path.relative_to(source).as_posix()
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            await asyncio.to_thread(
+                self.client.fput_object, self.bucket, key, str(path), content_type=content_type
+            )
+            keys.append(key)
+        return keys
+
+    async def open_stream(self, key: str):
+        """A streaming response; the caller reads it in chunks and must close it."""
+
+        def open_() -> object:
+            try:
+                return self.client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    raise ObjectMissing(key) from exc
+                raise
+
+        return await asyncio.to_thread(open_)
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            yield path

@@ -1,0 +1,116 @@
+"""Fixtures giving every integration test real servers and names of its own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import aio_pika
+import pytest
+from minio import Minio
+from pydantic import SecretStr
+
+from schemas.config import BrokerConfig, Config, StorageConfig
+from schemas.topology import Names, build_topology
+from services.common.broker import Broker
+from services.setup import setup_storage
+from tests.support.servers import Servers, find_servers
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    with ExitStack() as stack:
+        yield find_servers(stack)
+
+
+@pytest.fixture(scope="session")
+def minio_client(servers: Servers) -> Minio:
+    return Minio(
+        servers.s3_endpoint, servers.s3_access_key, servers.s3_secret_key, secure=servers.s3_secure
+    )
+
+
+@pytest.fixture(scope="session")
+def test_bucket(servers: Servers, minio_client: Minio) -> Iterator[str]:
+    """One bucket per test session, wired to the AMQP notification target like production."""
+    bucket = f"shepherd-test-{uuid.uuid4().hex[:12]}"
+    storage = StorageConfig(
+        endpoint=servers.s3_endpoint,
+        bucket=bucket,
+        access_key=SecretStr(servers.s3_access_key),
+        secret_key=SecretStr(servers.s3_secret_key),
+        secure=servers.s3_secure,
+    )
+    setup_storage(storage, servers.notification_target_arn)
+    yield bucket
+    for obj in minio_client.list_objects(bucket, recursive=True):
+        minio_client.remove_object(bucket, obj.object_name)
+    minio_client.remove_bucket(bucket)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def names(namespace: str) -> Names:
+    return Names(namespace)
+
+
+@pytest.fixture
+def job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def config(servers: Servers, test_bucket: str, namespace: str, tmp_path: Path) -> Config:
+    return Config(
+        broker=BrokerConfig(url=SecretStr(servers.amqp_url), namespace=namespace, delivery_limit=3),
+        storage=StorageConfig(
+            endpoint=servers.s3_endpoint,
+            bucket=test_bucket,
+            access_key=SecretStr(servers.s3_access_key),
+            secret_key=SecretStr(servers.s3_secret_key),
+            secure=servers.s3_secure,
+        ),
+        data_root=tmp_path / "data",
+    )
+
+
+@pytest.fixture
+async def broker(config: Config, names: Names) -> AsyncIterator[Broker]:
+    """A connected broker with the test namespace declared; its queues are deleted after."""
+    broker = await Broker.connect(config.broker, names, "shepherd-tests")
+    topology = build_topology(names, config.broker.delivery_limit)
+    await broker.declare(topology)
+    yield broker
+    await broker.close()
+    await delete_namespace(config.broker.url.get_secret_value(), names, list(config.sheep))
+
+
+async def delete_namespace(amqp_url: str, names: Names, sheep_ids: list[str]) -> None:
+    """Remove every queue and exchange of a test namespace (quorum queues outlive clients)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        prefix = names.namespace + "."
+        for name in [
+            names.submit_queue,
+            names.inputs_queue,
+            names.status_queue,
+            names.pool_queue,
+            names.dead_letter_queue,
+            *(names.sheep_queue(s) for s in sheep_ids),
+        ]:
+            await channel.queue_delete(name)
+        for name in [
+            names.submit_exchange,
+            names.jobs_exchange,
+            names.events_exchange,
+            names.dead_letter_exchange,
+        ]:
+            assert name.startswith(prefix)
+            await channel.exchange_delete(name)

@@ -1,0 +1,104 @@
+"""S3 notifications captured from the real MinIO, runner frames, events, exports."""
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.__main__ import definitions, export
+from schemas.runner import runner_message, sheep_message
+from schemas.s3 import S3EventNotification
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "s3"
+ROOT = Path(__file__).parents[2]
+
+
+def load(name: str) -> S3EventNotification:
+    return S3EventNotification.model_validate_json((FIXTURES / name).read_bytes())
+
+
+def test_put_notification_from_minio_parses():
+    [record] = load("object-created-put.json").records
+    assert record.created and not record.removed
+    assert record.s3.bucket.name == "shepherd"
+    assert record.s3.object.decoded_key == "job-y4/inputs/input.json"
+    assert record.s3.object.size == 7
+
+
+def test_multipart_notification_decodes_escaped_keys():
+    [record] = load("object-created-multipart.json").records
+    assert record.event_name == "s3:ObjectCreated:CompleteMultipartUpload"
+    assert record.created
+    assert record.s3.object.decoded_key == "job-big/inputs/data file+1.bin"
+
+
+def test_removal_notification_parses():
+    [record] = load("object-removed-delete.json").records
+    assert record.removed and not record.created
+
+
+@pytest.mark.parametrize("body", ['{"Records": []}', '{"foo": 1}', '{"Records": [{"s3": {}}]}'])
+def test_malformed_notifications_are_refused(body):
+    with pytest.raises(ValidationError):
+        S3EventNotification.model_validate_json(body)
+
+
+def test_runner_frames_round_trip():
+    frame = (
+        b'{"type": "done", "job_id": "j1", "accounting": {"wall_seconds": 1.5, '
+        b'"cpu_seconds": 1.0, "max_rss_bytes": 1024}}'
+    )
+    message = runner_message.validate_json(frame)
+    assert message.type == "done"
+    assert runner_message.validate_json(runner_message.dump_json(message)) == message
+    run = sheep_message.validate_json(
+        '{"type": "run", "job_id": "j1", "inputs_dir": "/i", "outputs_dir": "/o"}'
+    )
+    assert run.parameters == {}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"not json",
+        b"{}",
+        b'{"type": "explode"}',
+        b'{"type": "progress", "job_id": "j", "fraction": 2}',
+        b'{"type": "done", "job_id": "../x", "accounting": {}}',
+    ],
+)
+def test_garbage_runner_frames_are_refused(frame):
+    with pytest.raises(ValidationError):
+        runner_message.validate_json(frame)
+
+
+def test_definitions_file_matches_the_declared_topology():
+    committed = json.loads((ROOT / "deploy" / "rabbitmq" / "definitions.json").read_text())
+    assert committed == definitions(), "run `make schemas` to regenerate definitions.json"
+
+
+def test_definitions_name_the_contract_exchanges():
+    exchanges = {e["name"]: e["type"] for e in definitions()["exchanges"]}
+    assert exchanges == {
+        "shepherd.submit": "fanout",
+        "shepherd.jobs": "direct",
+        "shepherd.storage": "fanout",
+        "shepherd.events": "topic",
+        "shepherd.dlx": "fanout",
+    }
+
+
+def test_export_writes_json_schemas(tmp_path):
+    written = export(tmp_path)
+    names = {p.name for p in written}
+    assert {
+        "job-request.schema.json",
+        "job-status.schema.json",
+        "s3-event.schema.json",
+        "runner-message.schema.json",
+        "config.schema.json",
+    } <= names
+    request_schema = json.loads((tmp_path / "job-request.schema.json").read_text())
+    assert request_schema["additionalProperties"] is False
+    assert "job_id" in request_schema["required"]
