@@ -1,7 +1,9 @@
 """Messages between a sheep (ZMQ DEALER) and its runner (ZMQ ROUTER), one JSON object a frame.
 
-Runner -> sheep: ``ready``, ``progress``, ``heartbeat``, ``done``, ``failed``.
-Sheep -> runner: ``run``.
+Sheep -> runner: ``hello`` (right after connecting; ZMQ queues it until the runner binds,
+so the runner learns whom to answer), ``run``.
+Runner -> sheep: ``ready`` (answering ``hello`` once the model is loaded), ``progress``,
+``heartbeat``, ``done``, ``failed``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from schemas.status import ErrorInfo
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Hello(_Message):
+    type: Literal["hello"] = "hello"
+    sheep_id: str
 
 
 class Ready(_Message):
@@ -75,7 +82,7 @@ class Failed(_Message):
 RunnerMessage = Annotated[
     Ready | ProgressUpdate | Heartbeat | Done | Failed, Field(discriminator="type")
 ]
-SheepMessage = Annotated[Run, Field(discriminator="type")]
+SheepMessage = Annotated[Hello | Run, Field(discriminator="type")]
 
 runner_message = TypeAdapter(RunnerMessage)
 sheep_message = TypeAdapter(SheepMessage)
