@@ -38,9 +38,10 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Regenerate the RabbitMQ definitions from schemas/topology.py.
+# Regenerate what is derived from schemas/: RabbitMQ definitions, configuration reference.
 schemas: venv
 	$(PY) -m schemas definitions > deploy/rabbitmq/definitions.json
+	$(PY) -m schemas reference > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

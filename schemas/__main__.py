@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 from schemas.config import Config
 from schemas.events import JobEvent, SheepState, StatusReport
 from schemas.job import JobDispatch, JobRequest, JobSpec
+from schemas.reference import render
 from schemas.runner import RunnerMessage, SheepMessage
 from schemas.s3 import S3EventNotification
 from schemas.status import JobStatus
@@ -65,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("export", help="write JSON Schema files").add_argument("directory", type=Path)
     sub.add_parser("definitions", help="print RabbitMQ definitions")
+    sub.add_parser("reference", help="print the configuration reference")
     args = parser.parse_args(argv)
     if args.command == "export":
         for path in export(args.directory):
             print(path)
+    elif args.command == "reference":
+        print(render(), end="")
     else:
         json.dump(definitions(), sys.stdout, indent=2)
         print()

@@ -36,7 +36,10 @@ class _Section(BaseModel):
 
 
 class BrokerConfig(_Section):
-    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        description="AMQP URL; never logged.",
+    )
     namespace: PathSegment = Field(
         default="shepherd",
         description="Prefix of every exchange and queue Shepherd declares (shepherd.jobs, ...).",
@@ -44,16 +47,18 @@ class BrokerConfig(_Section):
     delivery_limit: PositiveInt = Field(
         default=5, description="Deliveries of one job before it is dead-lettered and failed."
     )
-    reconnect_interval: PositiveFloat = 1.0
+    reconnect_interval: PositiveFloat = Field(
+        default=1.0, description="Seconds between reconnection attempts."
+    )
 
 
 class StorageConfig(_Section):
     endpoint: str = Field(default="127.0.0.1:9000", description="host:port of the S3 service.")
     access_key: SecretStr = SecretStr("minioadmin")
-    secret_key: SecretStr = SecretStr("minioadmin")
-    bucket: PathSegment = "shepherd"
+    secret_key: SecretStr = Field(default=SecretStr("minioadmin"), description="Never logged.")
+    bucket: PathSegment = Field(default="shepherd", description="One prefix per job inside.")
     secure: bool = Field(default=False, description="Use HTTPS.")
-    region: str | None = None
+    region: str | None = Field(default=None, description="S3 region, if the service needs one.")
     notification_exchange: str = Field(
         default="shepherd.storage",
         description="Exchange the S3 service publishes bucket notifications to.",
@@ -77,7 +82,9 @@ class _SheepBase(_Section):
     devices: list[str] = Field(
         default_factory=list, description="GPU ids or device paths given to the runner."
     )
-    heartbeat_interval: PositiveFloat = 2.0
+    heartbeat_interval: PositiveFloat = Field(
+        default=2.0, description="Seconds between runner heartbeats."
+    )
     heartbeat_timeout: PositiveFloat = Field(
         default=30.0, description="Silence after which the runner is deemed dead."
     )
@@ -91,13 +98,17 @@ class BareSheepConfig(_SheepBase):
     working_directory: Path = Field(
         description="Holds <model>/<version>/ directories, each with a shepherd-runner.yaml."
     )
-    stdout_file: Path | None = None
-    stderr_file: Path | None = None
+    stdout_file: Path | None = Field(
+        default=None, description="Runner stdout; default <data_root>/<sheep>/.runner/stdout.log."
+    )
+    stderr_file: Path | None = Field(
+        default=None, description="Runner stderr; default <data_root>/<sheep>/.runner/stderr.log."
+    )
 
 
 class DockerSheepConfig(_SheepBase):
     type: Literal["docker"] = "docker"
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="Container environment.")
     cpus: PositiveFloat | None = None
     memory: str | None = Field(default=None, description="Docker memory limit, e.g. 4g.")
 
@@ -106,8 +117,8 @@ SheepConfig = Annotated[BareSheepConfig | DockerSheepConfig, Field(discriminator
 
 
 class GatewayConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=5000, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="Address the HTTP API binds.")
+    port: int = Field(default=5000, ge=0, le=65535, description="Its port.")
     max_payload_bytes: PositiveInt = Field(
         default=16 * 1024 * 1024, description="Largest request body accepted, in bytes."
     )
@@ -117,13 +128,18 @@ class GatewayConfig(_Section):
 
 
 class WebhookSubscription(_Section):
-    url: str
-    events: list[str] = Field(default_factory=lambda: ["job.*"])
-    secret: SecretStr | None = None
+    url: str = Field(description="Receiver of the deliveries.")
+    events: list[str] = Field(
+        default_factory=lambda: ["job.*"],
+        description="Routing-key patterns of the events delivered.",
+    )
+    secret: SecretStr | None = Field(default=None, description="whsec_ signing secret.")
 
 
 class NotifierConfig(_Section):
-    webhooks: list[WebhookSubscription] = Field(default_factory=list)
+    webhooks: list[WebhookSubscription] = Field(
+        default_factory=list, description="Global webhook subscriptions."
+    )
 
 
 class Config(BaseSettings):
@@ -133,16 +149,24 @@ class Config(BaseSettings):
         env_prefix="SHEPHERD_", env_nested_delimiter="__", extra="forbid"
     )
 
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    registry: RegistryConfig = Field(default_factory=RegistryConfig)
-    data_root: Path = _DEFAULT_DATA_ROOT
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="RabbitMQ.")
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="The S3 service (MinIO)."
+    )
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig, description="Docker registry of model images."
+    )
+    data_root: Path = Field(
+        default=_DEFAULT_DATA_ROOT, description="Scratch space: <data_root>/<sheep>/<job_id>/."
+    )
     models: dict[str, ModelDefaults] = Field(
         default_factory=dict, description="Per-model defaults, keyed by name or name:version."
     )
-    sheep: dict[PathSegment, SheepConfig] = Field(default_factory=dict)
-    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
-    notifier: NotifierConfig = Field(default_factory=NotifierConfig)
+    sheep: dict[PathSegment, SheepConfig] = Field(
+        default_factory=dict, description="The compute slots, by id: bare or docker."
+    )
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="HTTP API.")
+    notifier: NotifierConfig = Field(default_factory=NotifierConfig, description="Notifications.")
 
     @classmethod
     def settings_customise_sources(

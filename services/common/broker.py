@@ -79,8 +79,10 @@ class Broker:
         content_type: str = JSON,
         headers: dict[str, str] | None = None,
         message_id: str | None = None,
+        mandatory: bool = True,
     ) -> None:
-        """Publish persistently and wait for the broker's confirm; unroutable messages raise."""
+        """Publish persistently and wait for the broker's confirm; unroutable messages raise
+        unless ``mandatory`` is False (announcements nobody may be listening to)."""
         payload = body if isinstance(body, bytes) else body.model_dump_json().encode()
         message = aio_pika.Message(
             payload,
@@ -90,7 +92,7 @@ class Broker:
             message_id=message_id,
         )
         target = await self._exchange(exchange)
-        await target.publish(message, routing_key, mandatory=True)
+        await target.publish(message, routing_key, mandatory=mandatory)
 
     async def consume(
         self, queue_name: str, handler: Handler, *, prefetch: int, consumer_tag: str | None = None
@@ -102,7 +104,9 @@ class Broker:
         """
         channel = await self.connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(queue_name, ensure=False)
+        # A passive declare registers the queue with the robust channel, so the consumer is
+        # restored after a reconnect (``get_queue(ensure=False)`` is not, and goes silent).
+        queue = await channel.declare_queue(queue_name, passive=True)
 
         async def guarded(message: AbstractIncomingMessage) -> None:
             try:

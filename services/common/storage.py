@@ -91,6 +91,9 @@ class Storage:
 
         return await asyncio.to_thread(create)
 
+    async def remove(self, key: str) -> None:
+        await asyncio.to_thread(self.client.remove_object, self.bucket, key)
+
     async def get_bytes(self, key: str) -> bytes:
         def get() -> bytes:
             try:

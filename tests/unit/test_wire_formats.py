@@ -102,3 +102,10 @@ def test_export_writes_json_schemas(tmp_path):
     request_schema = json.loads((tmp_path / "job-request.schema.json").read_text())
     assert request_schema["additionalProperties"] is False
     assert "job_id" in request_schema["required"]
+
+
+def test_configuration_reference_is_generated_from_the_schema():
+    from schemas.reference import render
+
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    assert committed == render(), "run `make schemas` to regenerate docs/configuration.md"

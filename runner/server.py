@@ -1,0 +1,205 @@
+"""The runner's ZMQ loop: one ROUTER socket facing the sheep, one job at a time.
+
+Every message is a single JSON frame (``schemas.runner``); the ROUTER sees
+``[sheep identity, frame]``. The main thread owns the ROUTER and the PULL end of an inproc
+pipe fed by the job thread, polls both with the heartbeat interval as timeout, and is the
+only thread that ever writes to the sheep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import zmq
+from pydantic import ValidationError
+
+from runner.base import Runner
+from runner.worker import Outbox, error_info, start_job
+from schemas.errors import format_validation_error
+from schemas.names import is_job_id
+from schemas.runner import (
+    Done,
+    Failed,
+    Heartbeat,
+    Hello,
+    ProgressUpdate,
+    Ready,
+    Run,
+    RunnerMessage,
+    runner_message,
+    sheep_message,
+)
+from schemas.status import ErrorInfo
+
+log = logging.getLogger(__name__)
+
+EVENTS_ADDRESS = "inproc://job-events"
+HELLO_GRACE_SECONDS = 1.0
+"""How long a runner that failed to start waits for a ``hello`` to answer with the error."""
+FAREWELL_LINGER_MS = 1000
+"""How long closing may wait to deliver that last ``failed`` frame."""
+OUTCOME_SEND_TIMEOUT_MS = 1000
+
+
+class StartupError(Exception):
+    """The runner could not bind, be built or load its model."""
+
+
+class RunnerServer:
+    """Serves one runner to one sheep: ``load()`` once, then ``serve()`` until interrupted."""
+
+    def __init__(self, bind: str, model: str, heartbeat_interval: float) -> None:
+        self._model = model
+        self._heartbeat_interval = heartbeat_interval
+        self._context = zmq.Context()
+        self._router = self._context.socket(zmq.ROUTER)
+        self._router.linger = 0
+        # A restarted sheep reconnects under the same routing id; without handover the
+        # ROUTER would ignore it until it noticed that the old connection is gone.
+        self._router.router_handover = 1
+        self._events = self._context.socket(zmq.PULL)
+        self._events.linger = 0
+        self._events.bind(EVENTS_ADDRESS)
+        push = self._context.socket(zmq.PUSH)
+        push.linger = 0
+        push.sndtimeo = OUTCOME_SEND_TIMEOUT_MS
+        push.connect(EVENTS_ADDRESS)
+        self._outbox = Outbox(push)
+        try:
+            self._router.bind(bind)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise StartupError(f"cannot bind {bind}: {exc}") from exc
+        self._runner: Runner | None = None
+        self._load_seconds = 0.0
+        self._peer: bytes | None = None
+        """Routing id of the sheep: whoever last said hello or sent a job."""
+        self._job_id: str | None = None
+
+    def __enter__(self) -> RunnerServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._outbox.close()
+        self._events.close()
+        self._router.close()
+        self._context.term()
+
+    def load(self, build: Callable[[], Runner]) -> None:
+        """Build the runner and load its model. On failure, answer the sheep's ``hello`` (if
+        it arrives soon) with ``failed`` and raise :class:`StartupError`."""
+        started = time.monotonic()
+        try:
+            runner = build()
+            runner.load()
+        except Exception as exc:
+            self._refuse_hello(exc)
+            raise StartupError(f"{type(exc).__name__}: {exc}") from exc
+        self._runner = runner
+        self._load_seconds = time.monotonic() - started
+        log.info("model %s loaded in %.2fs", self._model, self._load_seconds)
+
+    def serve(self) -> None:
+        """Answer the sheep and send heartbeats forever; signals end it by raising."""
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
+        next_heartbeat = time.monotonic() + self._heartbeat_interval
+        while True:
+            timeout_ms = max(0.0, next_heartbeat - time.monotonic()) * 1000
+            ready = dict(poller.poll(timeout_ms))
+            # Outcomes first, so that a run arriving right after the last job ended is taken.
+            if self._events in ready:
+                self._forward(self._events.recv())
+            if self._router in ready:
+                self._handle(self._router.recv_multipart())
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self._to_peer(Heartbeat(job_id=self._job_id))
+                next_heartbeat = now + self._heartbeat_interval
+
+    def _handle(self, frames: list[bytes]) -> None:
+        identity, payload = frames[0], frames[1:]
+        if len(payload) != 1:
+            self._protocol_error(identity, None, f"expected 1 frame, got {len(payload)}")
+            return
+        try:
+            message = sheep_message.validate_json(payload[0])
+        except ValidationError as exc:
+            job_id = _job_id_of(payload[0])
+            self._protocol_error(identity, job_id, format_validation_error(exc))
+            return
+        if isinstance(message, Hello):
+            self._hello(identity, message)
+        else:
+            self._run(identity, message)
+
+    def _hello(self, identity: bytes, hello: Hello) -> None:
+        log.info("sheep %s said hello", hello.sheep_id)
+        self._peer = identity
+        ready = Ready(model=self._model, load_seconds=self._load_seconds, pid=os.getpid())
+        self._send(identity, ready)
+
+    def _run(self, identity: bytes, run: Run) -> None:
+        assert self._runner is not None, "serve() before load()"
+        if self._job_id is not None:
+            busy = ErrorInfo(type="RunnerBusy", message=f"busy with job {self._job_id}")
+            self._send(identity, Failed(job_id=run.job_id, error=busy))
+            return
+        log.info("job %s started", run.job_id)
+        self._peer = identity
+        self._job_id = run.job_id
+        start_job(self._runner, run, self._outbox)
+
+    def _forward(self, frame: bytes) -> None:
+        """Pass a job event on to the sheep, dropping progress of a job that already ended."""
+        message = runner_message.validate_json(frame)
+        if isinstance(message, ProgressUpdate) and message.job_id != self._job_id:
+            return
+        if isinstance(message, Done | Failed):
+            log.info("job %s %s", message.job_id, message.type)
+            self._job_id = None
+        self._to_peer(message)
+
+    def _protocol_error(self, identity: bytes, job_id: str | None, problem: str) -> None:
+        log.warning("refusing a malformed message: %s", problem)
+        error = ErrorInfo(type="ProtocolError", message=f"malformed message: {problem}")
+        self._send(identity, Failed(job_id=job_id, error=error))
+
+    def _refuse_hello(self, exc: Exception) -> None:
+        if self._router.poll(HELLO_GRACE_SECONDS * 1000) == 0:
+            return
+        identity = self._router.recv_multipart()[0]
+        self._send(identity, Failed(job_id=None, error=error_info(exc)))
+        self._router.linger = FAREWELL_LINGER_MS
+
+    def _to_peer(self, message: RunnerMessage) -> None:
+        if self._peer is not None:
+            self._send(self._peer, message)
+
+    def _send(self, identity: bytes, message: RunnerMessage) -> None:
+        """Never blocks: the ROUTER drops frames for unknown or congested peers."""
+        self._router.send_multipart([identity, message.model_dump_json().encode()])
+
+
+def _job_id_of(payload: bytes) -> str | None:
+    """The ``job_id`` of a message that failed validation, if it carries a usable one."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    job_id = data.get("job_id") if isinstance(data, dict) else None
+    return job_id if isinstance(job_id, str) and is_job_id(job_id) else None

@@ -1,0 +1,107 @@
+"""Running one job in a worker thread, so that the main thread keeps talking to the sheep.
+
+The worker never touches the ROUTER socket: it reports progress and the outcome through an
+:class:`Outbox` (an inproc PUSH socket) that the main thread drains and forwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import zmq
+
+from runner.base import JobContext, Runner
+from schemas.runner import Accounting, Done, Failed, ProgressUpdate, Run
+from schemas.status import ErrorInfo
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """The PUSH end of the job-events pipe, shared by the worker and any thread of model code.
+
+    zmq sockets are not thread safe; the lock serialises senders (and is the memory barrier
+    zmq asks for when a socket changes threads). Progress is sent without blocking and
+    dropped when the pipe is full (the next update supersedes it); outcomes block, bounded by
+    the socket's send timeout, so that closing at shutdown can never wait forever.
+    """
+
+    def __init__(self, socket: zmq.Socket[bytes]) -> None:
+        self._socket = socket
+        self._lock = threading.Lock()
+
+    def progress(self, update: ProgressUpdate) -> None:
+        self._send(update, zmq.NOBLOCK)
+
+    def outcome(self, message: Done | Failed) -> None:
+        self._send(message, 0)
+
+    def _send(self, message: ProgressUpdate | Done | Failed, flags: int) -> None:
+        frame = message.model_dump_json().encode()
+        with self._lock:
+            if self._socket.closed:
+                return
+            try:
+                self._socket.send(frame, flags)
+            except zmq.Again:
+                if message.type != "progress":
+                    log.error("could not hand %s of job %s over", message.type, message.job_id)
+
+    def close(self) -> None:
+        with self._lock:
+            self._socket.close(linger=0)
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """What the sheep learns of an exception: its class, message and full traceback."""
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def start_job(runner: Runner, run: Run, outbox: Outbox) -> None:
+    """Process ``run`` in a new daemon thread (daemon: a stuck job must not block exit)."""
+    threading.Thread(
+        target=_work, args=(runner, run, outbox), name=f"job-{run.job_id}", daemon=True
+    ).start()
+
+
+def _work(runner: Runner, run: Run, outbox: Outbox) -> None:
+    job = JobContext(job_id=run.job_id, parameters=run.parameters)
+    started_wall, started_cpu = time.monotonic(), _cpu_seconds()
+    try:
+        outputs_dir = Path(run.outputs_dir)
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+        runner.run_job(job, Path(run.inputs_dir), outputs_dir, outbox.progress)
+    except BaseException as exc:  # even sys.exit() in model code only fails the job
+        outbox.outcome(Failed(job_id=run.job_id, error=error_info(exc)))
+        return
+    accounting = Accounting(
+        wall_seconds=time.monotonic() - started_wall,
+        cpu_seconds=max(0.0, _cpu_seconds() - started_cpu),
+        max_rss_bytes=_max_rss_bytes(),
+    )
+    outbox.outcome(Done(job_id=run.job_id, accounting=accounting))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of its reaped children (models may shell out)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def _max_rss_bytes() -> int:
+    """Peak resident memory of the runner process so far (the kernel keeps no per-job peak)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes, Linux: KiB

@@ -1,0 +1,82 @@
+"""The ``shepherd`` command.
+
+    shepherd up [-c FILE]            gateway, notifier and every configured sheep, one process
+    shepherd gateway [-c FILE]       the HTTP API and the upload listener
+    shepherd notifier [-c FILE]      the status writer
+    shepherd sheep ID [-c FILE]      one sheep
+
+Without ``-c``, ``examples/configs/shepherd-bare.yml`` is used when it exists here (its
+defaults match ``make services``), else the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from schemas.config import Config, ConfigError, load_config
+from services.runtime import Roles, run
+
+DEFAULT_CONFIG = Path("examples/configs/shepherd-bare.yml")
+
+
+def _config(path: Path | None) -> Config:
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    return load_config(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="shepherd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("up", "run everything in one process"),
+        ("gateway", "run the HTTP gateway"),
+        ("notifier", "run the notifier"),
+    ]:
+        sub.add_parser(name, help=help_text).add_argument("-c", "--config", type=Path)
+    sheep = sub.add_parser("sheep", help="run one sheep")
+    sheep.add_argument("sheep_id")
+    sheep.add_argument("-c", "--config", type=Path)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("DEBUG") == "1" else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        config = _config(args.config)
+    except ConfigError as exc:
+        print(f"shepherd: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "up":
+        roles = Roles(gateway=True, notifier=True, sheep=list(config.sheep))
+    elif args.command == "sheep":
+        if args.sheep_id not in config.sheep:
+            print(
+                f"shepherd: no sheep {args.sheep_id!r} in the config; configured: "
+                f"{', '.join(config.sheep) or 'none'}",
+                file=sys.stderr,
+            )
+            return 2
+        roles = Roles(sheep=[args.sheep_id])
+    else:
+        roles = Roles(**{args.command: True})
+    try:
+        asyncio.run(run(config, roles))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"shepherd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

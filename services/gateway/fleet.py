@@ -1,0 +1,73 @@
+"""What ``GET /status`` reports about every sheep, built from their ``sheep.<id>`` announcements."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pydantic import ValidationError
+
+from schemas.config import Config
+from schemas.events import SheepState
+from services.common.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+class Fleet:
+    def __init__(self, config: Config, broker: Broker) -> None:
+        self.config = config
+        self.broker = broker
+        self.states: dict[str, SheepState] = {}
+        self._channel: AbstractChannel | None = None
+
+    async def start(self) -> None:
+        self._channel = await self.broker.connection.channel()
+        queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self.broker.names.events_exchange, "sheep.*")
+        await queue.consume(self._on_state, no_ack=True)
+
+    async def stop(self) -> None:
+        if self._channel:
+            await self._channel.close()
+            self._channel = None
+
+    async def _on_state(self, message: AbstractIncomingMessage) -> None:
+        try:
+            state = SheepState.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.warning("ignoring a malformed sheep announcement: %s", exc)
+            return
+        self.states[state.sheep_id] = state
+
+    async def queue_depth(self, queue_name: str) -> int | None:
+        """Messages ready in a queue (passive declare); None if it does not exist yet."""
+        channel = await self.broker.connection.channel()
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            return queue.declaration_result.message_count
+        except aio_pika.exceptions.ChannelClosed:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def report(self) -> dict:
+        names = self.broker.names
+        now = datetime.now(UTC)
+        sheep = {}
+        for sheep_id, sheep_config in self.config.sheep.items():
+            state = self.states.get(sheep_id)
+            alive = state is not None and now - state.time < timedelta(seconds=3 * state.interval)
+            sheep[sheep_id] = {
+                "type": sheep_config.type,
+                "alive": alive,
+                "runner_alive": bool(alive and state and state.runner_alive),
+                "model": state.model.model_dump() if alive and state and state.model else None,
+                "current_job": state.current_job if alive and state else None,
+                "last_seen": state.time.isoformat() if state else None,
+                "queue_depth": await self.queue_depth(names.sheep_queue(sheep_id)),
+            }
+        return {"sheep": sheep, "pool": {"queue_depth": await self.queue_depth(names.pool_queue)}}

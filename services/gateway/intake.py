@@ -1,0 +1,163 @@
+"""Declaring jobs and queueing them exactly once.
+
+A job is queued when its declared inputs are all in the store. Two paths can notice that
+first: the declaration itself (``POST /start-job``, an AMQP submission) and the store's
+notification of the last upload. Both call :meth:`Intake.try_dispatch`; whichever creates
+``<job_id>/dispatch.json`` (an S3 conditional write, ``If-None-Match: *``) publishes the job,
+the other finds the claim taken and does nothing. So a job is queued once, whoever wins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+from pydantic import ValidationError
+
+from schemas.config import Config
+from schemas.events import StatusReport
+from schemas.job import PAYLOAD_INPUT, JobDispatch, JobRequest, JobSpec
+from schemas.layout import dispatch_key, inputs_prefix, job_key
+from schemas.status import JobState
+from services.common.broker import Broker
+from services.common.problems import Problem
+from services.common.storage import ObjectMissing, Storage
+
+log = logging.getLogger(__name__)
+
+
+class Declared(Enum):
+    NEW = "new"
+    REPEATED = "repeated"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    outcome: Declared
+    spec: JobSpec
+    queued: bool
+
+
+class Intake:
+    def __init__(self, config: Config, broker: Broker, storage: Storage) -> None:
+        self.config = config
+        self.broker = broker
+        self.storage = storage
+
+    async def declare(self, request: JobRequest) -> Declaration:
+        """Store the job, its payload, report it accepted, and queue it if it can run.
+
+        Raises :class:`Problem` for an unknown sheep (422) or a conflicting repeat (409).
+        Every step is idempotent, so a client retrying after a failure completes the job.
+        """
+        if request.sheep_id is not None and request.sheep_id not in self.config.sheep:
+            raise Problem(
+                422,
+                f"unknown sheep_id {request.sheep_id!r}; configured sheep: "
+                f"{', '.join(sorted(self.config.sheep)) or 'none'}",
+                errors=[{"field": "sheep_id", "message": "unknown sheep"}],
+            )
+        spec = JobSpec.from_request(request, datetime.now(UTC))
+        created = await self.storage.create_bytes(
+            job_key(spec.job_id), spec.model_dump_json().encode(), "application/json"
+        )
+        if not created:
+            spec = await self._existing(spec)
+        await self._report(spec, JobState.ACCEPTED, spec.declared_at)
+        if request.payload is not None and not await self._claimed(spec.job_id):
+            await self.storage.put_bytes(
+                f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}",
+                _payload_bytes(request.payload),
+                "application/json",
+            )
+        queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
+        return Declaration(Declared.NEW if created else Declared.REPEATED, spec, queued)
+
+    async def _existing(self, spec: JobSpec) -> JobSpec:
+        stored = await self.load_spec(spec.job_id)
+        if stored is None:  # removed in between; the client may simply retry
+            raise Problem(409, f"job {spec.job_id} is being removed; retry later")
+        if stored.request_digest != spec.request_digest:
+            raise Problem(
+                409,
+                f"job {spec.job_id} already exists with a different request",
+                title="Job exists",
+            )
+        return stored
+
+    async def load_spec(self, job_id: str) -> JobSpec | None:
+        try:
+            raw = await self.storage.get_bytes(job_key(job_id))
+        except ObjectMissing:
+            return None
+        try:
+            return JobSpec.model_validate_json(raw)
+        except ValidationError as exc:
+            log.error("job %s has an unreadable job.json: %s", job_id, exc)
+            return None
+
+    async def try_dispatch(
+        self, job_id: str, spec: JobSpec | None = None, *, declaring: bool = False
+    ) -> bool:
+        """Queue the job if it is declared, complete and not yet claimed; True if queued now.
+
+        A job that declares no ``inputs`` runs with whatever its declaration found, so only
+        the declaring call may queue it; the upload path waits for declared inputs only.
+        """
+        spec = spec or await self.load_spec(job_id)
+        if spec is None or (spec.inputs is None and not declaring):
+            return False
+        if spec.inputs is not None:
+            present = {
+                o.key.removeprefix(inputs_prefix(job_id))
+                for o in await self.storage.list(inputs_prefix(job_id))
+            }
+            if not set(spec.inputs) <= present:
+                return False
+        queued_at = datetime.now(UTC)
+        claim = json.dumps({"queued_at": queued_at.isoformat()}).encode()
+        if not await self.storage.create_bytes(dispatch_key(job_id), claim, "application/json"):
+            return False
+        dispatch = JobDispatch(job=spec, queued_at=queued_at, timeout=self._timeout(spec))
+        names = self.broker.names
+        try:
+            await self.broker.publish(
+                names.jobs_exchange,
+                names.job_routing_key(spec.sheep_id),
+                dispatch,
+                message_id=job_id,
+            )
+        except Exception:
+            # Release the claim so that a retry (client or redelivered event) can queue it.
+            await self.storage.remove(dispatch_key(job_id))
+            raise
+        await self._report(spec, JobState.QUEUED, queued_at)
+        return True
+
+    async def _claimed(self, job_id: str) -> bool:
+        try:
+            await self.storage.stat(dispatch_key(job_id))
+        except ObjectMissing:
+            return False
+        return True
+
+    def _timeout(self, spec: JobSpec) -> float | None:
+        return (
+            spec.timeout or self.config.model_defaults(spec.model.name, spec.model.version).timeout
+        )
+
+    async def _report(self, spec: JobSpec, state: JobState, time: datetime) -> None:
+        report = StatusReport(
+            job_id=spec.job_id, state=state, model=spec.model, time=time, sheep_id=spec.sheep_id
+        )
+        await self.broker.publish(self.broker.names.events_exchange, report.routing_key, report)
+
+
+def _payload_bytes(payload: object) -> bytes:
+    """Strings are stored verbatim (so pre-serialised JSON keeps its bytes); values as JSON."""
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload, separators=(",", ":")).encode()

@@ -1,0 +1,292 @@
+"""The notifier: the single writer of ``<job_id>/status.json``.
+
+It consumes the status reports on ``<ns>.status``, applies them with :mod:`.state`, writes the
+status, announces each transition as a CloudEvents ``job.<state>`` event on ``<ns>.events``,
+and only then acks the reports.
+
+    notifier = Notifier(config, broker, storage)
+    await notifier.start()
+    ...
+    await notifier.stop()
+
+Reports of different jobs are processed concurrently (up to the prefetch); the reports of one
+job go through one worker task, in delivery order, and those that queue up while it writes are
+applied together and written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import urllib3
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from minio.error import MinioException
+from pydantic import ValidationError
+
+from schemas.config import Config
+from schemas.errors import format_validation_error
+from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
+from schemas.layout import status_key
+from schemas.status import JobStatus
+from services.common.broker import Broker
+from services.common.storage import ObjectMissing, Storage
+from services.notifier.state import apply, replay
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MAX_RETRY_DELAY = 10.0
+_OUTAGES: tuple[type[Exception], ...] = (
+    OSError,  # ConnectionError and aiormq's connection errors among them
+    TimeoutError,
+    urllib3.exceptions.HTTPError,
+    MinioException,
+    AMQPError,
+    ChannelInvalidStateError,
+)
+"""Errors of the store or the broker that pass once it is back; anything else is a bug."""
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    message: AbstractIncomingMessage
+    report: StatusReport
+
+
+class _Abandoned(Exception):
+    """The deliveries' channel closed while their reports were being retried; the broker
+    redelivers them, so this worker lets them go."""
+
+
+class StatusCache:
+    """The most recently used statuses. Coherent because the notifier is their only writer."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, JobStatus] = OrderedDict()
+
+    def get(self, job_id: str) -> JobStatus | None:
+        status = self._entries.get(job_id)
+        if status is not None:
+            self._entries.move_to_end(job_id)
+        return status
+
+    def put(self, status: JobStatus) -> None:
+        self._entries[status.job_id] = status
+        self._entries.move_to_end(status.job_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Notifier:
+    def __init__(
+        self,
+        config: Config,
+        broker: Broker,
+        storage: Storage,
+        *,
+        prefetch: int = 64,
+        cache_size: int = 10_000,
+        retry_delay: float = 0.5,
+        stop_grace: float = 10.0,
+    ) -> None:
+        self._broker = broker
+        self._storage = storage
+        self._names = broker.names
+        self._prefetch = prefetch
+        self._retry_delay = retry_delay
+        self._stop_grace = stop_grace
+        self.cache = StatusCache(cache_size)
+        self.source = f"/{config.broker.namespace}/notifier"
+        """CloudEvents ``source`` of every event this notifier publishes."""
+        self._consumer: tuple[AbstractRobustChannel, str] | None = None
+        self._pending: dict[str, list[_Delivery]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Consume ``<ns>.status``; the topology is declared by whoever starts the process."""
+        self._stopping = False
+        channel, tag = await self._broker.consume(
+            self._names.status_queue, self._receive, prefetch=self._prefetch
+        )
+        # The queue has a single active consumer: after a reconnect another notifier may
+        # have written statuses in between, so what is cached can no longer be trusted.
+        channel.reopen_callbacks.add(self._forget)
+        self._consumer = (channel, tag)
+
+    async def stop(self) -> None:
+        """Stop consuming, let the reports in hand finish (for ``stop_grace`` seconds at most;
+        the rest are cancelled and redelivered), then close the channel."""
+        self._stopping = True
+        if self._consumer is None:
+            return
+        channel, tag = self._consumer
+        self._consumer = None
+        try:
+            async with asyncio.timeout(5):  # the broker may be unreachable
+                queue = await channel.get_queue(self._names.status_queue)
+                await queue.cancel(tag)
+        except Exception:
+            log.warning("cancelling the status consumer failed", exc_info=True)
+        if self._workers:
+            _, late = await asyncio.wait(self._workers, timeout=self._stop_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await channel.close()
+
+    def _forget(self, *_: object) -> None:
+        self.cache.clear()
+
+    async def _receive(self, message: AbstractIncomingMessage) -> None:
+        """Hand a report to its job's worker. Runs in delivery order and must not await
+        before queuing the report, or the order of one job's reports could change."""
+        if self._stopping:
+            return  # left unacked: the broker redelivers it once the channel closes
+        try:
+            report = StatusReport.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.warning(
+                "dead-lettering status report %s (routing key %s): %s",
+                message.message_id or message.delivery_tag,
+                message.routing_key,
+                format_validation_error(exc),
+            )
+            await _settle(message.reject(requeue=False))
+            return
+        delivery = _Delivery(message, report)
+        batch = self._pending.get(report.job_id)
+        if batch is not None:
+            batch.append(delivery)
+            return
+        self._pending[report.job_id] = [delivery]
+        task = asyncio.create_task(self._work(report.job_id), name=f"notifier:{report.job_id}")
+        self._workers.add(task)
+        task.add_done_callback(self._workers.discard)
+
+    async def _work(self, job_id: str) -> None:
+        """Process the job's reports until none is waiting."""
+        try:
+            while batch := self._pending[job_id]:
+                self._pending[job_id] = []
+                await self._process(job_id, batch)
+        finally:
+            # Deliveries still listed were never settled; the broker redelivers them.
+            del self._pending[job_id]
+
+    async def _process(self, job_id: str, batch: list[_Delivery]) -> None:
+        try:
+            current = await self._retrying("reading the status", job_id, batch, self._load, job_id)
+            status, events = current, []
+            for delivery in batch:
+                transition = apply(status, delivery.report)
+                if transition is not None:
+                    status = transition.status
+                    if transition.kind:
+                        events.append(JobEvent.of(status, self.source, transition.kind))
+                elif delivery.message.redelivered and (kind := replay(status, delivery.report)):
+                    events.append(JobEvent.of(status, self.source, kind))
+            if status is not None and status is not current:
+                await self._retrying("writing the status", job_id, batch, self._save, status)
+            for event in events:
+                await self._retrying("publishing the event", job_id, batch, self._publish, event)
+        except _Abandoned:
+            return
+        except Exception:
+            log.exception("status reports of job %s failed; dead-lettering them", job_id)
+            for delivery in batch:
+                await _settle(delivery.message.reject(requeue=False))
+            return
+        for delivery in batch:
+            await _settle(delivery.message.ack())
+
+    async def _retrying(
+        self,
+        what: str,
+        job_id: str,
+        batch: list[_Delivery],
+        operation: Callable[..., Awaitable[T]],
+        *args: object,
+    ) -> T:
+        """Retry a storage or broker call through outages, holding the reports meanwhile.
+
+        Requeueing instead would spend the queue's delivery limit, so an outage of the store
+        would dead-letter reports; holding them keeps their order and stops new deliveries
+        once every prefetch slot waits.
+        """
+        delay = self._retry_delay
+        while True:
+            try:
+                return await operation(*args)
+            except _OUTAGES as exc:
+                if any(_orphaned(d.message) for d in batch):
+                    raise _Abandoned from exc
+                log.warning("%s of job %s failed, retrying in %.1fs: %r", what, job_id, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RETRY_DELAY)
+
+    async def _load(self, job_id: str) -> JobStatus | None:
+        cached = self.cache.get(job_id)
+        if cached is not None:
+            return cached
+        try:
+            raw = await self._storage.get_bytes(status_key(job_id))
+        except ObjectMissing:
+            return None
+        try:
+            status = JobStatus.model_validate_json(raw)
+        except ValidationError as exc:
+            log.error(
+                "%s is not a valid status (%s); rebuilding it from the reports",
+                status_key(job_id),
+                format_validation_error(exc),
+            )
+            return None
+        self.cache.put(status)
+        return status
+
+    async def _save(self, status: JobStatus) -> None:
+        data = status.model_dump_json().encode()
+        await self._storage.put_bytes(status_key(status.job_id), data, "application/json")
+        self.cache.put(status)
+
+    async def _publish(self, event: JobEvent) -> None:
+        await self._broker.publish(
+            self._names.events_exchange,
+            event.routing_key,
+            event,
+            content_type=CLOUDEVENTS_CONTENT_TYPE,
+            message_id=event.id,
+            mandatory=False,  # an announcement: nobody need be listening
+        )
+
+
+def _orphaned(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel that delivered ``message`` has closed (it can no longer be acked)."""
+    try:
+        message.channel  # noqa: B018 - raises once the channel has closed
+    except ChannelInvalidStateError:
+        return True
+    return False
+
+
+async def _settle(outcome: Awaitable[None]) -> None:
+    """Ack or reject; on a closed channel the broker redelivers anyway, so only log."""
+    try:
+        await outcome
+    except Exception as exc:
+        log.warning("could not settle a status report: %r", exc)

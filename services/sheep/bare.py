@@ -1,0 +1,197 @@
+"""The bare backend: the runner is a ``python -m runner.cli`` subprocess on this machine.
+
+It runs in ``<working_directory>/<model>/<version>/`` (which holds ``shepherd-runner.yaml``),
+in a session of its own so that stopping it also stops whatever it spawned, with
+``CUDA_VISIBLE_DEVICES`` set from the sheep's ``devices``. Its pid is kept in a pid file so that
+a sheep restarted after a crash can kill the orphan still holding the runner port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from schemas.config import BareSheepConfig
+from schemas.job import ModelRef
+from services.sheep.backend import ModelNotFound
+
+log = logging.getLogger(__name__)
+
+RUNNER_FILE = "shepherd-runner.yaml"
+
+
+class BareBackend:
+    """Starts, restarts and stops one runner subprocess (see :class:`RunnerBackend`)."""
+
+    def __init__(
+        self,
+        sheep_id: str,
+        config: BareSheepConfig,
+        data_root: Path,
+        *,
+        stop_grace: float = 3.0,
+    ) -> None:
+        self._sheep_id = sheep_id
+        self._config = config
+        self._stop_grace = stop_grace
+        # Job ids never start with ".", so this cannot collide with <data_root>/<id>/<job_id>.
+        run_dir = data_root / sheep_id / ".runner"
+        self._stdout = config.stdout_file or run_dir / "stdout.log"
+        self._stderr = config.stderr_file or run_dir / "stderr.log"
+        self._pid_file = run_dir / "runner.pid"
+        self._process: asyncio.subprocess.Process | None = None
+        self._model: ModelRef | None = None
+        self._exited: asyncio.Task[int] | None = None
+        self._orphan_checked = False
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self._config.port}"
+
+    @property
+    def model(self) -> ModelRef | None:
+        return self._model if self._alive() else None
+
+    @property
+    def exited(self) -> asyncio.Future[int] | None:
+        return self._exited
+
+    @property
+    def log_files(self) -> tuple[Path, Path]:
+        return self._stdout, self._stderr
+
+    @property
+    def pid(self) -> int | None:
+        """The runner's process id while it lives."""
+        return self._process.pid if self._process and self._alive() else None
+
+    def model_dir(self, model: ModelRef) -> Path:
+        return self._config.working_directory / model.name / model.version
+
+    async def ensure(self, model: ModelRef) -> bool:
+        if self._alive() and self._model == model:
+            return False
+        directory = self.model_dir(model)
+        runner_file = directory / RUNNER_FILE
+        if not runner_file.is_file():
+            raise ModelNotFound(
+                f"model {model.name} version {model.version} is not installed on sheep "
+                f"{self._sheep_id}: {runner_file} does not exist"
+            )
+        await self.stop()
+        if not self._orphan_checked:
+            await self._kill_orphan()
+            self._orphan_checked = True
+        await self._start(model, directory)
+        return True
+
+    async def stop(self) -> None:
+        process, exited = self._process, self._exited
+        if process is None or exited is None:
+            return
+        self._process, self._model = None, None
+        if not exited.done():
+            _signal_group(process.pid, signal.SIGTERM)
+            await asyncio.wait({exited}, timeout=self._stop_grace)
+        # SIGKILL the group even when the leader is gone: its children may linger.
+        _signal_group(process.pid, signal.SIGKILL)
+        code = await exited
+        self._pid_file.unlink(missing_ok=True)
+        log.info(
+            "sheep %s: runner (pid %d) stopped, exit code %d", self._sheep_id, process.pid, code
+        )
+
+    def _alive(self) -> bool:
+        return self._exited is not None and not self._exited.done() and self._process is not None
+
+    async def _start(self, model: ModelRef, directory: Path) -> None:
+        for path in (self._stdout, self._stderr, self._pid_file):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "--bind",
+            self.address,
+            "--config",
+            RUNNER_FILE,
+            "--heartbeat-interval",
+            str(self._config.heartbeat_interval),
+            "--model",
+            str(model),
+        ]
+        with self._stdout.open("ab") as stdout, self._stderr.open("ab") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=directory,
+                env=runner_environment(self._config.devices),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        self._process, self._model = process, model
+        self._exited = asyncio.create_task(process.wait(), name=f"runner-{self._sheep_id}-exit")
+        self._pid_file.write_text(f"{process.pid}\n")
+        log.info(
+            "sheep %s: runner for %s started (pid %d, %s)",
+            self._sheep_id,
+            model,
+            process.pid,
+            self.address,
+        )
+
+    async def _kill_orphan(self) -> None:
+        """Kill a runner left behind by a previous life of this sheep, and wait until it is
+        gone (it holds the port the new runner binds)."""
+        pid = _orphan_pid(self._pid_file, self.address)
+        if pid is None:
+            return
+        log.warning("sheep %s: killing orphaned runner (pid %d)", self._sheep_id, pid)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            gone = asyncio.Event()
+            loop.add_reader(pidfd, gone.set)  # a pidfd turns readable when the process ends
+            try:
+                _signal_group(pid, signal.SIGKILL)
+                await asyncio.wait_for(gone.wait(), timeout=self._stop_grace)
+            except TimeoutError:
+                log.error("sheep %s: orphaned runner (pid %d) does not die", self._sheep_id, pid)
+            finally:
+                loop.remove_reader(pidfd)
+        finally:
+            os.close(pidfd)
+        self._pid_file.unlink(missing_ok=True)
+
+
+def runner_environment(devices: list[str]) -> dict[str, str]:
+    """The sheep's environment, unbuffered (log slices per job stay accurate), restricted to
+    ``devices`` when some are configured (none: the runner sees what the sheep sees)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    return env
+
+
+def _orphan_pid(pid_file: Path, address: str) -> int | None:
+    """The pid in ``pid_file`` if that process is still a runner bound to ``address``."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if b"runner.cli" in cmdline and address.encode() in cmdline else None
+
+
+def _signal_group(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)

@@ -1,0 +1,381 @@
+"""A bare sheep against real RabbitMQ and MinIO, driving the real runner and example models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+
+from schemas.config import BareSheepConfig, Config
+from schemas.events import SheepState, StatusReport
+from schemas.job import JobDispatch, JobSpec, ModelRef
+from schemas.status import JobState
+from schemas.topology import Names
+from services.common.broker import Broker
+from services.common.storage import ObjectMissing, Storage
+from services.sheep.service import Sheep
+
+MODELS = Path(__file__).parents[2] / "examples" / "models"
+WAIT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sheep_config(**overrides: Any) -> BareSheepConfig:
+    settings: dict[str, Any] = {
+        "port": free_port(),
+        "working_directory": MODELS,
+        "heartbeat_interval": 0.5,
+        "heartbeat_timeout": 5.0,
+        "load_timeout": 60.0,
+    }
+    return BareSheepConfig(**{**settings, **overrides})
+
+
+class Listener:
+    """A private queue on the events exchange, and waits for what arrives on it."""
+
+    def __init__(self) -> None:
+        self.messages: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self.seen: list[StatusReport] = []
+
+    async def collect(self, message: AbstractIncomingMessage) -> None:
+        self.messages.put_nowait(message)
+
+    async def report(self, job_id: str, state: JobState) -> StatusReport:
+        """The first report of ``job_id`` in ``state``; every report seen is kept in order."""
+        async with asyncio.timeout(WAIT):
+            while True:
+                report = StatusReport.model_validate_json((await self.messages.get()).body)
+                self.seen.append(report)
+                if report.job_id == job_id and report.state == state:
+                    return report
+
+    async def progress(self, job_id: str) -> StatusReport:
+        async with asyncio.timeout(WAIT):
+            while True:
+                report = StatusReport.model_validate_json((await self.messages.get()).body)
+                self.seen.append(report)
+                if report.job_id == job_id and report.progress is not None:
+                    return report
+
+    def states(self, job_id: str) -> list[JobState | None]:
+        return [r.state for r in self.seen if r.job_id == job_id and r.state is not None]
+
+
+@pytest.fixture
+def sheep_ids() -> list[str]:
+    return ["s1"]
+
+
+@pytest.fixture
+def sheep_settings() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def configured(config: Config, sheep_ids: list[str], sheep_settings: dict[str, Any]) -> Config:
+    """The test config with bare sheep; set before ``broker`` so their queues are cleaned."""
+    config.sheep = {sheep_id: sheep_config(**sheep_settings) for sheep_id in sheep_ids}
+    return config
+
+
+@pytest.fixture
+def storage(configured: Config) -> Storage:
+    return Storage(configured.storage)
+
+
+@pytest.fixture
+async def channel(servers: Any) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(servers.amqp_url)
+    async with connection:
+        yield await connection.channel()
+
+
+@pytest.fixture
+async def reports(channel: aio_pika.abc.AbstractChannel, broker: Broker, names: Names) -> Listener:
+    listener = Listener()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(names.events_exchange, "status.#")
+    await queue.consume(listener.collect, no_ack=True)
+    return listener
+
+
+@pytest.fixture
+async def sheep(
+    configured: Config, broker: Broker, storage: Storage, sheep_ids: list[str], reports: Listener
+) -> AsyncIterator[dict[str, Sheep]]:
+    flock = {sheep_id: Sheep(sheep_id, configured, broker, storage) for sheep_id in sheep_ids}
+    for one in flock.values():
+        await one.start()
+    yield flock
+    for one in flock.values():
+        await one.stop()
+
+
+async def submit(
+    broker: Broker,
+    storage: Storage,
+    job_id: str,
+    model: str,
+    payload: bytes,
+    *,
+    sheep_id: str | None = "s1",
+    job_timeout: float | None = None,
+) -> None:
+    """What the gateway does: inputs into the store, then the dispatch onto the jobs exchange."""
+    await storage.put_bytes(f"{job_id}/inputs/input.json", payload, "application/json")
+    name, _, version = model.partition(":")
+    now = datetime.now(UTC)
+    dispatch = JobDispatch(
+        job=JobSpec(
+            job_id=job_id,
+            model=ModelRef(name=name, version=version or "1"),
+            sheep_id=sheep_id,
+            request_digest="0" * 64,
+            declared_at=now,
+        ),
+        queued_at=now,
+        timeout=job_timeout,
+    )
+    await broker.publish(broker.names.jobs_exchange, Names.job_routing_key(sheep_id), dispatch)
+
+
+def new_id() -> str:
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+async def echo_works(broker: Broker, storage: Storage, reports: Listener, **kw: Any) -> None:
+    job_id = new_id()
+    await submit(broker, storage, job_id, "echo", b'{"still": "serving"}', **kw)
+    await reports.report(job_id, JobState.DONE)
+    assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b'{"still": "serving"}'
+
+
+async def test_echo_job_runs_and_its_outputs_and_logs_land_in_storage(
+    sheep, broker, storage, reports, job_id, channel, names
+):
+    states: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    state_queue = await channel.declare_queue(exclusive=True)
+    await state_queue.bind(names.events_exchange, "sheep.s1")
+    await state_queue.consume(states.put, no_ack=True)
+    payload = b'{"text": "h\\u00e9llo",  "n": [1, 2.50]}\n'
+
+    await submit(broker, storage, job_id, "echo", payload)
+
+    running = await reports.report(job_id, JobState.RUNNING)
+    done = await reports.report(job_id, JobState.DONE)
+    assert (running.attempt, running.sheep_id, running.model) == (
+        1,
+        "s1",
+        ModelRef(name="echo", version="1"),
+    )
+    assert (done.attempt, done.sheep_id, done.error) == (1, "s1", None)
+    assert reports.states(job_id) == [JobState.RUNNING, JobState.DONE]
+    assert await storage.get_bytes(f"{job_id}/outputs/output.json") == payload
+    stderr = (await storage.get_bytes(f"{job_id}/logs/stderr.txt")).decode()
+    assert "runner" in stderr  # the runner's start-up and job lines of this job
+    await storage.stat(f"{job_id}/logs/stdout.txt")
+
+    async with asyncio.timeout(WAIT):  # the sheep announced the job and the model it loaded
+        while True:
+            state = SheepState.model_validate_json((await states.get()).body)
+            if state.current_job == job_id and state.model is not None:
+                break
+    assert state.runner_alive and state.model.name == "echo" and state.kind == "bare"
+
+
+async def test_failing_model_reports_the_error_and_the_next_job_succeeds(
+    sheep, broker, storage, reports, job_id
+):
+    await submit(broker, storage, job_id, "fail", b"{}")
+
+    failed = await reports.report(job_id, JobState.FAILED)
+    assert failed.error is not None
+    assert failed.error.type == "ValueError"
+    assert failed.error.message == "requested failure"
+    assert "Traceback" in (failed.error.traceback or "")
+    assert "requested failure" in failed.error.traceback
+    await echo_works(broker, storage, reports)
+
+
+async def test_unknown_model_fails_naming_it_and_the_sheep_keeps_serving(
+    sheep, broker, storage, reports, job_id
+):
+    await submit(broker, storage, job_id, "nosuchmodel:7", b"{}")
+
+    failed = await reports.report(job_id, JobState.FAILED)
+    assert failed.error is not None and failed.error.type == "ModelNotFound"
+    assert "nosuchmodel" in failed.error.message and "7" in failed.error.message
+    assert str(MODELS / "nosuchmodel" / "7") in failed.error.message
+    await echo_works(broker, storage, reports)
+
+
+@pytest.mark.parametrize("sheep_ids", [["s1", "s2"]])
+async def test_pool_jobs_go_to_an_idle_sheep_not_behind_a_busy_one(
+    sheep, broker, storage, reports, job_id
+):
+    sleeper = new_id()
+    await submit(broker, storage, sleeper, "sleep", b'{"seconds": 4, "value": 1}', sheep_id="s1")
+    await reports.report(sleeper, JobState.RUNNING)
+
+    await submit(broker, storage, job_id, "echo", b"[1]", sheep_id=None)
+
+    running = await reports.report(job_id, JobState.RUNNING)
+    done = await reports.report(job_id, JobState.DONE)
+    assert running.sheep_id == done.sheep_id == "s2"
+    assert JobState.DONE not in reports.states(sleeper)  # s2 did not wait for s1
+    assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b"[1]"
+    await reports.report(sleeper, JobState.DONE)
+    await echo_works(broker, storage, reports, sheep_id=None)
+
+
+async def test_a_killed_runner_fails_its_job_and_the_next_job_gets_a_fresh_one(
+    sheep, broker, storage, reports, job_id
+):
+    await submit(broker, storage, job_id, "sleep", b'{"seconds": 30, "value": 1}')
+    await reports.progress(job_id)  # the runner is working on it
+    pid = sheep["s1"].backend.pid
+    assert pid is not None
+
+    os.kill(pid, signal.SIGKILL)
+
+    failed = await reports.report(job_id, JobState.FAILED)
+    assert failed.error is not None and failed.error.type == "RunnerExited"
+    assert failed.error.message == "runner exited with code -9"
+    await echo_works(broker, storage, reports)
+    assert sheep["s1"].backend.pid not in (None, pid)
+
+
+@pytest.mark.parametrize("sheep_settings", [{"heartbeat_timeout": 1.5}])
+async def test_a_hung_runner_is_detected_by_its_missing_heartbeats(
+    sheep, broker, storage, reports, job_id
+):
+    await submit(broker, storage, job_id, "sleep", b'{"seconds": 30, "value": 1}')
+    await reports.progress(job_id)
+    os.kill(sheep["s1"].backend.pid, signal.SIGSTOP)
+
+    failed = await reports.report(job_id, JobState.FAILED)
+    assert failed.error is not None and failed.error.type == "RunnerUnresponsive"
+    assert failed.error.message == "runner stopped answering (no heartbeat for 1.5 s)"
+    await echo_works(broker, storage, reports)
+
+
+async def test_a_job_past_its_timeout_is_stopped_and_failed(
+    sheep, broker, storage, reports, job_id
+):
+    await submit(broker, storage, job_id, "sleep", b'{"seconds": 30, "value": 1}', job_timeout=1.0)
+
+    failed = await reports.report(job_id, JobState.FAILED)
+    assert failed.error is not None and failed.error.type == "Timeout"
+    assert failed.error.message == "timed out after 1 s"
+    with pytest.raises(ObjectMissing):
+        await storage.get_bytes(f"{job_id}/outputs/output.json")
+    await echo_works(broker, storage, reports)
+
+
+async def test_an_invalid_job_message_is_dead_lettered_and_the_sheep_keeps_consuming(
+    sheep, broker, storage, reports, channel, names
+):
+    await broker.publish(names.jobs_exchange, "sheep.s1", b"this is not a job")
+    bad_job = json.dumps({"job": {"job_id": "../etc"}, "queued_at": "now"}).encode()
+    await broker.publish(names.jobs_exchange, "sheep.s1", bad_job)
+
+    dead_letters: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    dead = await channel.get_queue(names.dead_letter_queue)
+    await dead.consume(dead_letters.put, no_ack=True)
+    async with asyncio.timeout(WAIT):
+        bodies = [(await dead_letters.get()).body for _ in range(2)]
+    assert bodies == [b"this is not a job", bad_job]
+    await echo_works(broker, storage, reports)
+
+
+async def test_a_job_outlasting_the_stop_grace_is_requeued_and_run_again(
+    configured, broker, storage, reports, job_id
+):
+    first = Sheep("s1", configured, broker, storage, stop_grace=0.2)
+    await first.start()
+    await submit(broker, storage, job_id, "sleep", b'{"seconds": 1.5, "value": 1}')
+    await reports.progress(job_id)
+
+    await first.stop()
+    assert first.backend.pid is None
+
+    second = Sheep("s1", configured, broker, storage)
+    await second.start()
+    try:
+        done = await reports.report(job_id, JobState.DONE)
+    finally:
+        await second.stop()
+    assert done.attempt == 2
+    assert reports.states(job_id) == [JobState.RUNNING, JobState.RUNNING, JobState.DONE]
+    assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b'{"value": 1}'
+
+
+class StoreGoingAway(Storage):
+    """Loses its bucket when the first job's inputs are fetched, as if the store went down."""
+
+    async def download_prefix(self, prefix: str, target: Path) -> list[Path]:
+        if not hasattr(self, "went_away"):
+            self.went_away, self.bucket = self.bucket, f"gone-{uuid.uuid4().hex[:8]}"
+        return await super().download_prefix(prefix, target)
+
+
+async def test_a_job_meeting_an_unreachable_store_is_held_then_retried(
+    configured, broker, storage, reports, job_id
+):
+    flaky = StoreGoingAway(configured.storage)
+    sheep = Sheep("s1", configured, broker, flaky)
+    await sheep.start()
+    try:
+        await submit(broker, storage, job_id, "echo", b"[2]")
+        first = await reports.report(job_id, JobState.RUNNING)
+        with pytest.raises(TimeoutError):  # held, not failed nor retried, while it is away
+            await asyncio.wait_for(reports.report(job_id, JobState.RUNNING), 1.5)
+
+        flaky.bucket = flaky.went_away  # ...and back
+
+        done = await reports.report(job_id, JobState.DONE)
+    finally:
+        await sheep.stop()
+    assert (first.attempt, done.attempt) == (1, 2)
+    assert reports.states(job_id) == [JobState.RUNNING, JobState.RUNNING, JobState.DONE]
+    assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b"[2]"
+
+
+async def test_a_model_that_cannot_load_fails_its_job_with_the_runners_reason(
+    configured, broker, storage, reports, job_id, tmp_path
+):
+    models = tmp_path / "models"
+    (models / "broken" / "1").mkdir(parents=True)
+    (models / "broken" / "1" / "shepherd-runner.yaml").write_text("runner: nosuchmodule:Nope\n")
+    (models / "echo").symlink_to(MODELS / "echo")
+    configured.sheep["s1"].working_directory = models
+    sheep = Sheep("s1", configured, broker, storage)
+    await sheep.start()
+    try:
+        await submit(broker, storage, job_id, "broken", b"{}")
+        failed = await reports.report(job_id, JobState.FAILED)
+        await echo_works(broker, storage, reports)
+    finally:
+        await sheep.stop()
+    assert failed.error is not None
+    assert failed.error.message.startswith("runner failed to start: ")
+    assert "nosuchmodule" in failed.error.message
+    stderr = await storage.get_bytes(f"{job_id}/logs/stderr.txt")
+    assert b"nosuchmodule" in stderr
