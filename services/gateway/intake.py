@@ -124,6 +124,9 @@ class Intake:
         dispatch = JobDispatch(job=spec, queued_at=queued_at, timeout=self._timeout(spec))
         names = self.broker.names
         try:
+            # Reported before the job is published, so that the notifier never sees a fast
+            # sheep's "running" first and subscribers always get job.queued.
+            await self._report(spec, JobState.QUEUED, queued_at)
             await self.broker.publish(
                 names.jobs_exchange,
                 names.job_routing_key(spec.sheep_id),
@@ -134,7 +137,6 @@ class Intake:
             # Release the claim so that a retry (client or redelivered event) can queue it.
             await self.storage.remove(dispatch_key(job_id))
             raise
-        await self._report(spec, JobState.QUEUED, queued_at)
         return True
 
     async def _claimed(self, job_id: str) -> bool:
