@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             server.load(lambda: build_runner(args.config))
             log.info("serving %s on %s", model, args.bind)
             server.serve()
-    except StartupError as exc:
-        print(f"shepherd-runner: cannot start {model}: {exc}", file=sys.stderr, flush=True)
+    except StartupError:  # the server has already said why, on stderr and to the sheep
         _exit(2)
     except Shutdown as exc:
         log.info("stopping on %s", exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -46,6 +47,12 @@ FAREWELL_LINGER_MS = 1000
 OUTCOME_SEND_TIMEOUT_MS = 1000
 
 
+def _startup_failure(model: str, reason: str) -> StartupError:
+    """Say why on stderr at once (one line), then let the caller raise."""
+    print(f"shepherd-runner: cannot start {model}: {reason}", file=sys.stderr, flush=True)
+    return StartupError(reason)
+
+
 class StartupError(Exception):
     """The runner could not bind, be built or load its model."""
 
@@ -74,7 +81,7 @@ class RunnerServer:
             self._router.bind(bind)
         except zmq.ZMQError as exc:
             self.close()
-            raise StartupError(f"cannot bind {bind}: {exc}") from exc
+            raise _startup_failure(model, f"cannot bind {bind}: {exc}") from exc
         self._runner: Runner | None = None
         self._load_seconds = 0.0
         self._peer: bytes | None = None
@@ -106,8 +113,11 @@ class RunnerServer:
             runner = build()
             runner.load()
         except Exception as exc:
+            # Logged before the sheep hears of it: the sheep stops us on the news, and the
+            # job's stderr log must already hold the reason.
+            failure = _startup_failure(self._model, f"{type(exc).__name__}: {exc}")
             self._refuse_hello(exc)
-            raise StartupError(f"{type(exc).__name__}: {exc}") from exc
+            raise failure from exc
         self._runner = runner
         self._load_seconds = time.monotonic() - started
         log.info("model %s loaded in %.2fs", self._model, self._load_seconds)
