@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -14,15 +14,13 @@ from starlette.routing import Route
 from schemas.errors import field_errors
 from schemas.job import PAYLOAD_INPUT, JobRequest
 from schemas.layout import inputs_prefix, outputs_prefix
-from schemas.names import JobId, RelativePath
 from schemas.status import JobState, JobStatus
+from services.common.params import parse_file, parse_job_id
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
 from services.gateway.intake import Declared, Intake
 from services.notifier.lookup import StatusLookup
 
-_job_id = TypeAdapter(JobId)
-_relative_path = TypeAdapter(RelativePath)
 _CHUNK = 256 * 1024
 
 
@@ -32,25 +30,6 @@ def job_links(request: Request, job_id: str) -> dict[str, str]:
         rel: f"{base}/jobs/{job_id}/{rel}"
         for rel in ("status", "ready", "wait_ready", "result", "input")
     }
-
-
-def parse_job_id(value: str) -> str:
-    try:
-        return _job_id.validate_python(value)
-    except ValidationError as exc:
-        raise Problem(
-            400,
-            f"invalid job id {value!r}: 1-128 characters of [A-Za-z0-9._-], "
-            "starting with a letter or digit",
-            errors=[{"field": "job_id", "message": e["message"]} for e in field_errors(exc)],
-        ) from exc
-
-
-def parse_file(value: str) -> str:
-    try:
-        return _relative_path.validate_python(value)
-    except ValidationError as exc:
-        raise Problem(400, f"invalid file name {value!r}") from exc
 
 
 async def read_json_body(request: Request, limit: int) -> Any:

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import math
 
-from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.errors import field_errors
-from schemas.names import JobId
 from schemas.status import JobStatus
+from services.common.params import parse_job_id
 from services.common.problems import Problem
 from services.notifier.lookup import StatusLookup
 
 DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0
 """Longer waits are cut to this; clients poll again with the 202's status in hand."""
-
-_job_id = TypeAdapter(JobId)
 
 
 def routes(lookup: StatusLookup) -> list[Route]:
@@ -36,7 +32,7 @@ def routes(lookup: StatusLookup) -> list[Route]:
         return JSONResponse({"ready": found.ready, "state": found.state.value})
 
     async def wait_ready(request: Request) -> JSONResponse:
-        job_id = _parse_job_id(request)
+        job_id = parse_job_id(request.path_params["job_id"])
         timeout = _parse_timeout(request)
         found = await lookup.wait_terminal(job_id, timeout)
         if found is None:
@@ -51,24 +47,11 @@ def routes(lookup: StatusLookup) -> list[Route]:
 
 
 async def _known(lookup: StatusLookup, request: Request) -> JobStatus:
-    job_id = _parse_job_id(request)
+    job_id = parse_job_id(request.path_params["job_id"])
     found = await lookup.status(job_id)
     if found is None:
         raise Problem(404, f"no job {job_id}")
     return found
-
-
-def _parse_job_id(request: Request) -> str:
-    value = request.path_params["job_id"]
-    try:
-        return _job_id.validate_python(value)
-    except ValidationError as exc:
-        raise Problem(
-            400,
-            f"invalid job id {value!r}: 1-128 characters of [A-Za-z0-9._-], "
-            "starting with a letter or digit",
-            errors=[{"field": "job_id", "message": e["message"]} for e in field_errors(exc)],
-        ) from exc
 
 
 def _parse_timeout(request: Request) -> float:

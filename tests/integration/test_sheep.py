@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from schemas.config import BareSheepConfig, Config
+from schemas.config import Config
 from schemas.events import SheepState, StatusReport
 from schemas.job import JobDispatch, JobSpec, ModelRef
 from schemas.status import JobState
@@ -25,26 +24,9 @@ from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import ObjectMissing, Storage
 from services.sheep.service import Sheep
+from tests.support.stack import MODELS, bare_sheep
 
-MODELS = Path(__file__).parents[2] / "examples" / "models"
 WAIT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def sheep_config(**overrides: Any) -> BareSheepConfig:
-    settings: dict[str, Any] = {
-        "port": free_port(),
-        "working_directory": MODELS,
-        "heartbeat_interval": 0.5,
-        "heartbeat_timeout": 5.0,
-        "load_timeout": 60.0,
-    }
-    return BareSheepConfig(**{**settings, **overrides})
 
 
 class Listener:
@@ -91,7 +73,7 @@ def sheep_settings() -> dict[str, Any]:
 @pytest.fixture
 def configured(config: Config, sheep_ids: list[str], sheep_settings: dict[str, Any]) -> Config:
     """The test config with bare sheep; set before ``broker`` so their queues are cleaned."""
-    config.sheep = {sheep_id: sheep_config(**sheep_settings) for sheep_id in sheep_ids}
+    config.sheep = {sheep_id: bare_sheep(**sheep_settings) for sheep_id in sheep_ids}
     return config
 
 
