@@ -33,7 +33,13 @@ def write_config(path: Path, config, port: int, sheep_port: int) -> Path:
                 },
                 "gateway": {"port": port},
                 "sheep": {
-                    "solo": {"type": "bare", "port": sheep_port, "working_directory": str(MODELS)}
+                    "solo": {
+                        "type": "bare",
+                        "port": sheep_port,
+                        "working_directory": str(MODELS),
+                        "stdout_file": str(path.parent / "runner.out"),
+                        "stderr_file": str(path.parent / "runner.err"),
+                    }
                 },
             }
         )
@@ -71,7 +77,9 @@ async def processes(config, names, tmp_path):
         await delete_namespace(config.broker.url.get_secret_value(), names, ["solo"])
 
 
-async def test_separate_processes_run_a_job_and_stop_cleanly_on_sigterm(processes, job_id):
+async def test_separate_processes_run_a_job_and_stop_cleanly_on_sigterm(
+    processes, job_id, tmp_path
+):
     base, procs = processes
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(200):
@@ -92,6 +100,9 @@ async def test_separate_processes_run_a_job_and_stop_cleanly_on_sigterm(processe
         proc.send_signal(signal.SIGTERM)
     codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), 30)
     assert codes == [0, 0, 0]
+    # The runner's own output went to the configured files.
+    assert "serving echo:1" in (tmp_path / "runner.err").read_text()
+    assert (tmp_path / "runner.out").exists()
 
 
 def test_a_bad_config_is_one_clear_line(tmp_path):
