@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -17,6 +19,26 @@ from schemas.topology import Names, build_topology
 from services.common.broker import Broker
 from services.setup import setup_storage
 from tests.support.servers import Servers, find_servers
+
+
+@pytest.fixture(autouse=True)
+async def dump_tasks_before_timeout(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """pytest-timeout shows threads only; print every asyncio task a few seconds before it
+    fires, so that a hung test shows what it waits on."""
+    marker = request.node.get_closest_marker("timeout")
+    timeout = float(marker.args[0] if marker else request.config.getini("timeout") or 0)
+    if timeout <= 10:
+        yield
+        return
+    handle = asyncio.get_running_loop().call_later(timeout - 5, _dump_tasks)
+    yield
+    handle.cancel()
+
+
+def _dump_tasks() -> None:
+    print("+++ asyncio tasks of the hung test +++", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +119,10 @@ async def delete_namespace(amqp_url: str, names: Names, sheep_ids: list[str]) ->
     async with connection:
         channel = await connection.channel()
         prefix = names.namespace + "."
+        # Unbind first: RabbitMQ 3.10 kills the publishing channel (MinIO's, shared by every
+        # test) when a fanout publish races with the deletion of a quorum queue it routes to.
+        inputs = await channel.get_queue(names.inputs_queue, ensure=False)
+        await inputs.unbind(names.storage_exchange)
         for name in [
             names.submit_queue,
             names.inputs_queue,
