@@ -4,13 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services services-down status venv lint format schemas clean
+.PHONY: run test chaos services services-down status venv lint format schemas clean
 
 run: services
 	$(VENV)/bin/shepherd up
 
 test: services
 	$(PY) -m pytest -q -ra
+
+# 500 jobs through kill -9 of every part and restarts of RabbitMQ and MinIO (test runs 60).
+chaos: services
+	SHEPHERD_CHAOS_JOBS=$${SHEPHERD_CHAOS_JOBS:-500} $(PY) -m pytest -q -s tests/chaos
 
 services: venv
 	@scripts/services.sh up

@@ -8,7 +8,6 @@ only thread that ever writes to the sheep.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+import pydantic_core
 import zmq
 from pydantic import ValidationError
 
@@ -206,9 +206,13 @@ class RunnerServer:
 
 
 def _job_id_of(payload: bytes) -> str | None:
-    """The ``job_id`` of a message that failed validation, if it carries a usable one."""
+    """The ``job_id`` of a message that failed validation, if it carries a usable one.
+
+    Parsed by pydantic-core like the message itself: the standard library's parser raises
+    RecursionError, not ValueError, on deeply nested garbage.
+    """
     try:
-        data = json.loads(payload)
+        data = pydantic_core.from_json(payload)
     except ValueError:
         return None
     job_id = data.get("job_id") if isinstance(data, dict) else None

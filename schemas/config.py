@@ -8,22 +8,29 @@ Relative paths in the file are resolved against the file's own directory.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
+    field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from schemas.errors import format_validation_error
 from schemas.names import PathSegment
@@ -32,7 +39,8 @@ _DEFAULT_DATA_ROOT = Path("/tmp/shepherd-data")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Errors never quote the input: it may be a password or a token.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class BrokerConfig(_Section):
@@ -50,6 +58,30 @@ class BrokerConfig(_Section):
     reconnect_interval: PositiveFloat = Field(
         default=1.0, description="Seconds between reconnection attempts."
     )
+    publish_timeout: PositiveFloat = Field(
+        default=5.0,
+        description="Seconds to wait for the broker to confirm a message before giving up "
+        "(a submission then answers 503).",
+    )
+    lease_time: PositiveFloat = Field(
+        default=60.0,
+        description="Seconds after which the job of a sheep that died (and did not come back) "
+        "is queued again; running sheep renew their lease every third of it.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _amqp_url(cls, url: SecretStr) -> SecretStr:
+        # aio-pika masks the password of a well-formed URL in its logs, but logs anything
+        # else verbatim on every reconnection attempt; the message never quotes the URL.
+        try:
+            parts = urlsplit(url.get_secret_value())
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in {"amqp", "amqps"} or not parts.hostname:
+            raise ValueError("must be an amqp:// or amqps:// URL with a host")
+        return url
 
 
 class StorageConfig(_Section):
@@ -91,6 +123,11 @@ class _SheepBase(_Section):
     load_timeout: PositiveFloat = Field(
         default=300.0, description="Seconds a runner may take to load its model."
     )
+    stop_grace: NonNegativeFloat = Field(
+        default=30.0,
+        description="On shutdown, seconds the current job may take to finish before it is "
+        "stopped and queued again.",
+    )
 
 
 class BareSheepConfig(_SheepBase):
@@ -116,15 +153,106 @@ class DockerSheepConfig(_SheepBase):
 SheepConfig = Annotated[BareSheepConfig | DockerSheepConfig, Field(discriminator="type")]
 
 
+Scope = Literal["read", "submit"]
+"""``read``: GET lookups; ``submit``: every other method (declaring, uploading, cancelling)."""
+
+MIN_TOKEN_LENGTH = 16
+
+
+def token_digest(token: str) -> str:
+    """Hex SHA-256 of a bearer token. Tokens are random, so an unsalted hash suffices."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the port on this machine (a hostname other than
+    localhost counts as reachable from elsewhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class TokenConfig(_Section):
+    name: str = Field(
+        min_length=1, max_length=64, description="Who holds it; logs name it, never the token."
+    )
+    scopes: list[Scope] = Field(min_length=1, description="Any of read, submit.")
+    sha256: str = Field(
+        pattern="^[0-9a-f]{64}$",
+        description="Hex SHA-256 of the token, as `shepherd token` prints it; or give token.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Instead of sha256: the token itself, e.g. ${CI_TOKEN}; hashed on load "
+        "and not kept.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_token(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        token = data.get("token")
+        if token is None:
+            if data.get("sha256") is None:
+                raise ValueError("give sha256 (printed by `shepherd token`) or token")
+            return {**data, "sha256": str(data["sha256"]).lower()}
+        if data.get("sha256") is not None:
+            raise ValueError("give either sha256 or token, not both")
+        plain = token.get_secret_value() if isinstance(token, SecretStr) else str(token)
+        if len(plain) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"token is shorter than {MIN_TOKEN_LENGTH} characters; "
+                "mint one with `shepherd token`"
+            )
+        return {**data, "sha256": token_digest(plain), "token": None}
+
+
 class GatewayConfig(_Section):
     host: str = Field(default="127.0.0.1", description="Address the HTTP API binds.")
     port: int = Field(default=5000, ge=0, le=65535, description="Its port.")
     max_payload_bytes: PositiveInt = Field(
-        default=16 * 1024 * 1024, description="Largest request body accepted, in bytes."
+        default=16 * 1024 * 1024,
+        description="Largest JSON request body (POST /start-job), in bytes.",
+    )
+    max_upload_bytes: PositiveInt = Field(
+        default=1024**3,
+        description="Largest file accepted by PUT /jobs/{job_id}/input/{file}, in bytes.",
     )
     public_url: str | None = Field(
         default=None, description="Base URL used in links; defaults to the request's."
     )
+    auth: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Bearer-token auth; auto: on unless host is a loopback address.",
+    )
+    tokens: list[TokenConfig] = Field(
+        default_factory=list, description="Accepted bearer tokens and their scopes."
+    )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth == "on" or (self.auth == "auto" and not is_loopback(self.host))
+
+    @model_validator(mode="after")
+    def _tokens_for_auth(self) -> GatewayConfig:
+        if self.auth_enabled and not self.tokens:
+            reason = (
+                "gateway.auth is on"
+                if self.auth == "on"
+                else f"gateway.host {self.host} is not a loopback address, so auth (auto) is on"
+            )
+            raise ValueError(
+                f"{reason} but gateway.tokens is empty: add a token (`shepherd token "
+                "--scopes read,submit --name NAME` prints one) or set gateway.auth: off"
+            )
+        digests = [token.sha256 for token in self.tokens]
+        if len(set(digests)) != len(digests):
+            raise ValueError("two gateway.tokens are the same token")
+        return self
 
 
 class WebhookSubscription(_Section):
@@ -146,7 +274,7 @@ class Config(BaseSettings):
     """The whole configuration; every section has defaults matching ``make services``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SHEPHERD_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="SHEPHERD_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
     )
 
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="RabbitMQ.")
@@ -182,6 +310,25 @@ class Config(BaseSettings):
 
     def model_defaults(self, name: str, version: str) -> ModelDefaults:
         return self.models.get(f"{name}:{version}") or self.models.get(name) or ModelDefaults()
+
+    def secrets(self) -> list[str]:
+        """Every credential held in plain form: broker password, storage keys, registry
+        password, webhook secrets (gateway tokens are held as digests only)."""
+        held = [
+            urlsplit(self.broker.url.get_secret_value()).password,
+            self.storage.access_key.get_secret_value(),
+            self.storage.secret_key.get_secret_value(),
+            self.registry.password and self.registry.password.get_secret_value(),
+            *(w.secret.get_secret_value() for w in self.notifier.webhooks if w.secret),
+        ]
+        return [secret for secret in held if secret]
+
+    def reveals_secret(self, text: str) -> bool:
+        """Whether ``text`` holds one of :meth:`secrets` or is a gateway token. A credential
+        shorter than 8 characters (the local default ``guest``) counts only as the whole
+        text, so that ``/home/guest`` is not taken for it."""
+        held = any(s in text if len(s) >= 8 else s == text for s in self.secrets())
+        return held or token_digest(text) in {t.sha256 for t in self.gateway.tokens}
 
 
 class ConfigError(ValueError):
@@ -220,22 +367,38 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Read, interpolate and validate a config file; ``None`` gives the defaults."""
+    """Read, interpolate and validate a config file; ``None`` gives the defaults (and the
+    ``SHEPHERD_*`` overrides)."""
     if path is None:
-        return Config()
+        return _validate({}, "configuration")
     path = Path(path)
     try:
         raw: Any = yaml.safe_load(interpolate(path.read_text()))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        # Not ``from exc``: its message quotes the offending line, which may hold a secret.
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, not {type(raw).__name__}")
+    return _resolve_paths(_validate(raw, str(path)), path.parent.resolve())
+
+
+def _validate(raw: dict[str, Any], origin: str) -> Config:
     try:
-        config = Config(**raw)
+        return Config(**raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
-    return _resolve_paths(config, path.parent.resolve())
+        raise ConfigError(f"{origin}: {format_validation_error(exc)}") from exc
+    except SettingsError as exc:  # a SHEPHERD_* variable that is not valid JSON
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the snippet of the line that PyYAML appends."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return type(exc).__name__
+    mark = exc.problem_mark
+    context = f" ({exc.context})" if exc.context else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"

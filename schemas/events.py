@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.job import ModelRef
 from schemas.names import JobId, PathSegment
@@ -89,8 +89,12 @@ class SheepState(BaseModel):
     model: ModelRef | None = Field(default=None, description="The model its runner holds.")
     runner_alive: bool
     current_job: JobId | None = None
-    time: datetime = Field(default_factory=utcnow)
-    interval: float = Field(gt=0, description="Seconds until the next announcement at latest.")
+    # Aware and bounded: the gateway computes "alive" from them, and a naive time or an
+    # infinite interval would break that arithmetic.
+    time: AwareDatetime = Field(default_factory=utcnow)
+    interval: float = Field(
+        gt=0, le=86_400, description="Seconds until the next announcement at latest."
+    )
 
     @property
     def routing_key(self) -> str:

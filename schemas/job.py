@@ -30,7 +30,8 @@ class ModelRef(BaseModel):
 class JobRequest(BaseModel):
     """What a client submits. Unknown fields are refused so typos never pass silently."""
 
-    model_config = ConfigDict(extra="forbid")
+    # JSON has no NaN or Infinity: accepted, they would be written back as null.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     job_id: JobId
     model: ModelRef
@@ -66,7 +67,7 @@ class JobSpec(BaseModel):
     The payload itself is not repeated here; it lives in ``inputs/input.json``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     job_id: JobId
     model: ModelRef
@@ -99,7 +100,7 @@ class JobSpec(BaseModel):
 class JobDispatch(BaseModel):
     """The message on ``shepherd.jobs`` that a sheep consumes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     job: JobSpec
     queued_at: datetime

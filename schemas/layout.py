@@ -5,7 +5,12 @@
 <job_id>/inputs/...      inputs; an inline payload becomes inputs/input.json
 <job_id>/outputs/...     what the runner wrote
 <job_id>/status.json     written by the notifier only
+<job_id>/cancel.json     a cancellation request, written by the gateway before it answers
 <job_id>/logs/...        runner stdout/stderr for this job
+
+_shepherd/...            Shepherd's own bookkeeping; no job id starts with "_", so no job
+                         can collide with it:
+_shepherd/pending/<job_id>   the job waits for declared inputs (removed once it is queued)
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Literal
 
 from schemas.names import is_job_id
 
-Part = Literal["job", "dispatch", "input", "output", "status", "log"]
+Part = Literal["job", "dispatch", "cancel", "input", "output", "status", "log"]
 
 
 def job_key(job_id: str) -> str:
@@ -30,6 +35,10 @@ def status_key(job_id: str) -> str:
     return f"{job_id}/status.json"
 
 
+def cancel_key(job_id: str) -> str:
+    return f"{job_id}/cancel.json"
+
+
 def inputs_prefix(job_id: str) -> str:
     return f"{job_id}/inputs/"
 
@@ -42,6 +51,22 @@ def logs_prefix(job_id: str) -> str:
     return f"{job_id}/logs/"
 
 
+RESERVED_PREFIX = "_shepherd/"
+PENDING_PREFIX = f"{RESERVED_PREFIX}pending/"
+"""The index of jobs waiting for declared inputs, so that a lost upload notification (MinIO
+drops them while RabbitMQ is down) does not leave a job waiting forever."""
+
+
+def pending_key(job_id: str) -> str:
+    return f"{PENDING_PREFIX}{job_id}"
+
+
+def pending_job(key: str) -> str | None:
+    """The job a key of the pending index stands for; None for any other key."""
+    job_id = key.removeprefix(PENDING_PREFIX)
+    return job_id if key.startswith(PENDING_PREFIX) and is_job_id(job_id) else None
+
+
 @dataclass(frozen=True)
 class ParsedKey:
     job_id: str
@@ -50,7 +75,12 @@ class ParsedKey:
     """The file's path below inputs/, outputs/ or logs/."""
 
 
-_FIXED: dict[str, Part] = {"job.json": "job", "dispatch.json": "dispatch", "status.json": "status"}
+_FIXED: dict[str, Part] = {
+    "job.json": "job",
+    "dispatch.json": "dispatch",
+    "cancel.json": "cancel",
+    "status.json": "status",
+}
 _TREES: dict[str, Part] = {"inputs": "input", "outputs": "output", "logs": "log"}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _SEGMENT_RE = re.compile(_SEGMENT)
@@ -49,10 +49,15 @@ def _check_relative_path(value: str) -> str:
     return value
 
 
+MAX_RELATIVE_PATH = 1024 - 128 - len("/outputs/")
+"""S3 keys are at most 1024 bytes, and a path lies below ``<job_id>/outputs/`` at the longest."""
+
 RelativePath = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=1024),
+    StringConstraints(min_length=1, max_length=MAX_RELATIVE_PATH),
     AfterValidator(_check_relative_path),
+    # The validator's rule, for JSON Schema readers (its own message names the bad segment).
+    Field(json_schema_extra={"pattern": f"^{_SEGMENT}(/{_SEGMENT})*$"}),
 ]
 """A relative file path inside a job's ``inputs/`` or ``outputs/``, e.g. ``images/cat.png``."""
 

@@ -19,6 +19,7 @@ from schemas.config import (
     NotifierConfig,
     RegistryConfig,
     StorageConfig,
+    TokenConfig,
     WebhookSubscription,
 )
 
@@ -27,6 +28,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("storage", StorageConfig),
     ("registry", RegistryConfig),
     ("gateway", GatewayConfig),
+    ("gateway.tokens[]", TokenConfig),
     ("notifier", NotifierConfig),
     ("notifier.webhooks[]", WebhookSubscription),
     ("models.<name> or models.<name>:<version>", ModelDefaults),

@@ -17,7 +17,8 @@ from schemas.status import ErrorInfo
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # JSON has no NaN or Infinity: accepted, they would be written back as null.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Hello(_Message):

@@ -11,8 +11,21 @@ exchange                    type     what flows
 ``<ns>.jobs``               direct   queued jobs: ``sheep.<id>`` or ``pool``
 ``shepherd.storage``        fanout   S3 event notifications from MinIO
 ``<ns>.events``             topic    ``status.<state>`` reports, ``job.<state>`` events
-``<ns>.dlx``                fanout   dead letters of every Shepherd queue
+``<ns>.leases``             headers  the job each sheep is running (see below)
+``<ns>.dlx``                topic    dead letters of every Shepherd queue
 ==========================  =======  =================================================
+
+Leases. A sheep acks a job as soon as it has parked a copy of it in its lease queue
+``<ns>.lease.<sheep>`` (through ``<ns>.leases``, which keeps the job's routing key), and
+renews that copy while the job runs. The copy expires after the lease time and is then
+dead-lettered back to ``<ns>.jobs``, into the queue it came from. So no delivery stays
+unacked for long (RabbitMQ's consumer timeout never cuts a long job off), and a job whose
+sheep died is run again: at once when the sheep restarts (it returns what its lease queue
+holds), after the lease time otherwise.
+
+Dead letters. Everything dead-lettered lands in ``<ns>.dead``, kept for inspection; jobs that
+ran out of deliveries also land in ``<ns>.gave-up``, whose consumer (the notifier) marks them
+failed.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ class Binding:
     exchange: str
     queue: str
     routing_key: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,10 @@ class Names:
         return f"{self.namespace}.dlx"
 
     @property
+    def leases_exchange(self) -> str:
+        return f"{self.namespace}.leases"
+
+    @property
     def submit_queue(self) -> str:
         return f"{self.namespace}.submit"
 
@@ -101,8 +119,15 @@ class Names:
     def dead_letter_queue(self) -> str:
         return f"{self.namespace}.dead"
 
+    @property
+    def gave_up_queue(self) -> str:
+        return f"{self.namespace}.gave-up"
+
     def sheep_queue(self, sheep_id: str) -> str:
         return f"{self.namespace}.sheep.{sheep_id}"
+
+    def lease_queue(self, sheep_id: str) -> str:
+        return f"{self.namespace}.lease.{sheep_id}"
 
     @staticmethod
     def job_routing_key(sheep_id: str | None) -> str:
@@ -123,9 +148,31 @@ def _quorum(names: Names, delivery_limit: int | None = None) -> dict[str, Any]:
     return arguments
 
 
+GAVE_UP = "gave-up"
+"""Dead-letter routing key of jobs: they also reach ``<ns>.gave-up``, to be marked failed."""
+HOLDER = "shepherd-holder"
+"""Header naming the sheep a lease copy belongs to; ``<ns>.leases`` routes on it."""
+ATTEMPTS = "shepherd-attempts"
+"""Header counting the attempts a job had before it went back to a queue."""
+
+
 def job_queue(names: Names, name: str, delivery_limit: int) -> Queue:
     """A queue of jobs (the pool or one sheep's): bounded redeliveries, then dead-lettered."""
-    return Queue(name, _quorum(names, delivery_limit))
+    return Queue(name, {**_quorum(names, delivery_limit), "x-dead-letter-routing-key": GAVE_UP})
+
+
+def lease_queue(names: Names, sheep_id: str) -> Queue:
+    """Where a sheep parks the job it runs; expired copies go back to ``<ns>.jobs`` under
+    the routing key they were parked with."""
+    return Queue(
+        names.lease_queue(sheep_id),
+        {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": names.jobs_exchange,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
 
 
 def build_topology(names: Names, delivery_limit: int, sheep_ids: list[str] = ()) -> Topology:
@@ -133,7 +180,9 @@ def build_topology(names: Names, delivery_limit: int, sheep_ids: list[str] = ())
     jobs = [job_queue(names, names.pool_queue, delivery_limit)] + [
         job_queue(names, names.sheep_queue(s), delivery_limit) for s in sheep_ids
     ]
+    leases = [lease_queue(names, s) for s in sheep_ids]
     dead = Queue(names.dead_letter_queue, {"x-queue-type": "quorum"})
+    gave_up = Queue(names.gave_up_queue, {"x-queue-type": "quorum"})
     status = Queue(
         names.status_queue, {**_quorum(names, delivery_limit), "x-single-active-consumer": True}
     )
@@ -143,14 +192,17 @@ def build_topology(names: Names, delivery_limit: int, sheep_ids: list[str] = ())
             Exchange(names.jobs_exchange, "direct"),
             Exchange(names.storage_exchange, "fanout"),
             Exchange(names.events_exchange, "topic"),
-            Exchange(names.dead_letter_exchange, "fanout"),
+            Exchange(names.leases_exchange, "headers"),
+            Exchange(names.dead_letter_exchange, "topic"),
         ],
         queues=[
             Queue(names.submit_queue, _quorum(names, delivery_limit)),
             Queue(names.inputs_queue, _quorum(names, delivery_limit)),
             status,
             *jobs,
+            *leases,
             dead,
+            gave_up,
         ],
         bindings=[
             Binding(names.submit_exchange, names.submit_queue),
@@ -161,7 +213,16 @@ def build_topology(names: Names, delivery_limit: int, sheep_ids: list[str] = ())
                 Binding(names.jobs_exchange, names.sheep_queue(s), Names.job_routing_key(s))
                 for s in sheep_ids
             ),
-            Binding(names.dead_letter_exchange, names.dead_letter_queue),
+            *(
+                Binding(
+                    names.leases_exchange,
+                    names.lease_queue(s),
+                    arguments={"x-match": "all", HOLDER: s},
+                )
+                for s in sheep_ids
+            ),
+            Binding(names.dead_letter_exchange, names.dead_letter_queue, "#"),
+            Binding(names.dead_letter_exchange, names.gave_up_queue, GAVE_UP),
         ],
         policies=[
             # Dead letters are kept two weeks for inspection, then expire.
@@ -206,7 +267,7 @@ def to_definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:
                 "destination": b.queue,
                 "destination_type": "queue",
                 "routing_key": b.routing_key,
-                "arguments": {},
+                "arguments": b.arguments,
             }
             for b in topology.bindings
         ],

@@ -4,6 +4,8 @@
     shepherd gateway [-c FILE]       the HTTP API and the upload listener
     shepherd notifier [-c FILE]      the status writer
     shepherd sheep ID [-c FILE]      one sheep
+    shepherd token --scopes read,submit --name ci
+                                     mint a gateway token: prints it once, and its config entry
 
 Without ``-c``, ``examples/configs/shepherd-bare.yml`` is used when it exists here (its
 defaults match ``make services``), else the built-in defaults.
@@ -17,8 +19,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import get_args
 
-from schemas.config import Config, ConfigError, load_config
+import yaml
+from pydantic import SecretStr, ValidationError
+
+from schemas.config import Config, ConfigError, Scope, TokenConfig, load_config
+from schemas.errors import format_validation_error
+from services.gateway.auth import mint_token
 from services.runtime import Roles, run
 
 DEFAULT_CONFIG = Path("examples/configs/shepherd-bare.yml")
@@ -28,6 +36,29 @@ def _config(path: Path | None) -> Config:
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
     return load_config(path)
+
+
+def _scopes(text: str) -> list[str]:
+    scopes = [s.strip() for s in text.split(",") if s.strip()]
+    known = get_args(Scope)
+    if not scopes or any(s not in known for s in scopes):
+        raise argparse.ArgumentTypeError(f"a comma-separated subset of {', '.join(known)}")
+    return scopes
+
+
+def _print_token(name: str, scopes: list[str]) -> int:
+    """Only the digest goes into the config; the token is shown this once."""
+    token = mint_token()
+    try:
+        entry = TokenConfig(name=name, scopes=scopes, token=SecretStr(token))
+    except ValidationError as exc:
+        print(f"shepherd token: {format_validation_error(exc)}", file=sys.stderr)
+        return 2
+    print(token)
+    print(f"# ^ the token for {name}, shown only now. Its entry under gateway.tokens:")
+    entry_yaml = [entry.model_dump(include={"name", "scopes", "sha256"})]
+    print(yaml.safe_dump(entry_yaml, sort_keys=False, default_flow_style=None), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     sheep = sub.add_parser("sheep", help="run one sheep")
     sheep.add_argument("sheep_id")
     sheep.add_argument("-c", "--config", type=Path)
+    token = sub.add_parser("token", help="mint a gateway bearer token")
+    token.add_argument("--name", required=True, help="who will hold it (named in logs)")
+    token.add_argument("--scopes", type=_scopes, required=True, help="read, submit or both")
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return _print_token(args.name, args.scopes)
 
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("DEBUG") == "1" else logging.INFO,

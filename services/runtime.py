@@ -55,14 +55,17 @@ def names_of(config: Config) -> Names:
 
 
 async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -> None:
-    """Run ``roles`` until SIGINT/SIGTERM (or ``stop`` is set)."""
+    """Run ``roles`` until ``stop`` is set or, without one, until SIGINT/SIGTERM. (Signal
+    handlers need the main thread; a caller with its own ``stop`` may run on any.)"""
     from services.gateway.app import Gateway
+    from services.notifier.gave_up import GaveUpListener
     from services.notifier.service import Notifier
     from services.sheep.service import Sheep
 
+    signals = () if stop else (signal.SIGINT, signal.SIGTERM)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
 
     names = names_of(config)
@@ -76,6 +79,7 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
         # Listeners before producers: the gateway hears the sheep's first announcements.
         if roles.notifier:
             services.append(Notifier(config, broker, storage))
+            services.append(GaveUpListener(config, broker))
         gateway = Gateway(config, broker, storage) if roles.gateway else None
         if gateway:
             services.append(gateway)
@@ -110,5 +114,5 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
             except Exception:
                 log.exception("stopping %s failed", type(service).__name__)
         await broker.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)

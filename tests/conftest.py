@@ -14,11 +14,11 @@ import pytest
 from minio import Minio
 from pydantic import SecretStr
 
-from schemas.config import BrokerConfig, Config, StorageConfig
+from schemas.config import Config, StorageConfig
 from schemas.topology import Names, build_topology
 from services.common.broker import Broker
 from services.setup import setup_storage
-from tests.support.servers import Servers, find_servers
+from tests.support.servers import Servers, build_config, find_servers
 
 
 @pytest.fixture(autouse=True)
@@ -67,8 +67,11 @@ def test_bucket(servers: Servers, minio_client: Minio) -> Iterator[str]:
     )
     setup_storage(storage, servers.notification_target_arn)
     yield bucket
-    for obj in minio_client.list_objects(bucket, recursive=True):
-        minio_client.remove_object(bucket, obj.object_name)
+    # Rounds, because MinIO lists nothing below a key that is an object too ("a" hides "a/b")
+    # until that object is gone.
+    while keys := [o.object_name for o in minio_client.list_objects(bucket, recursive=True)]:
+        for key in keys:
+            minio_client.remove_object(bucket, key)
     minio_client.remove_bucket(bucket)
 
 
@@ -89,24 +92,14 @@ def job_id() -> str:
 
 @pytest.fixture
 def config(servers: Servers, test_bucket: str, namespace: str, tmp_path: Path) -> Config:
-    return Config(
-        broker=BrokerConfig(url=SecretStr(servers.amqp_url), namespace=namespace, delivery_limit=3),
-        storage=StorageConfig(
-            endpoint=servers.s3_endpoint,
-            bucket=test_bucket,
-            access_key=SecretStr(servers.s3_access_key),
-            secret_key=SecretStr(servers.s3_secret_key),
-            secure=servers.s3_secure,
-        ),
-        data_root=tmp_path / "data",
-    )
+    return build_config(servers, test_bucket, namespace, tmp_path / "data")
 
 
 @pytest.fixture
 async def broker(config: Config, names: Names) -> AsyncIterator[Broker]:
     """A connected broker with the test namespace declared; its queues are deleted after."""
     broker = await Broker.connect(config.broker, names, "shepherd-tests")
-    topology = build_topology(names, config.broker.delivery_limit)
+    topology = build_topology(names, config.broker.delivery_limit, list(config.sheep))
     await broker.declare(topology)
     yield broker
     await broker.close()
@@ -122,20 +115,23 @@ async def delete_namespace(amqp_url: str, names: Names, sheep_ids: list[str]) ->
         # Unbind first: RabbitMQ 3.10 kills the publishing channel (MinIO's, shared by every
         # test) when a fanout publish races with the deletion of a quorum queue it routes to.
         inputs = await channel.get_queue(names.inputs_queue, ensure=False)
-        await inputs.unbind(names.storage_exchange)
+        await inputs.unbind(names.storage_exchange, "")
         for name in [
             names.submit_queue,
             names.inputs_queue,
             names.status_queue,
             names.pool_queue,
             names.dead_letter_queue,
+            names.gave_up_queue,
             *(names.sheep_queue(s) for s in sheep_ids),
+            *(names.lease_queue(s) for s in sheep_ids),
         ]:
             await channel.queue_delete(name)
         for name in [
             names.submit_exchange,
             names.jobs_exchange,
             names.events_exchange,
+            names.leases_exchange,
             names.dead_letter_exchange,
         ]:
             assert name.startswith(prefix)

@@ -5,13 +5,20 @@ topology declaration, and consumers that never die on a bad message.
     await broker.declare(build_topology(names, delivery_limit=5))
     await broker.publish(names.events_exchange, report.routing_key, report)
     await broker.consume(names.status_queue, handle, prefetch=64)
+
+While RabbitMQ is unreachable the connection reconnects every ``reconnect_interval`` seconds
+and then restores every channel, queue, binding and consumer declared through it;
+:attr:`Broker.outage` says why it is down, and publishing fails at once with
+:class:`BrokerUnavailable` instead of waiting for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aio_pika
 from aio_pika.abc import (
@@ -24,6 +31,7 @@ from pydantic import BaseModel
 
 from schemas.config import BrokerConfig
 from schemas.topology import Names, Topology
+from services.common.metrics import reject
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +39,21 @@ Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 JSON = "application/json"
 
 
+class BrokerUnavailable(ConnectionError):
+    """RabbitMQ is unreachable or did not confirm a publish in time; worth retrying later."""
+
+
 @dataclass
 class Broker:
     connection: AbstractRobustConnection
     names: Names
     _publish_channel: AbstractRobustChannel
+    publish_timeout: float
+    """Seconds a publish may wait for the broker's confirm before it fails."""
     _exchanges: dict[str, AbstractRobustExchange] = field(default_factory=dict)
     _consumer_channels: list[AbstractRobustChannel] = field(default_factory=list)
+    _lost: str | None = None
+    _up: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     async def connect(cls, config: BrokerConfig, names: Names, client_name: str) -> Broker:
@@ -46,8 +62,55 @@ class Broker:
             client_properties={"connection_name": client_name},
             reconnect_interval=config.reconnect_interval,
         )
-        channel = await connection.channel(publisher_confirms=True)
-        return cls(connection, names, channel)
+        # on_return_raises: without it a mandatory publish nobody can receive "succeeds".
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        broker = cls(connection, names, channel, config.publish_timeout)
+        connection.close_callbacks.add(broker._on_lost)
+        connection.reconnect_callbacks.add(broker._on_regained)
+        broker._up.set()
+        return broker
+
+    @property
+    def connected(self) -> bool:
+        """Connected, with every channel restored after the last reconnection."""
+        return self._lost is None and self.connection.connected.is_set()
+
+    @property
+    def outage(self) -> str | None:
+        """Why RabbitMQ is unreachable and since when (never the password); None while
+        connected."""
+        if self.connected:
+            return None
+        return self._lost or f"not connected to RabbitMQ at {self._where}"
+
+    @property
+    def _where(self) -> str:
+        return str(self.connection.url.with_password(None).with_query(None))
+
+    def _on_lost(self, _: object, exc: BaseException | None) -> None:
+        if self._lost is not None or self.connection.close_called:
+            return  # a failed reconnection (the first reason says more), or our own close
+        reason = f"{type(exc).__name__}: {exc}" if exc else "closed"
+        password = self.connection.url.password
+        if password:
+            reason = reason.replace(password, "******")
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        self._lost = (
+            f"connection to RabbitMQ at {self._where} lost at {since} ({reason}); "
+            f"reconnecting every {self.connection.reconnect_interval:g} s"
+        )
+        self._up.clear()
+        log.warning("%s", self._lost)
+
+    async def wait_connected(self) -> None:
+        """Until :attr:`connected` (at once while it is)."""
+        await self._up.wait()
+
+    def _on_regained(self, _: object) -> None:
+        """Called once every channel, queue and consumer is restored."""
+        log.info("reconnected to RabbitMQ at %s", self._where)
+        self._lost = None
+        self._up.set()
 
     async def close(self) -> None:
         await self.connection.close()
@@ -63,7 +126,7 @@ class Broker:
             await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
         for binding in topology.bindings:
             queue = await channel.get_queue(binding.queue, ensure=False)
-            await queue.bind(binding.exchange, binding.routing_key)
+            await queue.bind(binding.exchange, binding.routing_key, arguments=binding.arguments)
 
     async def _exchange(self, name: str) -> AbstractRobustExchange:
         if name not in self._exchanges:
@@ -77,12 +140,19 @@ class Broker:
         body: BaseModel | bytes,
         *,
         content_type: str = JSON,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str | int] | None = None,
         message_id: str | None = None,
+        expiration: float | None = None,
         mandatory: bool = True,
     ) -> None:
         """Publish persistently and wait for the broker's confirm; unroutable messages raise
-        unless ``mandatory`` is False (announcements nobody may be listening to)."""
+        unless ``mandatory`` is False (announcements nobody may be listening to).
+        ``expiration`` (seconds) makes the broker drop or dead-letter the message after it.
+
+        Raises :class:`BrokerUnavailable` at once while disconnected, and when the confirm
+        takes longer than ``publish_timeout`` (the message may then still arrive)."""
+        if not self.connected:
+            raise BrokerUnavailable(self.outage)
         payload = body if isinstance(body, bytes) else body.model_dump_json().encode()
         message = aio_pika.Message(
             payload,
@@ -90,9 +160,17 @@ class Broker:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers=headers or {},
             message_id=message_id,
+            expiration=expiration,
         )
-        target = await self._exchange(exchange)
-        await target.publish(message, routing_key, mandatory=mandatory)
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                target = await self._exchange(exchange)
+                await target.publish(message, routing_key, mandatory=mandatory)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"RabbitMQ did not confirm a message to {exchange} within "
+                f"{self.publish_timeout:g} s"
+            ) from None
 
     async def consume(
         self, queue_name: str, handler: Handler, *, prefetch: int, consumer_tag: str | None = None
@@ -114,6 +192,7 @@ class Broker:
             except Exception:
                 log.exception("handler for %s failed; dead-lettering the message", queue_name)
                 if not message.processed:
+                    reject(queue_name.removeprefix(f"{self.names.namespace}."), "error")
                     await message.reject(requeue=False)
 
         tag = await queue.consume(guarded, consumer_tag=consumer_tag)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +20,8 @@ from minio.error import S3Error
 from schemas.config import StorageConfig
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket"}
+PART_SIZE = 16 * 1024 * 1024
+"""Streams longer than this become multipart uploads; one part is held in memory at a time."""
 
 
 class ObjectMissing(LookupError):
@@ -67,6 +69,26 @@ class Storage:
             len(data),
             content_type=content_type,
         )
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], content_type: str, part_size: int = PART_SIZE
+    ) -> int:
+        """Write ``chunks`` to ``key`` as they arrive; returns the size written.
+
+        If ``chunks`` raises, its exception propagates and nothing is written: a single PUT
+        is never sent, a multipart upload is aborted.
+        """
+        reader = _LoopReader(chunks, asyncio.get_running_loop())
+        await asyncio.to_thread(
+            self.client.put_object,
+            self.bucket,
+            key,
+            reader,
+            -1,
+            content_type=content_type,
+            part_size=part_size,
+        )
+        return reader.size
 
     async def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
         """Write only if the key does not exist yet (S3 ``If-None-Match: *``).
@@ -171,6 +193,37 @@ class Storage:
                 raise
 
         return await asyncio.to_thread(open_)
+
+
+class _LoopReader:
+    """A blocking ``read()`` for minio-py's worker thread, fed by an async iterator that runs
+    on the event loop."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._chunks = chunks
+        self._loop = loop
+        self._buffer = b""
+        self._ended = False
+        self.size = 0
+
+    async def _next(self) -> bytes | None:
+        async for chunk in self._chunks:
+            if chunk:
+                return chunk
+        return None
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._buffer and not self._ended:
+            chunk = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+            if chunk is None:
+                self._ended = True
+            else:
+                self._buffer = chunk
+                self.size += len(chunk)
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
 
 
 def _files(root: Path) -> Iterator[Path]:

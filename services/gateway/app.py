@@ -11,17 +11,22 @@ import asyncio
 import logging
 
 import aio_pika
+import aiormq
 import urllib3
+from minio.error import ServerError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from schemas.config import Config
-from services.common.broker import Broker
+from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem, problem_handler
 from services.common.storage import Storage
+from services.gateway.auth import bearer_auth
+from services.gateway.cancel import CancelRoutes
 from services.gateway.fleet import Fleet
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
@@ -31,6 +36,19 @@ from services.notifier.lookup import StatusLookup
 from services.notifier.routes import routes as status_routes
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER = 5
+"""Seconds a client is asked to wait before retrying during an outage (503 Retry-After)."""
+STORAGE_CHECK_TIMEOUT = 3.0
+
+_BROKER_OUTAGES: tuple[type[Exception], ...] = (
+    BrokerUnavailable,
+    aio_pika.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
+_STORAGE_OUTAGES: tuple[type[Exception], ...] = (urllib3.exceptions.HTTPError, ServerError)
+_OUTAGES = (*_BROKER_OUTAGES, *_STORAGE_OUTAGES, ConnectionError, TimeoutError)
+"""Errors of an unreachable broker or store: the client should retry, not report a bug."""
 
 
 class Gateway:
@@ -43,10 +61,17 @@ class Gateway:
         self.lookup = StatusLookup(broker, storage)
         self.fleet = Fleet(config, broker)
         self.openapi = build_openapi()
-        jobs = JobRoutes(self.intake, self.lookup, storage, config.gateway.max_payload_bytes)
+        jobs = JobRoutes(
+            self.intake,
+            self.lookup,
+            storage,
+            config.gateway.max_payload_bytes,
+            config.gateway.max_upload_bytes,
+        )
         self.app = Starlette(
             routes=[
                 *jobs.routes(),
+                *CancelRoutes(self.lookup, storage, broker).routes(),
                 *status_routes(self.lookup),
                 Route("/status", self.status),
                 Route("/health", self.health),
@@ -58,8 +83,10 @@ class Gateway:
                 Problem: problem_handler,
                 404: self._not_found,
                 405: self._not_allowed,
+                **dict.fromkeys(_OUTAGES, self._unavailable),
                 Exception: self._server_error,
             },
+            middleware=bearer_auth(config.gateway),
         )
 
     async def start(self) -> None:
@@ -81,15 +108,19 @@ class Gateway:
         return JSONResponse({"healthy": healthy, **checks}, status_code=200 if healthy else 503)
 
     async def _check_broker(self) -> dict:
-        if self.broker.connection.is_closed:
-            return {"ok": False, "error": "not connected to RabbitMQ"}
-        return {"ok": True}
+        outage = self.broker.outage
+        return {"ok": False, "error": outage} if outage else {"ok": True}
 
     async def _check_storage(self) -> dict:
+        where = f"MinIO at {self.config.storage.endpoint}"
         try:
-            await asyncio.wait_for(self.storage.ping(), timeout=3)
+            async with asyncio.timeout(STORAGE_CHECK_TIMEOUT):
+                await self.storage.ping()
+        except TimeoutError:
+            error = f"{where} did not answer within {STORAGE_CHECK_TIMEOUT:g} s"
+            return {"ok": False, "error": error}
         except Exception as exc:
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            return {"ok": False, "error": f"{where}: {_reason(exc)}"}
         return {"ok": True}
 
     async def metrics(self, request: Request) -> Response:
@@ -109,25 +140,33 @@ class Gateway:
             405,
             f"{request.method} is not allowed on {request.url.path}",
             title="Method not allowed",
+            # The router's Allow header, which RFC 9110 requires on a 405.
+            headers=exc.headers if isinstance(exc, HTTPException) else None,
         ).response(request.url.path)
+
+    async def _unavailable(self, request: Request, exc: Exception) -> Response:
+        """503 naming what is down, and when to try again."""
+        if isinstance(exc, _BROKER_OUTAGES):
+            what = "RabbitMQ"
+        elif isinstance(exc, _STORAGE_OUTAGES):
+            what = f"MinIO at {self.config.storage.endpoint}"
+        else:
+            what = "RabbitMQ or MinIO"
+        detail = f"{what} is unavailable ({_reason(exc)}); retry in {RETRY_AFTER} s"
+        log.warning("%s %s: %s", request.method, request.url.path, detail)
+        return Problem(503, detail, headers={"Retry-After": str(RETRY_AFTER)}).response(
+            request.url.path
+        )
 
     async def _server_error(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return Problem(
-            503 if _is_outage(exc) else 500,
-            f"{type(exc).__name__}: {exc}"
-            if _is_outage(exc)
-            else "internal error; see the gateway log",
-            headers={"Retry-After": "5"} if _is_outage(exc) else None,
-        ).response(request.url.path)
+        return Problem(500, "internal error; see the gateway log").response(request.url.path)
 
 
-def _is_outage(exc: Exception) -> bool:
-    """Broker or store unreachable: the client should retry, not report a bug."""
-    return isinstance(
-        exc,
-        aio_pika.exceptions.AMQPError
-        | urllib3.exceptions.HTTPError
-        | ConnectionError
-        | TimeoutError,
-    )
+def _reason(exc: Exception) -> str:
+    """What went wrong, without urllib3's wrapping around the cause."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    if isinstance(exc, BrokerUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -10,8 +10,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 
 from schemas.config import Config
+from schemas.errors import format_validation_error
 from schemas.events import SheepState
 from services.common.broker import Broker
+from services.common.metrics import invalid_reason, reject
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,20 @@ class Fleet:
         try:
             state = SheepState.model_validate_json(message.body)
         except ValidationError as exc:
-            log.warning("ignoring a malformed sheep announcement: %s", exc)
+            log.warning(
+                "ignoring a malformed sheep announcement (routing key %s): %s",
+                message.routing_key,
+                format_validation_error(exc),
+            )
+            reject("sheep-state", invalid_reason(exc))
             return
         self.states[state.sheep_id] = state
 
     async def queue_depth(self, queue_name: str) -> int | None:
-        """Messages ready in a queue (passive declare); None if it does not exist yet."""
+        """Messages ready in a queue (passive declare); None if it does not exist yet, or
+        while RabbitMQ is unreachable (opening a channel would wait for it)."""
+        if not self.broker.connected:
+            return None
         channel = await self.broker.connection.channel()
         try:
             queue = await channel.declare_queue(queue_name, passive=True)

@@ -5,6 +5,11 @@ first: the declaration itself (``POST /start-job``, an AMQP submission) and the 
 notification of the last upload. Both call :meth:`Intake.try_dispatch`; whichever creates
 ``<job_id>/dispatch.json`` (an S3 conditional write, ``If-None-Match: *``) publishes the job,
 the other finds the claim taken and does nothing. So a job is queued once, whoever wins.
+
+Every declared job is also listed under ``_shepherd/pending/`` until RabbitMQ has confirmed
+its dispatch: MinIO drops its notifications while RabbitMQ is unreachable, and a gateway may
+die between claiming a job and publishing it. :meth:`Intake.reconcile` goes through that list
+when the gateway starts and whenever its broker connection comes back.
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ from pydantic import ValidationError
 from schemas.config import Config
 from schemas.events import StatusReport
 from schemas.job import PAYLOAD_INPUT, JobDispatch, JobRequest, JobSpec
-from schemas.layout import dispatch_key, inputs_prefix, job_key
+from schemas.layout import (
+    PENDING_PREFIX,
+    dispatch_key,
+    inputs_prefix,
+    job_key,
+    pending_job,
+    pending_key,
+)
 from schemas.status import JobState
-from services.common.broker import Broker
+from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
 
@@ -50,8 +62,10 @@ class Intake:
     async def declare(self, request: JobRequest) -> Declaration:
         """Store the job, its payload, report it accepted, and queue it if it can run.
 
-        Raises :class:`Problem` for an unknown sheep (422) or a conflicting repeat (409).
-        Every step is idempotent, so a client retrying after a failure completes the job.
+        Raises :class:`Problem` for an unknown sheep (422) or a conflicting repeat (409), and
+        :class:`BrokerUnavailable` at once while RabbitMQ is unreachable, before anything is
+        stored. Every step is idempotent, so a client retrying after a failure completes the
+        job.
         """
         if request.sheep_id is not None and request.sheep_id not in self.config.sheep:
             raise Problem(
@@ -60,6 +74,8 @@ class Intake:
                 f"{', '.join(sorted(self.config.sheep)) or 'none'}",
                 errors=[{"field": "sheep_id", "message": "unknown sheep"}],
             )
+        if not self.broker.connected:
+            raise BrokerUnavailable(self.broker.outage)
         spec = JobSpec.from_request(request, datetime.now(UTC))
         created = await self.storage.create_bytes(
             job_key(spec.job_id), spec.model_dump_json().encode(), "application/json"
@@ -67,12 +83,16 @@ class Intake:
         if not created:
             spec = await self._existing(spec)
         await self._report(spec, JobState.ACCEPTED, spec.declared_at)
-        if request.payload is not None and not await self._claimed(spec.job_id):
-            await self.storage.put_bytes(
-                f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}",
-                _payload_bytes(request.payload),
-                "application/json",
-            )
+        if not await self._claimed(spec.job_id):
+            if request.payload is not None:
+                await self.storage.put_bytes(
+                    f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}",
+                    _payload_bytes(request.payload),
+                    "application/json",
+                )
+            # Listed once complete: from here on the job is the gateway's to queue, even if
+            # this gateway dies before it can (see reconcile).
+            await self.storage.put_bytes(pending_key(spec.job_id), b"", "text/plain")
         queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
         return Declaration(Declared.NEW if created else Declared.REPEATED, spec, queued)
 
@@ -121,23 +141,52 @@ class Intake:
         claim = json.dumps({"queued_at": queued_at.isoformat()}).encode()
         if not await self.storage.create_bytes(dispatch_key(job_id), claim, "application/json"):
             return False
-        dispatch = JobDispatch(job=spec, queued_at=queued_at, timeout=self._timeout(spec))
-        names = self.broker.names
         try:
-            # Reported before the job is published, so that the notifier never sees a fast
-            # sheep's "running" first and subscribers always get job.queued.
-            await self._report(spec, JobState.QUEUED, queued_at)
-            await self.broker.publish(
-                names.jobs_exchange,
-                names.job_routing_key(spec.sheep_id),
-                dispatch,
-                message_id=job_id,
-            )
+            await self._publish(spec, queued_at)
         except Exception:
             # Release the claim so that a retry (client or redelivered event) can queue it.
             await self.storage.remove(dispatch_key(job_id))
             raise
+        await self.storage.remove(pending_key(job_id))
         return True
+
+    async def _publish(self, spec: JobSpec, queued_at: datetime) -> None:
+        # Reported before the job is published, so that the notifier never sees a fast
+        # sheep's "running" first and subscribers always get job.queued.
+        await self._report(spec, JobState.QUEUED, queued_at)
+        names = self.broker.names
+        await self.broker.publish(
+            names.jobs_exchange,
+            names.job_routing_key(spec.sheep_id),
+            JobDispatch(job=spec, queued_at=queued_at, timeout=self._timeout(spec)),
+            message_id=spec.job_id,
+        )
+
+    async def reconcile(self) -> int:
+        """Queue every job of the pending index that can run; how many.
+
+        The index lists every declared job until its dispatch is confirmed by RabbitMQ. A job
+        still listed but claimed was claimed by a gateway that died before it could publish
+        (or, rarely, by one publishing right now): it is published again, as a duplicate
+        delivery is harmless (a sheep drops a job that has ended; the first outcome stays)
+        and a lost one is not.
+        """
+        queued = 0
+        for marker in await self.storage.list(PENDING_PREFIX):
+            job_id = pending_job(marker.key)
+            spec = await self.load_spec(job_id) if job_id else None
+            if spec is None:
+                await self.storage.remove(marker.key)
+                continue
+            if await self._claimed(job_id):
+                await self._publish(spec, datetime.now(UTC))
+                await self.storage.remove(marker.key)
+                queued += 1
+                continue
+            queued += await self.try_dispatch(job_id, spec, declaring=spec.inputs is None)
+        if queued:
+            log.info("queued %d waiting job(s) whose inputs had all arrived", queued)
+        return queued
 
     async def _claimed(self, job_id: str) -> bool:
         try:

@@ -1,11 +1,12 @@
-"""Job endpoints: declaring jobs and reading their inputs and results."""
+"""Job endpoints: declaring jobs, uploading their inputs, reading their inputs and results."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import mimetypes
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pydantic_core
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -32,34 +33,56 @@ def job_links(request: Request, job_id: str) -> dict[str, str]:
     }
 
 
-async def read_json_body(request: Request, limit: int) -> Any:
-    """The request's JSON body: 415 for another content type, 413 over ``limit``, 400 if
-    malformed. The body is read in chunks and refused as soon as it grows past the limit."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise Problem(415, f"expected Content-Type application/json, got {content_type or 'none'}")
+async def bounded_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body in chunks; 413 as soon as it is declared or grows past ``limit``
+    (a chunked body has no Content-Length to check up front)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise Problem(413, f"request body of {declared} bytes exceeds the limit of {limit}")
-    body = bytearray()
+    size = 0
     async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
+        size += len(chunk)
+        if size > limit:
             raise Problem(413, f"request body exceeds the limit of {limit} bytes")
+        yield chunk
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    """The request's JSON body: 415 for another content type, 413 over ``limit``, 400 if
+    malformed."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise Problem(415, f"expected Content-Type application/json, got {content_type or 'none'}")
+    body = b"".join([chunk async for chunk in bounded_body(request, limit)])
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # Not json.loads: it takes NaN and Infinity, which are not JSON, and raises
+        # RecursionError on deeply nested arrays.
+        return pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
         raise Problem(400, f"request body is not valid JSON: {exc}") from exc
+
+
+def _file_param(request: Request) -> str | None:
+    """The validated ``{file}`` of the path, if the route has one; checked before anything
+    is looked up, so a bad name is always a 400."""
+    file = request.path_params.get("file")
+    return None if file is None else parse_file(file)
 
 
 class JobRoutes:
     def __init__(
-        self, intake: Intake, lookup: StatusLookup, storage: Storage, max_payload_bytes: int
+        self,
+        intake: Intake,
+        lookup: StatusLookup,
+        storage: Storage,
+        max_payload_bytes: int,
+        max_upload_bytes: int,
     ) -> None:
         self.intake = intake
         self.lookup = lookup
         self.storage = storage
         self.max_payload_bytes = max_payload_bytes
+        self.max_upload_bytes = max_upload_bytes
 
     def routes(self) -> list[Route]:
         return [
@@ -67,7 +90,7 @@ class JobRoutes:
             Route("/jobs/{job_id}/result", self.result, methods=["GET"]),
             Route("/jobs/{job_id}/result/{file:path}", self.result, methods=["GET"]),
             Route("/jobs/{job_id}/input", self.input, methods=["GET"]),
-            Route("/jobs/{job_id}/input/{file:path}", self.input, methods=["GET"]),
+            Route("/jobs/{job_id}/input/{file:path}", self.input_file, methods=["GET", "PUT"]),
         ]
 
     async def start_job(self, request: Request) -> JSONResponse:
@@ -99,6 +122,7 @@ class JobRoutes:
 
     async def result(self, request: Request) -> Response:
         job_id = parse_job_id(request.path_params["job_id"])
+        file = _file_param(request)
         status = await self._known_status(job_id)
         if not status.state.terminal:
             return JSONResponse(status.model_dump(mode="json"), status_code=202)
@@ -112,19 +136,47 @@ class JobRoutes:
                 state=status.state.value,
                 error=error.model_dump() if error else None,
             )
-        return await self._file_or_listing(request, outputs_prefix(job_id), "output.json")
+        return await self._file_or_listing(request, outputs_prefix(job_id), "output.json", file)
 
     async def input(self, request: Request) -> Response:
         job_id = parse_job_id(request.path_params["job_id"])
+        file = _file_param(request)
         await self._known_status(job_id)
-        return await self._file_or_listing(request, inputs_prefix(job_id), PAYLOAD_INPUT)
+        return await self._file_or_listing(request, inputs_prefix(job_id), PAYLOAD_INPUT, file)
 
-    async def _file_or_listing(self, request: Request, prefix: str, default: str) -> Response:
+    async def input_file(self, request: Request) -> Response:
+        """One route for reading and uploading, so that a 405 allows both methods."""
+        return await (self.upload if request.method == "PUT" else self.input)(request)
+
+    async def upload(self, request: Request) -> JSONResponse:
+        """Stream the body into ``<job_id>/inputs/<file>``, as a direct S3 upload would: the
+        store's notification queues the job once its declared inputs are all there. An
+        upload over the limit, or cut short, leaves nothing behind."""
+        job_id = parse_job_id(request.path_params["job_id"])
+        file = parse_file(request.path_params["file"])
+        content_type = (
+            request.headers.get("content-type")
+            or mimetypes.guess_type(file)[0]
+            or "application/octet-stream"
+        )
+        size = await self.storage.put_stream(
+            inputs_prefix(job_id) + file,
+            bounded_body(request, self.max_upload_bytes),
+            content_type,
+        )
+        return JSONResponse(
+            {"job_id": job_id, "file": file, "size": size},
+            status_code=201,
+            headers={"Location": f"{job_links(request, job_id)['input']}/{file}"},
+        )
+
+    async def _file_or_listing(
+        self, request: Request, prefix: str, default: str, file: str | None
+    ) -> Response:
         """``/{file}`` streams that file; without one, the default file if present, else a
         listing of the files with their links."""
-        file = request.path_params.get("file")
         if file is not None:
-            return await self._stream(prefix + parse_file(file))
+            return await self._stream(prefix + file)
         objects = await self.storage.list(prefix)
         if any(o.key == prefix + default for o in objects):
             return await self._stream(prefix + default)

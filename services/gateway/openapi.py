@@ -1,21 +1,33 @@
-"""The OpenAPI 3.1 document of the HTTP API, built from the pydantic models in ``schemas``."""
+"""The OpenAPI 3.1 document of the HTTP API, built from the pydantic models in ``schemas``.
+
+Every operation outside ``auth.OPEN_PATHS`` gets the bearer scheme with the scope its method
+needs, so operations added later are documented as protected without being listed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from schemas.job import JobRequest
+from schemas.names import JobId, RelativePath
 from schemas.status import JobStatus
+from services.gateway.auth import OPEN_PATHS, required_scope
 
 _JOB_ID = {
     "name": "job_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+    "schema": TypeAdapter(JobId).json_schema(),
 }
-_FILE = {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}
+_FILE = {
+    "name": "file",
+    "in": "path",
+    "required": True,
+    "schema": TypeAdapter(RelativePath).json_schema(),
+}
 _PROBLEM = {
     "description": "Problem details (RFC 9457)",
     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -66,6 +78,15 @@ def build_openapi() -> dict[str, Any]:
         },
         "required": ["job_id", "links"],
     }
+    components["Uploaded"] = {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string"},
+            "file": {"type": "string"},
+            "size": {"type": "integer"},
+        },
+        "required": ["job_id", "file", "size"],
+    }
     components["Readiness"] = {
         "type": "object",
         "properties": {"ready": {"type": "boolean"}, "state": {"type": "string"}},
@@ -73,7 +94,7 @@ def build_openapi() -> dict[str, Any]:
     }
     job = [_JOB_ID]
     errors = {"400": _PROBLEM, "404": _PROBLEM, "503": _PROBLEM}
-    return {
+    spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Shepherd",
@@ -111,6 +132,29 @@ def build_openapi() -> dict[str, Any]:
                     "responses": {"200": _json("JobStatus", "The status"), **errors},
                 }
             },
+            "/jobs/{job_id}/cancel": {
+                "post": {
+                    "summary": "Cancel a job: a queued job never runs, a running one is "
+                    "stopped within 2 s; an ended job is left as it is",
+                    "parameters": job,
+                    "responses": {
+                        "200": _json("JobStatus", "The job had already ended; unchanged"),
+                        "202": _json("JobStatus", "Cancelled"),
+                        **errors,
+                    },
+                }
+            },
+            "/jobs/{job_id}": {
+                "delete": {
+                    "summary": "Cancel a job (as POST /jobs/{job_id}/cancel)",
+                    "parameters": job,
+                    "responses": {
+                        "200": _json("JobStatus", "The job had already ended; unchanged"),
+                        "202": _json("JobStatus", "Cancelled"),
+                        **errors,
+                    },
+                }
+            },
             "/jobs/{job_id}/ready": {
                 "get": {
                     "summary": "Whether the job is terminal (done, failed or cancelled)",
@@ -127,7 +171,9 @@ def build_openapi() -> dict[str, Any]:
                             "name": "timeout",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "number", "minimum": 0, "maximum": 300},
+                            "description": "Seconds to wait (default 30); longer waits are "
+                            "cut to 300.",
+                            "schema": {"type": "number", "minimum": 0},
                         },
                     ],
                     "responses": {
@@ -173,7 +219,22 @@ def build_openapi() -> dict[str, Any]:
                     "summary": "One input file",
                     "parameters": [*job, _FILE],
                     "responses": {"200": _any("The file"), **errors},
-                }
+                },
+                "put": {
+                    "summary": "Upload one input file",
+                    "description": "The body is streamed into <job_id>/inputs/<file>, up to "
+                    "gateway.max_upload_bytes; like an upload straight to the store, it "
+                    "queues the job once all its declared inputs are there. An upload over "
+                    "the limit is refused with 413 and leaves nothing behind.",
+                    "parameters": [*job, _FILE],
+                    # An empty body is an empty file, which is an input like any other.
+                    "requestBody": {"required": False, "content": {"*/*": {"schema": {}}}},
+                    "responses": {
+                        "201": _json("Uploaded", "Stored; Location is its URL"),
+                        "413": _PROBLEM,
+                        **errors,
+                    },
+                },
             },
             "/status": {
                 "get": {
@@ -190,6 +251,27 @@ def build_openapi() -> dict[str, Any]:
         },
         "components": {"schemas": components},
     }
+    return _secure(spec)
+
+
+def _secure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Add the bearer scheme, and to each protected operation its scope and 401/403."""
+    spec["components"]["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token from gateway.tokens (`shepherd token` mints one). Scopes: "
+            "read for GET, submit for every other method. Enforced when gateway.auth is on, "
+            "or auto and the gateway binds a non-loopback address.",
+        }
+    }
+    for path, item in spec["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        for method, operation in item.items():
+            operation["security"] = [{"bearer": [required_scope(method)]}]
+            operation["responses"].update({"401": _PROBLEM, "403": _PROBLEM})
+    return spec
 
 
 def docs_page(spec: dict[str, Any]) -> str:

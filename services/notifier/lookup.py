@@ -24,6 +24,7 @@ from schemas.layout import inputs_prefix, job_key, status_key
 from schemas.names import is_job_id
 from schemas.status import TERMINAL_STATES, JobState, JobStatus
 from services.common.broker import Broker
+from services.common.metrics import invalid_reason, reject
 from services.common.storage import ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class StatusLookup:
                 message.routing_key,
                 format_validation_error(exc),
             )
+            reject("job-events", invalid_reason(exc))
             return
         if event.data.ready:
             self._wake(event.data.job_id, event.data)

@@ -35,6 +35,7 @@ from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
 from schemas.layout import status_key
 from schemas.status import JobStatus
 from services.common.broker import Broker
+from services.common.metrics import invalid_reason, reject
 from services.common.storage import ObjectMissing, Storage
 from services.notifier.state import apply, replay
 
@@ -166,6 +167,7 @@ class Notifier:
                 message.routing_key,
                 format_validation_error(exc),
             )
+            reject("status", invalid_reason(exc))
             await _settle(message.reject(requeue=False))
             return
         delivery = _Delivery(message, report)
@@ -209,6 +211,7 @@ class Notifier:
         except Exception:
             log.exception("status reports of job %s failed; dead-lettering them", job_id)
             for delivery in batch:
+                reject("status", "error")
                 await _settle(delivery.message.reject(requeue=False))
             return
         for delivery in batch:

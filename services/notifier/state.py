@@ -4,7 +4,7 @@ Reports arrive at least once, and the gateway's and the sheep's interleave in an
 :func:`apply` makes the outcome independent of both:
 
 * reports are ordered by ``(attempt, state rank)``; only a newer one moves the state, and a
-  terminal state is final;
+  terminal state is final; ``cancelled`` ends any job that has not ended yet;
 * a stale report never moves the state back, but fills the timestamp of its state when the
   status lacks it (a ``queued`` report that arrives after ``running`` still sets enqueued_at);
 * a ``queued`` or ``running`` report with a higher attempt is a redelivery: the job moves on to
@@ -75,6 +75,9 @@ def _supersedes(current: JobStatus, report: StatusReport, state: JobState) -> bo
     # Nothing goes back to accepted, whatever attempt a report claims.
     if current.state.terminal or state is JobState.ACCEPTED:
         return False
+    # A cancellation comes from the gateway, which does not know the attempt in progress.
+    if state is JobState.CANCELLED:
+        return True
     return (report.attempt, state.rank) > (current.attempt, current.state.rank)
 
 
@@ -96,7 +99,7 @@ def _advance(current: JobStatus, report: StatusReport, state: JobState) -> JobSt
     new_attempt = report.attempt > current.attempt
     update: dict[str, Any] = {
         "state": state,
-        "attempt": report.attempt,
+        "attempt": max(report.attempt, current.attempt),
         "sheep_id": report.sheep_id or (None if new_attempt else current.sheep_id),
         "error": report.error if state in _WITH_ERROR else None,
         "progress": report.progress if state is JobState.RUNNING else None,

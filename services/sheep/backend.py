@@ -45,6 +45,7 @@ class RunnerBackend(Protocol):
         Raises :class:`ModelNotFound`."""
         ...
 
-    async def stop(self) -> None:
-        """Stop the runner process, if any, and reap it."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the runner process, if any, and reap it; it is killed outright after
+        ``grace`` seconds (the backend's default when None)."""
         ...

@@ -2,7 +2,8 @@
 
 It runs in ``<working_directory>/<model>/<version>/`` (which holds ``shepherd-runner.yaml``),
 in a session of its own so that stopping it also stops whatever it spawned, with
-``CUDA_VISIBLE_DEVICES`` set from the sheep's ``devices``. Its pid is kept in a pid file so that
+``CUDA_VISIBLE_DEVICES`` set from the sheep's ``devices`` and without Shepherd's credentials
+in its environment (``runner_environment``). Its pid is kept in a pid file so that
 a sheep restarted after a crash can kill the orphan still holding the runner port.
 """
 
@@ -14,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from schemas.config import BareSheepConfig
@@ -35,10 +37,12 @@ class BareBackend:
         data_root: Path,
         *,
         stop_grace: float = 3.0,
+        reveals_secret: Callable[[str], bool] = lambda _: False,
     ) -> None:
         self._sheep_id = sheep_id
         self._config = config
         self._stop_grace = stop_grace
+        self._reveals_secret = reveals_secret
         # Job ids never start with ".", so this cannot collide with <data_root>/<id>/<job_id>.
         run_dir = data_root / sheep_id / ".runner"
         self._stdout = config.stdout_file or run_dir / "stdout.log"
@@ -90,14 +94,14 @@ class BareBackend:
         await self._start(model, directory)
         return True
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         process, exited = self._process, self._exited
         if process is None or exited is None:
             return
         self._process, self._model = None, None
         if not exited.done():
             _signal_group(process.pid, signal.SIGTERM)
-            await asyncio.wait({exited}, timeout=self._stop_grace)
+            await asyncio.wait({exited}, timeout=self._stop_grace if grace is None else grace)
         # SIGKILL the group even when the leader is gone: its children may linger.
         _signal_group(process.pid, signal.SIGKILL)
         code = await exited
@@ -129,7 +133,7 @@ class BareBackend:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 cwd=directory,
-                env=runner_environment(self._config.devices),
+                env=runner_environment(self._config.devices, self._reveals_secret),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
@@ -173,10 +177,24 @@ class BareBackend:
         self._pid_file.unlink(missing_ok=True)
 
 
-def runner_environment(devices: list[str]) -> dict[str, str]:
-    """The sheep's environment, unbuffered (log slices per job stay accurate), restricted to
-    ``devices`` when some are configured (none: the runner sees what the sheep sees)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+CREDENTIAL_PREFIXES = ("SHEPHERD_", "AWS_", "MINIO_", "RABBITMQ_", "AMQP_", "S3_", "DOCKER_")
+"""Variables of Shepherd, its store, broker and registry: never passed to a runner."""
+
+
+def runner_environment(
+    devices: list[str], reveals_secret: Callable[[str], bool] = lambda _: False
+) -> dict[str, str]:
+    """The sheep's environment without Shepherd's credentials (variables named like
+    ``CREDENTIAL_PREFIXES``, and any whose value ``reveals_secret``), so model code cannot
+    reach the broker or the store; PATH, HOME, LANG, CUDA_* and the model's own settings pass.
+    Unbuffered (log slices per job stay accurate), restricted to ``devices`` when some are
+    configured (none: the runner sees the devices the sheep sees)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(CREDENTIAL_PREFIXES) and not reveals_secret(value)
+    }
+    env["PYTHONUNBUFFERED"] = "1"
     if devices:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     return env

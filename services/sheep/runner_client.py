@@ -28,6 +28,7 @@ from schemas.runner import (
     runner_message,
 )
 from schemas.status import ErrorInfo
+from services.common.metrics import invalid_reason, reject
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +135,19 @@ class RunnerClient:
             await self._socket.recv()
 
     async def _receive(self, patience: float) -> RunnerMessage | None:
-        """The next valid frame; ``None`` after ``patience`` s of silence.
+        """The next valid frame; ``None`` after ``patience`` s without one (invalid frames do
+        not count: a runner babbling garbage is as lost as a silent one).
 
         Raises :class:`RunnerLost` as soon as the runner process exits.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
         while True:
             receiving = asyncio.ensure_future(self._socket.recv())
             try:
                 done, _ = await asyncio.wait(
                     {receiving, self._exited},
-                    timeout=max(patience, 0.0),
+                    timeout=max(deadline - loop.time(), 0.0),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
@@ -159,6 +163,7 @@ class RunnerClient:
                         format_validation_error(exc),
                         frame,
                     )
+                    reject("runner", invalid_reason(exc))
                     continue
             if self._exited.done():
                 raise RunnerLost.of(

@@ -1,13 +1,15 @@
 """A sheep: takes jobs from its own queue (and the pool while idle), runs them one at a time on
-its runner, uploads what they wrote, reports the outcome, and only then acks.
+its runner, uploads what they wrote, reports the outcome, and only then lets go of the job.
 
     sheep = Sheep("gpu0", config, broker, storage)
     await sheep.start()
     ...
     await sheep.stop()
 
-Why acks come last: a sheep (or its machine) may die at any moment; an unacked job goes back
-to its queue and is run again, so a job is never lost, and its outcome is visible once.
+Why the job is let go last: a sheep (or its machine) may die at any moment. Until its outcome
+is published, the job is held by a lease (``services.sheep.lease``) that puts it back in its
+queue if the sheep dies, so a job is never lost, and its outcome is visible once. Every
+delivery counts as an attempt; a job out of attempts is failed, not run again.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import asyncio
 import contextlib
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import zmq.asyncio
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
@@ -29,23 +32,37 @@ from schemas.config import BareSheepConfig, Config
 from schemas.errors import format_validation_error
 from schemas.events import SheepState, StatusReport
 from schemas.job import JobDispatch, ModelRef
-from schemas.layout import inputs_prefix, logs_prefix, outputs_prefix
+from schemas.layout import inputs_prefix, logs_prefix, outputs_prefix, status_key
 from schemas.runner import Failed, ProgressUpdate, Run
-from schemas.status import ErrorInfo, JobState, Progress
+from schemas.status import ErrorInfo, JobState, JobStatus, Progress
 from schemas.topology import build_topology
-from services.common.broker import Broker
-from services.common.storage import Storage
+from services.common.broker import Broker, BrokerUnavailable
+from services.common.metrics import invalid_reason, reject
+from services.common.storage import ObjectMissing, Storage
 from services.sheep.backend import ModelNotFound, RunnerBackend
 from services.sheep.bare import BareBackend
+from services.sheep.cancellations import Cancellations
+from services.sheep.lease import Lease, Leases, attempt_number
 from services.sheep.runner_client import ProgressCallback, RunnerClient, RunnerLost
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.25
 """Seconds between two progress reports of one job; the ones in between are dropped."""
+BROKER_TRIES = 3
+BROKER_STEP_TIMEOUT = 5.0
+CANCEL_GRACE = 1.0
+"""Seconds a cancelled job's runner gets to exit on SIGTERM before it is killed."""
 MAX_RETRY_DELAY = 30.0
 
 Settlement = Literal["ack", "requeue", "dead-letter"]
+
+
+T = TypeVar("T")
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while it ran."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,7 @@ class Sheep:
         storage: Storage,
         *,
         state_interval: float = 5.0,
-        stop_grace: float = 10.0,
+        stop_grace: float | None = None,
     ) -> None:
         if sheep_id not in config.sheep:
             raise ValueError(
@@ -105,9 +122,13 @@ class Sheep:
         self._storage = storage
         self._names = broker.names
         self._state_interval = state_interval
-        self._stop_grace = stop_grace
+        self._stop_grace = sheep_config.stop_grace if stop_grace is None else stop_grace
         self._jobs_root = (config.data_root / sheep_id).absolute()
-        self.backend: RunnerBackend = BareBackend(sheep_id, sheep_config, config.data_root)
+        self.backend: RunnerBackend = BareBackend(
+            sheep_id, sheep_config, config.data_root, reveals_secret=config.reveals_secret
+        )
+        self._leases = Leases(broker, sheep_id, config.broker.lease_time)
+        self._cancellations = Cancellations(broker, storage)
         self._zmq = zmq.asyncio.Context()
         self._client: RunnerClient | None = None
         self._inbox: asyncio.Queue[_Delivery | None] = asyncio.Queue()
@@ -129,6 +150,8 @@ class Sheep:
         await self._broker.declare(
             build_topology(names, self._config.broker.delivery_limit, [self.sheep_id])
         )
+        await self._cancellations.start()
+        await self._leases.open()
         self._own_queue = await self._open_queue(names.sheep_queue(self.sheep_id))
         self._pool_queue = await self._open_queue(names.pool_queue)
         self._worker = asyncio.create_task(self._work(), name=f"sheep-{self.sheep_id}-work")
@@ -141,7 +164,8 @@ class Sheep:
 
     async def stop(self) -> None:
         """Stop consuming, give the current job ``stop_grace`` seconds to finish (else it is
-        requeued), stop the runner and every task. A stopped sheep cannot be started again."""
+        queued again), stop the runner and every task. A stopped sheep cannot be started
+        again."""
         self._stopping = True
         await self._cancel_consumer(self._own_queue, self._own_tag)
         self._own_tag = None
@@ -160,9 +184,10 @@ class Sheep:
                 await _settle(delivery.message, "requeue")
         await self._discard_runner()
         self._zmq.destroy(linger=0)
+        await _briefly("stopping the cancellation listener", self._cancellations.stop())
+        await _briefly("closing the lease channel", self._leases.close())
         for channel in self._channels:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await _briefly("closing a channel", channel.close())
         self._channels = []
         log.info("sheep %s stopped", self.sheep_id)
 
@@ -172,7 +197,9 @@ class Sheep:
         channel = await self._broker.connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=1)
         self._channels.append(channel)
-        return await channel.get_queue(name, ensure=False)
+        # Passive declare, not get_queue: only declared queues get their consumers back when
+        # the robust channel reconnects.
+        return await channel.declare_queue(name, passive=True)
 
     async def _receive(self, message: AbstractIncomingMessage, *, from_pool: bool) -> None:
         if self._stopping or (from_pool and not self._pool_open):  # let another sheep have it
@@ -182,19 +209,24 @@ class Sheep:
 
     async def _open_pool(self) -> None:
         """Take pool work: only while idle, so nothing waits behind a busy sheep."""
-        if self._pool_open or self._stopping or self._pool_queue is None:
-            return
-        self._pool_open = True
-        try:
-            tag = await self._pool_queue.consume(partial(self._receive, from_pool=True))
-        except Exception:
-            self._pool_open = False
-            log.exception("sheep %s cannot consume the pool; serving its own queue", self.sheep_id)
-            return
-        if self._pool_open:
-            self._pool_tag = tag
-        else:  # stop() closed the pool while we subscribed
-            await self._cancel_consumer(self._pool_queue, tag)
+        delay = self._config.broker.reconnect_interval
+        while not (self._pool_open or self._stopping or self._pool_queue is None):
+            self._pool_open = True
+            try:
+                tag = await self._pool_queue.consume(partial(self._receive, from_pool=True))
+            except Exception as exc:  # a channel still being restored after a reconnection
+                self._pool_open = False
+                log.warning("sheep %s cannot consume the pool yet: %s", self.sheep_id, exc)
+                await self._broker.wait_connected()
+                if not self._inbox.empty():  # its own queue has work meanwhile
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                continue
+            if self._pool_open:
+                self._pool_tag = tag
+            else:  # stop() closed the pool while we subscribed
+                await self._cancel_consumer(self._pool_queue, tag)
 
     async def _close_pool(self) -> None:
         """Stop taking pool work and hand back pool jobs that arrived but were not started."""
@@ -216,10 +248,7 @@ class Sheep:
     async def _cancel_consumer(self, queue: AbstractQueue | None, tag: str | None) -> None:
         if queue is None or tag is None:
             return
-        try:
-            await queue.cancel(tag)
-        except Exception as exc:  # the channel is gone, and the consumer with it
-            log.warning("sheep %s: cancelling consumer of %s: %s", self.sheep_id, queue.name, exc)
+        await _briefly(f"cancelling the consumer of {queue.name}", queue.cancel(tag))
 
     async def _work(self) -> None:
         """Handle deliveries one at a time, in the order they arrived."""
@@ -244,22 +273,83 @@ class Sheep:
                 message.routing_key,
                 format_validation_error(exc),
             )
+            reject("jobs", invalid_reason(exc))
             await _settle(message, "dead-letter")
             return
         job_id = dispatch.job.job_id
-        previous = (message.headers or {}).get("x-delivery-count", 0)
         attempt = _Attempt(
-            dispatch,
-            1 + (previous if isinstance(previous, int) else 0),
-            self.sheep_id,
-            self._jobs_root / job_id,
+            dispatch, attempt_number(message), self.sheep_id, self._jobs_root / job_id
         )
+        try:
+            if await self._ended(job_id):  # a duplicate delivery of a job that is over
+                log.info("sheep %s: job %s has ended already; dropping it", self.sheep_id, job_id)
+                await _settle(message, "ack")
+                return
+            ending = await self._ending(attempt)
+            if ending is not None:  # out of attempts, or cancelled before it started
+                await self._publish(ending)
+                await _settle(message, "ack")
+                log.info("sheep %s: job %s %s", self.sheep_id, job_id, ending.state)
+                return
+            lease = await self._take(message, attempt)
+        except Exception:
+            log.exception("sheep %s: cannot take job %s; requeueing it", self.sheep_id, job_id)
+            await _settle(message, "requeue")
+            return
+        await self._hold(lease, attempt)
+
+    async def _when_connected(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """``action``, tried again once RabbitMQ is back if it is away. A reconnecting broker
+        delivers before it takes publishes, and a job given back for want of a broker runs
+        again (another attempt), so waiting a little is better than giving up at once."""
+        for _ in range(BROKER_TRIES - 1):
+            try:
+                return await action()
+            except BrokerUnavailable as exc:
+                log.warning("sheep %s: waiting for RabbitMQ to %s: %s", self.sheep_id, what, exc)
+                async with asyncio.timeout(MAX_RETRY_DELAY):
+                    await self._broker.wait_connected()
+        return await action()
+
+    async def _take(self, message: AbstractIncomingMessage, attempt: _Attempt) -> Lease:
+        return await self._when_connected(
+            "take a job", partial(self._leases.take, message, attempt.number)
+        )
+
+    async def _ended(self, job_id: str) -> bool:
+        """Whether the job's status is terminal. A job may be queued twice (its gateway died
+        between queueing it and saying so, and queued it again); it must not run twice."""
+        try:
+            status = JobStatus.model_validate_json(
+                await self._storage.get_bytes(status_key(job_id))
+            )
+        except ObjectMissing:
+            return False
+        except ValidationError as exc:
+            log.warning("sheep %s: unreadable status of %s: %s", self.sheep_id, job_id, exc)
+            return False
+        return status.state.terminal
+
+    async def _ending(self, attempt: _Attempt) -> StatusReport | None:
+        """The terminal report of a job that must not run (again); None if it may run."""
+        limit = self._config.broker.delivery_limit
+        if attempt.number > limit:
+            error = ErrorInfo(type="GaveUp", message=f"gave up after {limit} deliveries")
+            return attempt.report(JobState.FAILED, error=error)
+        if await self._cancellations.requested(attempt.job_id):
+            error = ErrorInfo(type="Cancelled", message="cancelled before it started")
+            return attempt.report(JobState.CANCELLED, error=error)
+        return None
+
+    async def _hold(self, lease: Lease, attempt: _Attempt) -> None:
+        """Run a leased job; release the lease once its outcome is out, else give it back."""
+        job_id = attempt.job_id
         self._set_current_job(job_id)
-        settlement: Settlement = "requeue"
+        done = False
         try:
             report = await self._execute(attempt)
-            await self._publish(report)
-            settlement = "ack"
+            await self._when_connected("report an outcome", partial(self._publish, report))
+            done = True
             why = f" ({report.error.type}: {report.error.message})" if report.error else ""
             log.info("sheep %s: job %s %s%s", self.sheep_id, job_id, report.state, why)
         except asyncio.CancelledError:
@@ -270,9 +360,13 @@ class Sheep:
                 "sheep %s: job %s could not be completed; requeueing it", self.sheep_id, job_id
             )
             await self._wait_for_storage()
+            await self._broker.wait_connected()  # to give the job back at once
         finally:
-            await _settle(message, settlement)
             self._set_current_job(None)
+            try:
+                await (lease.release() if done else lease.give_back())
+            except Exception as exc:  # the copy expires and requeues the job by itself
+                log.warning("sheep %s: settling the lease on %s: %s", self.sheep_id, job_id, exc)
             await asyncio.to_thread(shutil.rmtree, attempt.directory, ignore_errors=True)
 
     async def _execute(self, attempt: _Attempt) -> StatusReport:
@@ -283,16 +377,26 @@ class Sheep:
         await asyncio.to_thread(_fresh_directories, attempt.directory, inputs, outputs, logs)
         await self._storage.download_prefix(inputs_prefix(job_id), inputs)
         log_marks = [_size(path) for path in self.backend.log_files]
-        error = await self._run(attempt, inputs, outputs)
+        try:
+            error = await self._run(attempt, inputs, outputs)
+        except JobCancelled:
+            await self._upload_logs(attempt, log_marks)
+            error = ErrorInfo(type="Cancelled", message=f"cancelled on sheep {self.sheep_id}")
+            return attempt.report(JobState.CANCELLED, error=error)
         await self._storage.upload_tree(outputs, outputs_prefix(job_id))
+        await self._upload_logs(attempt, log_marks)
+        if error is None:
+            return attempt.report(JobState.DONE)
+        return attempt.report(JobState.FAILED, error=error)
+
+    async def _upload_logs(self, attempt: _Attempt, log_marks: list[int]) -> None:
+        """Store what the runner printed since the job started."""
+        logs = attempt.directory / "logs"
         for source, start, name in zip(
             self.backend.log_files, log_marks, ("stdout.txt", "stderr.txt"), strict=True
         ):
             await asyncio.to_thread(_copy_tail, source, start, logs / name)
-        await self._storage.upload_tree(logs, logs_prefix(job_id))
-        if error is None:
-            return attempt.report(JobState.DONE)
-        return attempt.report(JobState.FAILED, error=error)
+        await self._storage.upload_tree(logs, logs_prefix(attempt.job_id))
 
     async def _run(self, attempt: _Attempt, inputs: Path, outputs: Path) -> ErrorInfo | None:
         """Run the job on a runner holding its model; the error if it failed.
@@ -305,12 +409,19 @@ class Sheep:
         timeout = dispatch.timeout or self._config.model_defaults(model.name, model.version).timeout
         request = Run(job_id=attempt.job_id, inputs_dir=str(inputs), outputs_dir=str(outputs))
         try:
-            client = await self._runner_for(model)
-            try:
-                async with asyncio.timeout(timeout):
-                    verdict = await client.run(request, self._progress_forwarder(attempt))
-            except TimeoutError:
-                raise RunnerLost.of("Timeout", f"timed out after {timeout:g} s") from None
+            with self._cancellations.watch(attempt.job_id) as cancelled:
+                client = await _unless(cancelled, self._runner_for(model))
+                try:
+                    async with asyncio.timeout(timeout):
+                        verdict = await _unless(
+                            cancelled, client.run(request, self._progress_forwarder(attempt))
+                        )
+                except TimeoutError:
+                    raise RunnerLost.of("Timeout", f"timed out after {timeout:g} s") from None
+        except JobCancelled:
+            log.info("sheep %s: job %s cancelled; stopping it", self.sheep_id, request.job_id)
+            await self._discard_runner(grace=CANCEL_GRACE)
+            raise
         except ModelNotFound as exc:
             return ErrorInfo(type="ModelNotFound", message=str(exc))
         except RunnerLost as exc:
@@ -400,11 +511,11 @@ class Sheep:
         self._changed.set()
         return self._client
 
-    async def _discard_runner(self) -> None:
+    async def _discard_runner(self, grace: float | None = None) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-        await self.backend.stop()
+        await self.backend.stop(grace)
         self._changed.set()
 
     # -- announcements ------------------------------------------------------------------------
@@ -437,6 +548,32 @@ class Sheep:
                 )
             except Exception as exc:
                 log.warning("sheep %s: cannot announce its state: %s", self.sheep_id, exc)
+
+
+async def _unless(cancelled: asyncio.Event, work: Awaitable[T]) -> T:
+    """``work``'s result, or :class:`JobCancelled` as soon as ``cancelled`` is set."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(cancelled.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise JobCancelled
+    return task.result()
+
+
+async def _briefly(what: str, action: Awaitable[object]) -> None:
+    """A clean-up step with the broker, given ``BROKER_STEP_TIMEOUT`` seconds: RabbitMQ may
+    be unreachable, and whatever a dead channel held goes back to its queue anyway."""
+    try:
+        async with asyncio.timeout(BROKER_STEP_TIMEOUT):
+            await action
+    except Exception as exc:
+        log.warning("%s failed: %s", what, exc or type(exc).__name__)
 
 
 async def _settle(message: AbstractIncomingMessage, settlement: Settlement) -> None:

@@ -25,6 +25,7 @@ from services.common.storage import ObjectMissing, Storage
 from services.notifier.lookup import StatusLookup
 from services.notifier.routes import routes
 from services.notifier.service import Notifier
+from tests.support.metrics import rejected
 
 MODEL = ModelRef(name="echo", version="1")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -205,6 +206,7 @@ async def test_a_malformed_report_is_dead_lettered_and_consuming_goes_on(
     broker, names, storage, notifier, events, job_id, caplog
 ):
     caplog.set_level(logging.WARNING, logger="services.notifier.service")
+    before = rejected("status", "not-json"), rejected("status", "invalid")
     await broker.publish(names.events_exchange, "status.running", b"this is not json")
     await broker.publish(
         names.events_exchange,
@@ -231,6 +233,10 @@ async def test_a_malformed_report_is_dead_lettered_and_consuming_goes_on(
     assert b"../etc" in bodies[1]
     assert "Invalid JSON" in caplog.text
     assert "job_id" in caplog.text
+    assert (rejected("status", "not-json"), rejected("status", "invalid")) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
 
 
 async def test_a_storage_outage_is_retried_without_losing_the_report(

@@ -8,94 +8,23 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.config import Config
-from schemas.events import SheepState, StatusReport
-from schemas.job import JobDispatch, JobSpec, ModelRef
-from schemas.status import JobState
+from schemas.events import SheepState
+from schemas.job import ModelRef
+from schemas.status import ErrorInfo, JobState
 from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import ObjectMissing, Storage
 from services.sheep.service import Sheep
-from tests.support.stack import MODELS, bare_sheep
-
-WAIT = 20.0
-
-
-class Listener:
-    """A private queue on the events exchange, and waits for what arrives on it."""
-
-    def __init__(self) -> None:
-        self.messages: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self.seen: list[StatusReport] = []
-
-    async def collect(self, message: AbstractIncomingMessage) -> None:
-        self.messages.put_nowait(message)
-
-    async def report(self, job_id: str, state: JobState) -> StatusReport:
-        """The first report of ``job_id`` in ``state``; every report seen is kept in order."""
-        async with asyncio.timeout(WAIT):
-            while True:
-                report = StatusReport.model_validate_json((await self.messages.get()).body)
-                self.seen.append(report)
-                if report.job_id == job_id and report.state == state:
-                    return report
-
-    async def progress(self, job_id: str) -> StatusReport:
-        async with asyncio.timeout(WAIT):
-            while True:
-                report = StatusReport.model_validate_json((await self.messages.get()).body)
-                self.seen.append(report)
-                if report.job_id == job_id and report.progress is not None:
-                    return report
-
-    def states(self, job_id: str) -> list[JobState | None]:
-        return [r.state for r in self.seen if r.job_id == job_id and r.state is not None]
-
-
-@pytest.fixture
-def sheep_ids() -> list[str]:
-    return ["s1"]
-
-
-@pytest.fixture
-def sheep_settings() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def configured(config: Config, sheep_ids: list[str], sheep_settings: dict[str, Any]) -> Config:
-    """The test config with bare sheep; set before ``broker`` so their queues are cleaned."""
-    config.sheep = {sheep_id: bare_sheep(**sheep_settings) for sheep_id in sheep_ids}
-    return config
-
-
-@pytest.fixture
-def storage(configured: Config) -> Storage:
-    return Storage(configured.storage)
-
-
-@pytest.fixture
-async def channel(servers: Any) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    connection = await aio_pika.connect(servers.amqp_url)
-    async with connection:
-        yield await connection.channel()
-
-
-@pytest.fixture
-async def reports(channel: aio_pika.abc.AbstractChannel, broker: Broker, names: Names) -> Listener:
-    listener = Listener()
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(names.events_exchange, "status.#")
-    await queue.consume(listener.collect, no_ack=True)
-    return listener
+from tests.support.jobs import WAIT, Listener, new_id, submit
+from tests.support.metrics import rejected
+from tests.support.stack import MODELS
 
 
 @pytest.fixture
@@ -108,38 +37,6 @@ async def sheep(
     yield flock
     for one in flock.values():
         await one.stop()
-
-
-async def submit(
-    broker: Broker,
-    storage: Storage,
-    job_id: str,
-    model: str,
-    payload: bytes,
-    *,
-    sheep_id: str | None = "s1",
-    job_timeout: float | None = None,
-) -> None:
-    """What the gateway does: inputs into the store, then the dispatch onto the jobs exchange."""
-    await storage.put_bytes(f"{job_id}/inputs/input.json", payload, "application/json")
-    name, _, version = model.partition(":")
-    now = datetime.now(UTC)
-    dispatch = JobDispatch(
-        job=JobSpec(
-            job_id=job_id,
-            model=ModelRef(name=name, version=version or "1"),
-            sheep_id=sheep_id,
-            request_digest="0" * 64,
-            declared_at=now,
-        ),
-        queued_at=now,
-        timeout=job_timeout,
-    )
-    await broker.publish(broker.names.jobs_exchange, Names.job_routing_key(sheep_id), dispatch)
-
-
-def new_id() -> str:
-    return f"job-{uuid.uuid4().hex[:12]}"
 
 
 async def echo_works(broker: Broker, storage: Storage, reports: Listener, **kw: Any) -> None:
@@ -271,12 +168,15 @@ async def test_a_job_past_its_timeout_is_stopped_and_failed(
     await echo_works(broker, storage, reports)
 
 
+@pytest.mark.parametrize("sheep_id", ["s1", None], ids=["own-queue", "pool"])
 async def test_an_invalid_job_message_is_dead_lettered_and_the_sheep_keeps_consuming(
-    sheep, broker, storage, reports, channel, names
+    sheep, broker, storage, reports, channel, names, sheep_id
 ):
-    await broker.publish(names.jobs_exchange, "sheep.s1", b"this is not a job")
+    before = rejected("jobs", "not-json"), rejected("jobs", "invalid")
+    key = Names.job_routing_key(sheep_id)
+    await broker.publish(names.jobs_exchange, key, b"this is not a job")
     bad_job = json.dumps({"job": {"job_id": "../etc"}, "queued_at": "now"}).encode()
-    await broker.publish(names.jobs_exchange, "sheep.s1", bad_job)
+    await broker.publish(names.jobs_exchange, key, bad_job)
 
     dead_letters: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
     dead = await channel.get_queue(names.dead_letter_queue)
@@ -284,7 +184,11 @@ async def test_an_invalid_job_message_is_dead_lettered_and_the_sheep_keeps_consu
     async with asyncio.timeout(WAIT):
         bodies = [(await dead_letters.get()).body for _ in range(2)]
     assert bodies == [b"this is not a job", bad_job]
-    await echo_works(broker, storage, reports)
+    await echo_works(broker, storage, reports, sheep_id=sheep_id)
+    assert (rejected("jobs", "not-json"), rejected("jobs", "invalid")) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
 
 
 async def test_a_job_outlasting_the_stop_grace_is_requeued_and_run_again(
@@ -361,3 +265,54 @@ async def test_a_model_that_cannot_load_fails_its_job_with_the_runners_reason(
     assert "nosuchmodule" in failed.error.message
     stderr = await storage.get_bytes(f"{job_id}/logs/stderr.txt")
     assert b"nosuchmodule" in stderr
+
+
+SILENT_MODELS = {
+    # The runner binds its port before loading, so the sheep connects; then nothing, ever:
+    # no ready, and no heartbeat either (they start once the model is loaded).
+    "mute": "import time\n\nfrom runner import Runner\n\n\nclass Model(Runner):\n"
+    "    def load(self):\n        time.sleep(3600)\n\n"
+    "    def process(self, inputs_dir, outputs_dir):\n        pass\n",
+    # Ready, then the whole process stops mid-job: no frame at all any more.
+    "frozen": "import os\nimport signal\n\nfrom runner import Runner\n\n\nclass Model(Runner):\n"
+    "    def process(self, inputs_dir, outputs_dir):\n"
+    "        os.kill(os.getpid(), signal.SIGSTOP)\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        (
+            "mute",
+            ErrorInfo(type="RunnerLoadTimeout", message="runner did not become ready within 3 s"),
+        ),
+        (
+            "frozen",
+            ErrorInfo(
+                type="RunnerUnresponsive",
+                message="runner stopped answering (no heartbeat for 1.5 s)",
+            ),
+        ),
+    ],
+)
+async def test_a_runner_that_says_nothing_fails_its_job_and_the_sheep_goes_on(
+    configured, broker, storage, reports, job_id, tmp_path, model, error
+):
+    model_dir = tmp_path / "models" / model / "1"
+    model_dir.mkdir(parents=True)
+    (model_dir / "shepherd-runner.yaml").write_text("runner: model:Model\n")
+    (model_dir / "model.py").write_text(SILENT_MODELS[model])
+    (tmp_path / "models" / "echo").symlink_to(MODELS / "echo")
+    settings = configured.sheep["s1"]
+    settings.working_directory = tmp_path / "models"
+    settings.load_timeout, settings.heartbeat_timeout = 3.0, 1.5
+    sheep = Sheep("s1", configured, broker, storage)
+    await sheep.start()
+    try:
+        await submit(broker, storage, job_id, model, b"{}")
+        failed = await reports.report(job_id, JobState.FAILED)
+        await echo_works(broker, storage, reports)
+    finally:
+        await sheep.stop()
+    assert failed.error == error

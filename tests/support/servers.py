@@ -11,7 +11,12 @@ import os
 import socket
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
+
+from pydantic import SecretStr
+
+from schemas.config import BrokerConfig, Config, StorageConfig
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 LOCAL_S3 = "127.0.0.1:9000"
@@ -27,6 +32,21 @@ class Servers:
     s3_secure: bool
     notification_target_arn: str
     """The S3 service's AMQP notification target, publishing to ``shepherd.storage``."""
+
+
+def build_config(servers: Servers, bucket: str, namespace: str, data_root: Path) -> Config:
+    """A configuration for ``servers``: the test's namespace and bucket, three deliveries."""
+    return Config(
+        broker=BrokerConfig(url=SecretStr(servers.amqp_url), namespace=namespace, delivery_limit=3),
+        storage=StorageConfig(
+            endpoint=servers.s3_endpoint,
+            bucket=bucket,
+            access_key=SecretStr(servers.s3_access_key),
+            secret_key=SecretStr(servers.s3_secret_key),
+            secure=servers.s3_secure,
+        ),
+        data_root=data_root,
+    )
 
 
 def _reachable(host: str, port: int) -> bool:

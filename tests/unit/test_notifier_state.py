@@ -224,3 +224,21 @@ def test_replay_names_the_transition_the_status_shows():
     assert replay(status, report(DONE, attempt=2)) is None
     assert replay(status, report(None, progress=Progress(fraction=1.0))) is None
     assert replay(None, report(DONE)) is None
+
+
+def test_a_cancellation_ends_a_job_whatever_attempt_it_names():
+    """The gateway cancels with the attempt it last saw; the job may have moved on since."""
+    stopped = ErrorInfo(type="Cancelled", message="cancelled by request")
+    status, kinds = run(
+        report(QUEUED, t=1),
+        report(RUNNING, attempt=2, t=2, sheep_id="gpu-1"),
+        report(CANCELLED, attempt=1, t=3, error=stopped),
+        report(DONE, attempt=2, t=4, sheep_id="gpu-1"),
+    )
+    assert kinds == ["queued", "running", "cancelled"]
+    assert (status.state, status.attempt, status.error) == (CANCELLED, 2, stopped)
+
+
+def test_a_cancellation_does_not_reopen_an_ended_job():
+    status, kinds = run(*LIFECYCLE, report(CANCELLED, t=9))
+    assert (status.state, kinds[-1]) == (DONE, "done")

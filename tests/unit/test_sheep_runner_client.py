@@ -24,6 +24,7 @@ from schemas.runner import (
 )
 from schemas.status import ErrorInfo
 from services.sheep.runner_client import RunnerClient, RunnerLost
+from tests.support.metrics import rejected
 
 READY = Ready(model="echo:1", load_seconds=0.5, pid=4242)
 RUN = Run(job_id="job-1", inputs_dir="/in", outputs_dir="/out")
@@ -119,6 +120,55 @@ async def test_run_forwards_progress_and_ignores_what_is_not_about_its_job(conte
 
     assert await running == DONE
     assert progress == [mine]
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("garbage", "reason"),
+    [
+        ([b"not json"], "not-json"),
+        ([b"\xff\xfe\x00"], "not-json"),
+        ([b"[" * 100_000 + b"]" * 100_000], "not-json"),
+        ([b'{"type": "done", "job_id": "../x"}'], "invalid"),
+        ([b"junk", b'{"type": "nope"}'], "invalid"),  # multipart: each part is refused
+        ([b'{"type": "progress", "job_id": "' + b"a" * (64 << 20) + b'"}'], "invalid"),
+    ],
+    ids=["not-json", "not-utf8", "deeply-nested", "unsafe-job-id", "multipart", "huge"],
+)
+async def test_garbage_during_a_run_is_counted_and_ignored(context, peer, exited, garbage, reason):
+    script = asyncio.create_task(handshake(peer))
+    client, _ = await connect(context, peer, exited)
+    await script
+    before = rejected("runner", reason)
+    running = asyncio.create_task(client.run(RUN, _ignore))
+    await peer.receive()
+    await peer.socket.send_multipart([peer.identity, *garbage])
+    await peer.send(DONE)
+    assert await running == DONE
+    assert rejected("runner", reason) >= before + 1
+    client.close()
+
+
+async def test_a_runner_babbling_garbage_is_as_lost_as_a_silent_one(context, peer, exited):
+    script = asyncio.create_task(handshake(peer))
+    client, _ = await connect(context, peer, exited, heartbeat_timeout=0.5)
+    await script
+    running = asyncio.create_task(client.run(RUN, _ignore))
+    await peer.receive()
+
+    async def babble() -> None:
+        while True:
+            await peer.send(b"garbage")
+            await asyncio.sleep(0.05)
+
+    babbler = asyncio.create_task(babble())
+    try:
+        async with asyncio.timeout(3):
+            with pytest.raises(RunnerLost) as lost:
+                await running
+    finally:
+        babbler.cancel()
+    assert lost.value.error.type == "RunnerUnresponsive"
     client.close()
 
 

@@ -85,7 +85,8 @@ def test_definitions_name_the_contract_exchanges():
         "shepherd.jobs": "direct",
         "shepherd.storage": "fanout",
         "shepherd.events": "topic",
-        "shepherd.dlx": "fanout",
+        "shepherd.leases": "headers",
+        "shepherd.dlx": "topic",
     }
 
 

@@ -1,0 +1,41 @@
+"""Prometheus metrics shared by the services (the gateway serves them on ``/metrics``).
+
+Input Shepherd cannot use is dead-lettered or dropped, never allowed to stop a consumer; this
+counter makes it visible, so that a producer sending garbage is noticed.
+
+    except ValidationError as exc:
+        reject("status", invalid_reason(exc))
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+Reason = Literal[
+    "not-json",  # the bytes are not JSON at all
+    "invalid",  # JSON, but not the message the schema describes
+    "error",  # its handler raised; dead-lettered by the broker guard
+    "other-bucket",  # an S3 event of a bucket that is not ours
+    "not-created",  # an S3 event other than a creation (a removal), which queues nothing
+    "outside-layout",  # an S3 event for a key outside <job_id>/...
+]
+
+REJECTED_MESSAGES = Counter(
+    "shepherd_rejected_messages",
+    "Messages dropped or dead-lettered because Shepherd could not use them.",
+    ["source", "reason"],
+)
+
+
+def reject(source: str, reason: Reason) -> None:
+    """``source``: where the message came from, the role of its queue without the namespace
+    (``inputs``, ``status``, ``jobs``, ...) or ``runner`` for the runner's socket."""
+    REJECTED_MESSAGES.labels(source=source, reason=reason).inc()
+
+
+def invalid_reason(exc: ValidationError) -> Reason:
+    """Tells bytes that are not JSON from JSON that fails the schema."""
+    return "not-json" if any(e["type"] == "json_invalid" for e in exc.errors()) else "invalid"

@@ -1,0 +1,64 @@
+"""Cancelling jobs: ``POST /jobs/{job_id}/cancel`` and ``DELETE /jobs/{job_id}``.
+
+The gateway writes ``<job_id>/cancel.json`` before it answers, so a job not yet started never
+starts (a sheep checks the marker first), then publishes a ``cancelled`` report: the notifier
+ends the job with it, and the sheep running the job, if any, stops its runner on hearing it.
+A job that has already ended is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from schemas.events import StatusReport, utcnow
+from schemas.layout import cancel_key
+from schemas.status import ErrorInfo, JobState, JobStatus
+from services.common.broker import Broker
+from services.common.params import parse_job_id
+from services.common.problems import Problem
+from services.common.storage import Storage
+from services.notifier.lookup import StatusLookup
+from services.notifier.state import apply
+
+
+class CancelRoutes:
+    def __init__(self, lookup: StatusLookup, storage: Storage, broker: Broker) -> None:
+        self._lookup = lookup
+        self._storage = storage
+        self._broker = broker
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/jobs/{job_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/jobs/{job_id}", self.cancel, methods=["DELETE"]),
+        ]
+
+    async def cancel(self, request: Request) -> JSONResponse:
+        """200 with the status of a job that had already ended; 202 with the cancelled
+        status otherwise."""
+        job_id = parse_job_id(request.path_params["job_id"])
+        status = await self._lookup.status(job_id)
+        if status is None:
+            raise Problem(404, f"no job {job_id}")
+        if status.state.terminal:
+            return _status_response(status, 200)
+        marker = json.dumps({"requested_at": utcnow().isoformat()}).encode()
+        await self._storage.put_bytes(cancel_key(job_id), marker, "application/json")
+        report = StatusReport(
+            job_id=job_id,
+            model=status.model,
+            attempt=status.attempt,
+            state=JobState.CANCELLED,
+            error=ErrorInfo(type="Cancelled", message="cancelled by request"),
+        )
+        await self._broker.publish(self._broker.names.events_exchange, report.routing_key, report)
+        transition = apply(status, report)
+        return _status_response(transition.status if transition else status, 202)
+
+
+def _status_response(status: JobStatus, code: int) -> JSONResponse:
+    return JSONResponse(status.model_dump(mode="json"), status_code=code)

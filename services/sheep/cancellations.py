@@ -1,0 +1,96 @@
+"""What a sheep knows about cancelled jobs: the ``status.cancelled`` reports it hears, and
+the ``cancel.json`` marker the gateway writes before it answers a cancellation.
+
+    cancellations = Cancellations(broker, storage)
+    await cancellations.start()
+    if await cancellations.requested(job_id): ...      # before starting a job
+    with cancellations.watch(job_id) as cancelled:     # while running it
+        await cancelled.wait()
+
+The marker makes "the gateway said cancelled, so it never runs" hold even when the report
+arrives late; the reports stop a running job within moments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from pydantic import ValidationError
+
+from schemas.events import StatusReport
+from schemas.layout import cancel_key
+from schemas.status import JobState
+from services.common.broker import Broker
+from services.common.metrics import invalid_reason, reject
+from services.common.storage import ObjectMissing, Storage
+
+log = logging.getLogger(__name__)
+
+REMEMBERED = 10_000
+"""Cancelled job ids kept in memory; older ones are still found through their marker."""
+
+
+class Cancellations:
+    def __init__(self, broker: Broker, storage: Storage) -> None:
+        self._broker = broker
+        self._storage = storage
+        self._known: OrderedDict[str, None] = OrderedDict()
+        self._watched: dict[str, asyncio.Event] = {}
+        self._channel: AbstractRobustChannel | None = None
+
+    async def start(self) -> None:
+        channel = await self._broker.connection.channel(publisher_confirms=False)
+        # Unnamed and exclusive: the robust channel re-declares it after a reconnect.
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self._broker.names.events_exchange, f"status.{JobState.CANCELLED.value}")
+        await queue.consume(self._on_report, no_ack=True)
+        self._channel = channel
+
+    async def stop(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+    async def requested(self, job_id: str) -> bool:
+        if job_id in self._known:
+            return True
+        try:
+            await self._storage.stat(cancel_key(job_id))
+        except ObjectMissing:
+            return False
+        self._remember(job_id)
+        return True
+
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set when ``job_id`` is cancelled (at once if it already was)."""
+        event = asyncio.Event()
+        if job_id in self._known:
+            event.set()
+        self._watched[job_id] = event
+        try:
+            yield event
+        finally:
+            self._watched.pop(job_id, None)
+
+    async def _on_report(self, message: AbstractIncomingMessage) -> None:
+        try:
+            report = StatusReport.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.warning("ignoring an invalid cancellation report: %.200r", message.body)
+            reject("cancellations", invalid_reason(exc))
+            return
+        self._remember(report.job_id)
+        if (event := self._watched.get(report.job_id)) is not None:
+            event.set()
+
+    def _remember(self, job_id: str) -> None:
+        self._known[job_id] = None
+        self._known.move_to_end(job_id)
+        while len(self._known) > REMEMBERED:
+            self._known.popitem(last=False)

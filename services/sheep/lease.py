@@ -1,0 +1,166 @@
+"""The lease on the job a sheep runs, kept in the sheep's lease queue instead of an unacked
+delivery.
+
+    leases = Leases(broker, "gpu0", lease_time=60)
+    await leases.open()             # returns what a previous incarnation left behind
+    lease = await leases.take(message, attempt=1)   # parks a copy, then acks the delivery
+    ...                             # the copy is renewed while the job runs
+    await lease.release()           # outcome published: the job is over
+    # or: await lease.give_back()   # the job goes back to its queue, to be run again
+
+Why: RabbitMQ cuts off deliveries unacked for longer than its consumer timeout, which
+would run every long job twice. A parked copy expires after ``lease_time`` unless renewed
+and is then dead-lettered back into the queue it came from (see ``schemas.topology``), so a
+job whose sheep died for good runs again elsewhere; a sheep that comes back returns its
+copies at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+
+from schemas.topology import ATTEMPTS, HOLDER
+from services.common.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+def attempt_number(message: AbstractIncomingMessage) -> int:
+    """Which attempt this delivery is: earlier attempts, plus the broker's redeliveries of
+    this message (a sheep that died before taking its lease), plus one."""
+    headers = message.headers or {}
+    return 1 + _count(headers.get(ATTEMPTS)) + _count(headers.get("x-delivery-count"))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+class Leases:
+    """One sheep's lease queue. A sheep id must run in one process at a time."""
+
+    def __init__(self, broker: Broker, sheep_id: str, lease_time: float) -> None:
+        self._broker = broker
+        self._sheep_id = sheep_id
+        self.lease_time = lease_time
+        self._names = broker.names
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+
+    async def open(self) -> None:
+        self._channel = await self._broker.connection.channel(publisher_confirms=False)
+        self._queue = await self._channel.get_queue(
+            self._names.lease_queue(self._sheep_id), ensure=False
+        )
+        if returned := await self.give_back_all():
+            log.info("sheep %s: queued again %d job(s) of its last run", self._sheep_id, returned)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._queue = None
+
+    async def take(self, message: AbstractIncomingMessage, attempt: int) -> Lease:
+        """Park a copy of the delivered job, then ack the delivery."""
+        lease = Lease(self, message.body, message.routing_key or "", attempt)
+        await lease.park()
+        await message.ack()
+        lease.start_renewing()
+        return lease
+
+    async def give_back_all(self) -> int:
+        """Queue every parked job again; how many there were."""
+        return await self.sweep()
+
+    async def sweep(
+        self, mine: str | None = None, *, keep: str | None = None, requeue: str | None = None
+    ) -> int:
+        """Go through the parked copies, oldest first: the copy ``keep`` stays (and ends the
+        sweep), the copy ``requeue`` is queued again, other copies of the lease whose ids
+        start with ``mine`` are dropped, and every other copy (left by a give-back that
+        failed, or by a previous run) is queued again. How many were queued again."""
+        queued = 0
+        while (copy := await self._get()) is not None:
+            copy_id = copy.message_id or ""
+            if keep is not None and copy_id == keep:
+                await copy.nack(requeue=True)
+                break
+            if mine is None or not copy_id.startswith(mine) or copy_id == requeue:
+                await self._broker.publish(
+                    self._names.jobs_exchange,
+                    copy.routing_key or "",
+                    copy.body,
+                    headers={ATTEMPTS: _count((copy.headers or {}).get(ATTEMPTS))},
+                )
+                queued += 1
+            await copy.ack()
+        return queued
+
+    async def _park(self, body: bytes, routing_key: str, attempt: int, message_id: str) -> None:
+        await self._broker.publish(
+            self._names.leases_exchange,
+            routing_key,
+            body,
+            headers={HOLDER: self._sheep_id, ATTEMPTS: attempt},
+            message_id=message_id,
+            expiration=self.lease_time,
+        )
+
+    async def _get(self) -> AbstractIncomingMessage | None:
+        assert self._queue is not None, "open() first"
+        return await self._queue.get(no_ack=False, fail=False)
+
+
+class Lease:
+    """The lease on one job, renewed every third of the lease time until it ends."""
+
+    def __init__(self, leases: Leases, body: bytes, routing_key: str, attempt: int) -> None:
+        self._leases = leases
+        self._body = body
+        self._routing_key = routing_key
+        self._attempt = attempt
+        self._prefix = f"{uuid.uuid4().hex}-"
+        self._numbers = itertools.count()
+        self._current: str | None = None
+        self._renewal: asyncio.Task[None] | None = None
+
+    async def park(self) -> None:
+        message_id = f"{self._prefix}{next(self._numbers)}"
+        await self._leases._park(self._body, self._routing_key, self._attempt, message_id)
+        self._current = message_id
+
+    def start_renewing(self) -> None:
+        self._renewal = asyncio.create_task(self._renew(), name="lease-renewal")
+
+    async def release(self) -> None:
+        """The job is over: drop its copies."""
+        await self._stop_renewing()
+        await self._leases.sweep(self._prefix)
+
+    async def give_back(self) -> None:
+        """The job must run again: queue its latest copy, drop the older ones."""
+        await self._stop_renewing()
+        await self._leases.sweep(self._prefix, requeue=self._current)
+
+    async def _stop_renewing(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            await asyncio.gather(self._renewal, return_exceptions=True)
+            self._renewal = None
+
+    async def _renew(self) -> None:
+        """Park a fresh copy, then drop the older ones. A renewal that fails only risks the
+        job running twice (its old copy expires), never losing it."""
+        while True:
+            await asyncio.sleep(self._leases.lease_time / 3)  # a deadline, not a poll
+            try:
+                await self.park()
+                await self._leases.sweep(self._prefix, keep=self._current)
+            except Exception as exc:
+                log.warning("renewing the lease on a job failed: %s", exc)

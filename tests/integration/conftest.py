@@ -1,0 +1,54 @@
+"""Fixtures of the integration tests that drive sheep directly."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import pytest
+
+from schemas.config import Config
+from schemas.topology import Names
+from services.common.broker import Broker
+from services.common.storage import Storage
+from tests.support.jobs import Listener
+from tests.support.stack import bare_sheep
+
+
+@pytest.fixture
+def sheep_ids() -> list[str]:
+    return ["s1"]
+
+
+@pytest.fixture
+def sheep_settings() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def configured(config: Config, sheep_ids: list[str], sheep_settings: dict[str, Any]) -> Config:
+    """The test config with bare sheep; set before ``broker`` so their queues are cleaned."""
+    config.sheep = {sheep_id: bare_sheep(**sheep_settings) for sheep_id in sheep_ids}
+    return config
+
+
+@pytest.fixture
+def storage(configured: Config) -> Storage:
+    return Storage(configured.storage)
+
+
+@pytest.fixture
+async def channel(servers: Any) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(servers.amqp_url)
+    async with connection:
+        yield await connection.channel()
+
+
+@pytest.fixture
+async def reports(channel: aio_pika.abc.AbstractChannel, broker: Broker, names: Names) -> Listener:
+    listener = Listener()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(names.events_exchange, "status.#")
+    await queue.consume(listener.collect, no_ack=True)
+    return listener

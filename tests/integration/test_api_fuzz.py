@@ -1,0 +1,100 @@
+"""Schemathesis against a whole running Shepherd: for requests generated from the gateway's own
+OpenAPI document, valid and not, no 5xx, and every response is documented (status code,
+content type, body schema).
+
+The stack runs on an event loop in a thread of its own (an anyio portal), because Schemathesis
+calls the API synchronously from the test's thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from anyio.from_thread import start_blocking_portal
+from hypothesis import HealthCheck, settings
+from pydantic import SecretStr
+from schemathesis import GenerationMode
+
+from schemas.config import BrokerConfig, Config, GatewayConfig, StorageConfig, TokenConfig
+from schemas.topology import Names
+from services.gateway.openapi import build_openapi
+from tests.conftest import delete_namespace
+from tests.support.servers import Servers
+from tests.support.stack import bare_sheep, running_stack
+
+TOKEN = f"shp_fuzz-{uuid.uuid4().hex}"
+
+pytestmark = pytest.mark.filterwarnings(  # Schemathesis's own strategies, not ours
+    "ignore:Do not use the `random` module:hypothesis.errors.HypothesisDeprecationWarning"
+)
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    servers: Servers, test_bucket: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The base URL of a running stack (auth on, one bare sheep), in a namespace of its own."""
+    names = Names(f"t{uuid.uuid4().hex[:10]}")
+    config = Config(
+        broker=BrokerConfig(url=SecretStr(servers.amqp_url), namespace=names.namespace),
+        storage=StorageConfig(
+            endpoint=servers.s3_endpoint,
+            bucket=test_bucket,
+            access_key=SecretStr(servers.s3_access_key),
+            secret_key=SecretStr(servers.s3_secret_key),
+            secure=servers.s3_secure,
+        ),
+        gateway=GatewayConfig(
+            auth="on",
+            tokens=[TokenConfig(name="fuzz", scopes=["read", "submit"], token=SecretStr(TOKEN))],
+        ),
+        data_root=tmp_path_factory.mktemp("fuzz") / "data",
+        sheep={"s1": bare_sheep()},
+    )
+    with start_blocking_portal() as portal:
+        try:
+            with portal.wrap_async_context_manager(running_stack(config)) as client:
+                yield str(client.base_url)
+        finally:
+            portal.call(delete_namespace, servers.amqp_url, names, list(config.sheep))
+
+
+# Built like the gateway builds the one it serves (checked below), so that the operations are
+# known when tests are collected.
+schema = schemathesis.openapi.from_dict(
+    build_openapi(),
+    config=schemathesis.Config.from_dict(
+        {
+            "auth": {"openapi": {"bearer": {"bearer": TOKEN}}},
+            # Unknown query parameters are ignored, as HTTP APIs commonly do.
+            "generation": {"allow-extra-parameters": False},
+            "request-timeout": 30,
+        }
+    ),
+)
+
+
+def test_the_gateway_serves_the_document_fuzzed_here(gateway: str) -> None:
+    assert httpx.get(f"{gateway}/openapi.json").json() == build_openapi()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=30,
+    derandomize=True,  # the same requests on every run, so CI is reproducible
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_the_api_keeps_to_its_openapi_document(case: schemathesis.Case, gateway: str) -> None:
+    body = case.body
+    positive = case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE
+    if positive and isinstance(body, dict) and isinstance(body.get("sheep_id"), str):
+        body["sheep_id"] = "s1"  # which sheep exist is configuration; another would be a 422
+    timeout = (case.query or {}).get("timeout")
+    if case.operation.path.endswith("/wait_ready") and isinstance(timeout, int | float):
+        case.query["timeout"] = min(timeout, 0.5)  # a long-poll on a job waiting for inputs
+    case.call_and_validate(base_url=gateway)

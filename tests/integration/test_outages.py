@@ -1,0 +1,229 @@
+"""RabbitMQ or MinIO down: Shepherd keeps running, says what is down, refuses submissions with
+503 and Retry-After at once, and finishes every job once the server is back.
+
+The servers here are private (``tests.support.private_servers``): the shared ones of
+``make services`` must never go down under other tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+from minio import Minio
+
+from schemas.config import Config
+from schemas.layout import pending_key
+from schemas.topology import Names
+from tests.support.private_servers import PrivateServers, private_servers
+from tests.support.servers import build_config
+from tests.support.stack import bare_sheep, running_stack
+
+pytestmark = pytest.mark.outage
+log = logging.getLogger(__name__)
+
+REFUSAL_LIMIT = 3.0
+"""Seconds within which a submission must be refused during an outage."""
+QUORUM_SETTLE = 2.0
+"""Seconds a new quorum queue needs before RabbitMQ 3.10 survives a kill -9 with it: killed
+sooner, it may come back without a leader, and a consumer of it waits forever."""
+
+
+@pytest.fixture(scope="module")
+async def private(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PrivateServers]:
+    async with private_servers(tmp_path_factory.mktemp("servers")) as servers:
+        yield servers
+
+
+@pytest.fixture
+def private_config(private: PrivateServers, namespace: str, tmp_path: Path) -> Config:
+    config = build_config(private.servers, private.bucket, namespace, tmp_path / "data")
+    config.sheep = {"s1": bare_sheep()}
+    return config
+
+
+@pytest.fixture
+async def stack(private_config: Config) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_stack(private_config) as client:
+        yield client
+
+
+@pytest.fixture
+def minio(private: PrivateServers) -> Minio:
+    m = private.minio
+    return Minio(m.endpoint, m.access_key, m.secret_key, secure=False)
+
+
+def sleep_job(job_id: str, seconds: float, value: Any) -> dict:
+    model = {"name": "sleep", "version": "1"}
+    return {"job_id": job_id, "model": model, "payload": {"seconds": seconds, "value": value}}
+
+
+def echo_job(job_id: str, **fields: Any) -> dict:
+    return {"job_id": job_id, "model": {"name": "echo", "version": "1"}, **fields}
+
+
+async def submit(client: httpx.AsyncClient, job: dict) -> None:
+    response = await client.post("/start-job", json=job)
+    assert response.status_code == 202, response.text
+
+
+async def refused(client: httpx.AsyncClient, job: dict) -> dict:
+    """Submit during an outage: 503 problem+json with Retry-After, fast; the problem."""
+    started = time.monotonic()
+    response = await client.post("/start-job", json=job)
+    elapsed = time.monotonic() - started
+    log.info("submission refused after %.3f s", elapsed)
+    assert response.status_code == 503, response.text
+    assert elapsed < REFUSAL_LIMIT
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) > 0
+    return response.json()
+
+
+async def health_until(
+    client: httpx.AsyncClient, holds: Callable[[dict], bool], seconds: float = 20
+) -> tuple[httpx.Response, float]:
+    """The first /health answer that ``holds``, and how long it took to come (an HTTP client
+    can only ask again)."""
+    started = time.monotonic()
+    async with asyncio.timeout(seconds):
+        while True:
+            response = await client.get("/health")
+            if holds(response.json()):
+                return response, time.monotonic() - started
+            await asyncio.sleep(0.05)
+
+
+async def until_running(client: httpx.AsyncClient, job_id: str) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            if (await client.get(f"/jobs/{job_id}/status")).json()["state"] == "running":
+                return
+            await asyncio.sleep(0.05)
+
+
+async def result(client: httpx.AsyncClient, job_id: str) -> bytes:
+    """The job's output once it is done (asserting it is)."""
+    response = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 60})
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "done", response.text
+    return (await client.get(f"/jobs/{job_id}/result")).content
+
+
+async def upload(minio: Minio, bucket: str, key: str, data: bytes) -> None:
+    await asyncio.to_thread(minio.put_object, bucket, key, io.BytesIO(data), len(data))
+
+
+async def exists(minio: Minio, bucket: str, key: str) -> bool:
+    listing = await asyncio.to_thread(lambda: list(minio.list_objects(bucket, prefix=key)))
+    return any(o.object_name == key for o in listing)
+
+
+async def test_rabbitmq_down_is_reported_submissions_wait_and_every_job_finishes(
+    stack, private, job_id
+):
+    running, waiting, later = f"{job_id}-running", f"{job_id}-waiting", f"{job_id}-later"
+    await submit(stack, sleep_job(running, 3.0, "slept"))
+    await submit(stack, sleep_job(waiting, 0.1, "queued"))  # behind it, on the only sheep
+    await until_running(stack, running)
+    await asyncio.sleep(QUORUM_SETTLE)
+
+    async with private.rabbitmq.outage():  # kill -9
+        down, noticed = await health_until(stack, lambda h: not h["broker"]["ok"])
+        log.info("RabbitMQ outage reported after %.3f s", noticed)
+        assert down.status_code == 503
+        health = down.json()
+        assert health["healthy"] is False
+        assert health["storage"] == {"ok": True}
+        assert f"127.0.0.1:{private.rabbitmq.port}" in health["broker"]["error"]
+        assert "guest:guest" not in down.text  # the URL, without its password
+
+        problem = await refused(stack, echo_job(later, payload={"n": 1}))
+        assert "RabbitMQ" in problem["detail"]
+        assert "guest:guest" not in problem["detail"]
+        assert (await stack.get("/status")).status_code == 200  # answers, without the broker
+
+    _, reconnected = await health_until(stack, lambda h: h["healthy"])
+    log.info("healthy again %.3f s after RabbitMQ was back", reconnected)
+    await submit(stack, echo_job(later, payload={"n": 1}))  # the client's retry
+    assert json.loads(await result(stack, later)) == {"n": 1}
+    assert json.loads(await result(stack, running)) == {"value": "slept"}
+    assert json.loads(await result(stack, waiting)) == {"value": "queued"}
+
+
+async def test_minio_down_is_reported_submissions_wait_and_every_job_finishes(
+    stack, private, job_id
+):
+    running, later = f"{job_id}-running", f"{job_id}-later"
+    await submit(stack, sleep_job(running, 1.0, "slept"))
+    await until_running(stack, running)
+
+    async with private.minio.outage():
+        down, noticed = await health_until(stack, lambda h: not h["storage"]["ok"])
+        log.info("MinIO outage reported after %.3f s", noticed)
+        assert down.status_code == 503
+        health = down.json()
+        assert health["broker"] == {"ok": True}
+        assert private.minio.endpoint in health["storage"]["error"]
+
+        problem = await refused(stack, echo_job(later, payload={"n": 2}))
+        assert private.minio.endpoint in problem["detail"]
+        # The running job ends meanwhile, and cannot store its outputs.
+        await asyncio.sleep(1.0)
+
+    await health_until(stack, lambda h: h["healthy"])
+    await submit(stack, echo_job(later, payload={"n": 2}))
+    assert json.loads(await result(stack, later)) == {"n": 2}
+    assert json.loads(await result(stack, running)) == {"value": "slept"}
+
+
+async def test_inputs_uploaded_while_rabbitmq_is_down_still_queue_their_job(
+    stack, private, minio, job_id
+):
+    declared = await stack.post("/start-job", json=echo_job(job_id, inputs=["input.json"]))
+    assert declared.status_code == 202
+    assert await exists(minio, private.bucket, pending_key(job_id))
+    await asyncio.sleep(QUORUM_SETTLE)
+
+    async with private.rabbitmq.outage():  # MinIO drops the upload's notification
+        await upload(minio, private.bucket, f"{job_id}/inputs/input.json", b'{"late": 1}')
+
+    assert json.loads(await result(stack, job_id)) == {"late": 1}
+    assert not await exists(minio, private.bucket, pending_key(job_id))
+
+
+async def test_a_starting_gateway_queues_jobs_whose_notifications_were_lost(
+    private_config, private, minio, job_id
+):
+    async with running_stack(private_config) as client:
+        await submit(client, echo_job(job_id, inputs=["input.json"]))
+    names = Names(private_config.broker.namespace)
+    async with unbound(private.rabbitmq.amqp_url, names.inputs_queue, names.storage_exchange):
+        await upload(minio, private.bucket, f"{job_id}/inputs/input.json", b'{"early": 1}')
+
+    async with running_stack(private_config) as client:
+        assert json.loads(await result(client, job_id)) == {"early": 1}
+
+
+@asynccontextmanager
+async def unbound(amqp_url: str, queue_name: str, exchange: str) -> AsyncIterator[None]:
+    """``queue_name`` deaf to ``exchange`` for the block: what is published meanwhile is lost."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        await queue.unbind(exchange, "")
+        try:
+            yield
+        finally:
+            await queue.bind(exchange, "")

@@ -1,0 +1,142 @@
+"""Uploading inputs through the gateway, and the size limits of what it accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from minio import Minio
+
+from services.common.storage import PART_SIZE
+from tests.conftest import delete_namespace
+from tests.support.stack import bare_sheep, running_stack
+
+MIB = 1024 * 1024
+MAX_UPLOAD = PART_SIZE + MIB  # big enough that the last accepted upload is multipart
+MAX_PAYLOAD = 16 * 1024
+
+
+@pytest.fixture
+def limits() -> tuple[int, int]:
+    """``(max_upload_bytes, max_payload_bytes)`` of the gateway."""
+    return MAX_UPLOAD, MAX_PAYLOAD
+
+
+@pytest.fixture
+async def stack(config, names, limits) -> AsyncIterator[httpx.AsyncClient]:
+    config.sheep = {"s1": bare_sheep()}
+    config.gateway.max_upload_bytes, config.gateway.max_payload_bytes = limits
+    try:
+        async with running_stack(config) as client:
+            yield client
+    finally:
+        await delete_namespace(config.broker.url.get_secret_value(), names, list(config.sheep))
+
+
+async def chunks(total: int, size: int = MIB) -> AsyncIterator[bytes]:
+    """``total`` bytes, sent chunked (no Content-Length)."""
+    sent = 0
+    while sent < total:
+        piece = min(size, total - sent)
+        yield bytes([sent // size % 251]) * piece
+        sent += piece
+
+
+def expected(total: int, size: int = MIB) -> bytes:
+    return b"".join(bytes([i // size % 251]) * min(size, total - i) for i in range(0, total, size))
+
+
+async def leftovers(minio_client: Minio, bucket: str, key: str) -> tuple[list[str], list[str]]:
+    """Objects at ``key``, and multipart uploads of it still open."""
+
+    def look() -> tuple[list[str], list[str]]:
+        objects = [o.object_name for o in minio_client.list_objects(bucket, prefix=key)]
+        uploads = minio_client._list_multipart_uploads(bucket, prefix=key).uploads
+        return objects, [u.object_name for u in uploads]
+
+    return await asyncio.to_thread(look)
+
+
+def echo(job_id: str, **extra: object) -> dict:
+    return {"job_id": job_id, "model": {"name": "echo", "version": "1"}, **extra}
+
+
+async def test_an_uploaded_input_queues_the_declared_job(stack, job_id):
+    declared = await stack.post("/start-job", json=echo(job_id, inputs=["input.json"]))
+    assert declared.status_code == 202
+    assert (await stack.get(f"/jobs/{job_id}/status")).json()["state"] == "accepted"
+
+    body = b'{"uploaded": "through the gateway"}'
+    uploaded = await stack.put(
+        f"/jobs/{job_id}/input/input.json",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json() == {"job_id": job_id, "file": "input.json", "size": len(body)}
+    assert uploaded.headers["location"].endswith(f"/jobs/{job_id}/input/input.json")
+
+    done = await stack.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 30})
+    assert done.json()["state"] == "done"
+    assert (await stack.get(f"/jobs/{job_id}/result")).content == body
+    stored = await stack.get(uploaded.headers["location"])
+    assert stored.content == body
+    assert stored.headers["content-type"] == "application/json"
+
+
+async def test_a_large_upload_streams_up_to_the_limit(stack, job_id, minio_client, test_bucket):
+    uploaded = await stack.put(f"/jobs/{job_id}/input/data/big.bin", content=chunks(MAX_UPLOAD))
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json()["size"] == MAX_UPLOAD
+    response = await asyncio.to_thread(
+        minio_client.get_object, test_bucket, f"{job_id}/inputs/data/big.bin"
+    )
+    try:
+        data = response.read()
+    finally:
+        response.close()
+        response.release_conn()
+    assert hashlib.sha256(data).digest() == hashlib.sha256(expected(MAX_UPLOAD)).digest()
+
+
+async def test_an_upload_past_the_limit_is_413_and_its_parts_are_aborted(
+    stack, job_id, minio_client, test_bucket
+):
+    key = f"{job_id}/inputs/too-big.bin"
+    response = await stack.put(f"/jobs/{job_id}/input/too-big.bin", content=chunks(MAX_UPLOAD + 1))
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert str(MAX_UPLOAD) in response.json()["detail"]
+    assert await leftovers(minio_client, test_bucket, key) == ([], [])
+
+
+@pytest.mark.parametrize("limits", [(1000, 1000)])
+async def test_small_bodies_over_the_limit_are_413_declared_or_chunked(
+    stack, job_id, minio_client, test_bucket
+):
+    small = [b"x" * 600] * 3
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for piece in small:
+            yield piece
+
+    refused = [
+        await stack.put(f"/jobs/{job_id}/input/a.bin", content=b"".join(small)),
+        await stack.put(f"/jobs/{job_id}/input/a.bin", content=chunked()),
+        await stack.post(
+            "/start-job",
+            content=b'{"job_id": "%s", "payload": "%s"}' % (job_id.encode(), b"x" * 1800),
+            headers={"Content-Type": "application/json"},
+        ),
+        await stack.post(
+            "/start-job", content=chunked(), headers={"Content-Type": "application/json"}
+        ),
+    ]
+    assert [r.status_code for r in refused] == [413] * 4
+    assert {r.headers["content-type"] for r in refused} == {"application/problem+json"}
+    assert "transfer-encoding" not in refused[0].request.headers
+    assert refused[1].request.headers["transfer-encoding"] == "chunked"
+    assert await leftovers(minio_client, test_bucket, f"{job_id}/") == ([], [])
