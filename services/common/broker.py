@@ -172,6 +172,26 @@ class Broker:
                 f"{self.publish_timeout:g} s"
             ) from None
 
+    async def listen(
+        self, routing_keys: list[str], handler: Handler, *, prefetch: int = 64
+    ) -> AbstractRobustChannel:
+        """Deliver the events matching ``routing_keys`` to ``handler`` on an exclusive queue
+        that lives as long as this connection (a reconnected channel declares it anew: what
+        was published in between is missed). Each message is acked once the handler
+        returns; the channel is returned for the caller to close."""
+        channel = await self.connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in routing_keys:
+            await queue.bind(self.names.events_exchange, key)
+
+        async def acking(message: AbstractIncomingMessage) -> None:
+            async with message.process(ignore_processed=True):
+                await handler(message)
+
+        await queue.consume(acking)
+        return channel
+
     async def consume(
         self, queue_name: str, handler: Handler, *, prefetch: int, consumer_tag: str | None = None
     ) -> tuple[AbstractRobustChannel, str]:

@@ -26,10 +26,7 @@ class Fleet:
         self._channel: AbstractChannel | None = None
 
     async def start(self) -> None:
-        self._channel = await self.broker.connection.channel()
-        queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(self.broker.names.events_exchange, "sheep.*")
-        await queue.consume(self._on_state, no_ack=True)
+        self._channel = await self.broker.listen(["sheep.*"], self._on_state)
 
     async def stop(self) -> None:
         if self._channel:

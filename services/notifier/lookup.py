@@ -44,12 +44,9 @@ class StatusLookup:
     async def start(self) -> None:
         """Listen to terminal job events on an exclusive queue that goes away with us."""
         self._closed = False
-        channel = await self._broker.connection.channel(publisher_confirms=False)
-        # Unnamed: the robust channel names it and re-declares it after a reconnect.
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for state in sorted(TERMINAL_STATES):
-            await queue.bind(self._broker.names.events_exchange, f"job.{state.value}")
-        await queue.consume(self._on_event, no_ack=True)
+        channel = await self._broker.listen(
+            [f"job.{state.value}" for state in sorted(TERMINAL_STATES)], self._on_event
+        )
         # Events published while we were disconnected are lost: waiters look again.
         channel.reopen_callbacks.add(self._wake_all)
         self._channel = channel

@@ -44,12 +44,9 @@ class Cancellations:
         self._channel: AbstractRobustChannel | None = None
 
     async def start(self) -> None:
-        channel = await self._broker.connection.channel(publisher_confirms=False)
-        # Unnamed and exclusive: the robust channel re-declares it after a reconnect.
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(self._broker.names.events_exchange, f"status.{JobState.CANCELLED.value}")
-        await queue.consume(self._on_report, no_ack=True)
-        self._channel = channel
+        self._channel = await self._broker.listen(
+            [f"status.{JobState.CANCELLED.value}"], self._on_report
+        )
 
     async def stop(self) -> None:
         channel, self._channel = self._channel, None

@@ -294,6 +294,9 @@ class Sheep:
             lease = await self._take(message, attempt)
         except Exception:
             log.exception("sheep %s: cannot take job %s; requeueing it", self.sheep_id, job_id)
+            # Every requeue counts as a delivery: not in a tight loop while a server is away.
+            await self._wait_for_storage()
+            await self._broker.wait_connected()
             await _settle(message, "requeue")
             return
         await self._hold(lease, attempt)
