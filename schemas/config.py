@@ -144,9 +144,12 @@ class BareSheepConfig(_SheepBase):
 
 
 class DockerSheepConfig(_SheepBase):
+    """The runner is a container of image ``<registry>/<model>:<version>`` (see
+    ``shepherd image``), on the host network, with ``<data_root>/<sheep>`` mounted."""
+
     type: Literal["docker"] = "docker"
     env: dict[str, str] = Field(default_factory=dict, description="Container environment.")
-    cpus: PositiveFloat | None = None
+    cpus: PositiveFloat | None = Field(default=None, description="CPU limit (cores).")
     memory: str | None = Field(default=None, description="Docker memory limit, e.g. 4g.")
 
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Start, check and stop the servers Shepherd needs on this machine: RabbitMQ and MinIO.
+# Start, check and stop the servers Shepherd needs on this machine: RabbitMQ, MinIO, a Docker
+# engine and a Docker registry (docker sheep pull model images from it).
 #
-#   scripts/services.sh up      install what is missing, start what is not running (idempotent)
-#   scripts/services.sh down    stop what `up` started
-#   scripts/services.sh status  one line per server
+#   scripts/services.sh up [docker]  install what is missing, start what is not running
+#                                    (idempotent); `docker`: only the engine and the registry
+#   scripts/services.sh down         stop what `up` started
+#   scripts/services.sh status       one line per server
 #
 # State lives outside the repository, in $SHEPHERD_STATE_DIR (default ~/.local/state/shepherd);
 # the MinIO binary is built once into $SHEPHERD_CACHE_DIR (default ~/.cache/shepherd).
@@ -21,6 +23,8 @@ MINIO_ADDRESS="127.0.0.1:9000"
 MINIO_CONSOLE="127.0.0.1:9001"
 AMQP_URL="amqp://guest:guest@127.0.0.1:5672"
 RABBIT_NODE="shepherd@localhost"
+# Docker trusts registries on 127.0.0.0/8 over plain HTTP by default: no TLS, no daemon.json.
+REGISTRY_ADDRESS="127.0.0.1:5050"
 RABBIT_ENV=(
   RABBITMQ_NODENAME="$RABBIT_NODE"
   RABBITMQ_CONFIG_FILE="$STATE/rabbitmq/rabbitmq.conf"
@@ -136,16 +140,92 @@ minio_down() {
   fi
 }
 
+alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }  # alive PIDFILE
+
+stop_pidfile() {  # stop_pidfile PIDFILE NAME: SIGTERM, then wait up to 30 s for the exit
+  local pid deadline=$((SECONDS + 30))
+  if ! alive "$1"; then
+    say "$2 was not started by this script"
+    return 0
+  fi
+  pid=$(cat "$1")
+  kill "$pid"
+  while kill -0 "$pid" 2>/dev/null; do
+    ((SECONDS < deadline)) || die "$2 (pid $pid) did not stop within 30 s"
+    sleep 0.5
+  done
+  rm -f "$1"
+  say "$2 stopped"
+}
+
+docker_answers() { docker info >/dev/null 2>&1; }
+
+docker_up() {
+  need_apt_package docker docker.io
+  if docker_answers; then
+    say "Docker engine already running, reusing it"
+    return 0
+  fi
+  need_apt_package dockerd docker.io
+  [[ $(id -u) == 0 ]] || die "the Docker engine does not answer ($(docker info 2>&1 >/dev/null \
+    | tail -n 1)); start it as root (sudo systemctl start docker, or: sudo $0 up docker)" \
+    "or join the docker group"
+  local dir="$STATE/docker" pid reason deadline=$((SECONDS + 60))
+  mkdir -p "$dir"
+  say "starting the Docker engine (dockerd --iptables=false --bridge=none: containers use" \
+    "the host network; log in $dir/dockerd.log)"
+  # No iptables and no bridge: dockerd starts without touching the host's network setup.
+  setsid dockerd --iptables=false --bridge=none --pidfile "$dir/dockerd.pid" \
+    >"$dir/dockerd.log" 2>&1 </dev/null &
+  pid=$!
+  until docker_answers; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      reason=$(grep -E 'level=(fatal|error)' "$dir/dockerd.log" | tail -n 1 || true)
+      die "dockerd exited: ${reason:-$(tail -n 1 "$dir/dockerd.log")}"
+    fi
+    ((SECONDS < deadline)) || die "the Docker engine did not answer within 60 s; see $dir/dockerd.log"
+    sleep 0.5
+  done
+}
+
+docker_down() { stop_pidfile "$STATE/docker/dockerd.pid" "Docker engine"; }
+
+registry_healthy() { curl -fsS -m 2 "http://$REGISTRY_ADDRESS/v2/" >/dev/null 2>&1; }
+
+registry_up() {
+  if port_open "$REGISTRY_ADDRESS"; then
+    say "Docker registry already listening on $REGISTRY_ADDRESS, reusing it"
+    return 0
+  fi
+  need_apt_package docker-registry docker-registry
+  local dir="$STATE/registry"
+  mkdir -p "$dir/data"
+  say "starting the Docker registry on $REGISTRY_ADDRESS (images in $dir/data)"
+  # Our own config (the packaged one asks for basic auth); the storage directory comes from
+  # the environment, which distribution lets override any key of the file.
+  REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="$dir/data" REGISTRY_HTTP_ADDR="$REGISTRY_ADDRESS" \
+    setsid docker-registry serve "$ROOT/deploy/registry/config.yml" \
+    >"$dir/registry.log" 2>&1 </dev/null &
+  echo $! >"$dir/registry.pid"
+  wait_for 30 "the Docker registry (see $dir/registry.log)" registry_healthy
+}
+
+registry_down() { stop_pidfile "$STATE/registry/registry.pid" "Docker registry"; }
+
 status() {
   port_open 127.0.0.1:5672 && echo "rabbitmq: up (127.0.0.1:5672)" || echo "rabbitmq: down"
   minio_healthy && echo "minio: up ($MINIO_ADDRESS)" || echo "minio: down"
+  docker_answers && echo "docker: up (engine $(docker info --format '{{.ServerVersion}}'))" \
+    || echo "docker: down"
+  registry_healthy && echo "registry: up ($REGISTRY_ADDRESS)" || echo "registry: down"
 }
 
 [[ -x "$PYTHON" ]] || die "no virtualenv at $ROOT/.venv; run: make venv"
 command -v curl >/dev/null || need_apt_package curl curl
-case "${1:-up}" in
-  up) rabbitmq_up; minio_up ;;
-  down) minio_down; rabbitmq_down ;;
-  status) status ;;
-  *) die "usage: $0 up|down|status" ;;
+case "${1:-up} ${2:-}" in
+  "up ") rabbitmq_up; minio_up; docker_up; registry_up ;;
+  "up docker") docker_up; registry_up ;;
+  "down ") registry_down; docker_down; minio_down; rabbitmq_down ;;
+  "status ") status ;;
+  *) die "usage: $0 up [docker]|down|status" ;;
 esac

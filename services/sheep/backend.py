@@ -45,6 +45,11 @@ class RunnerBackend(Protocol):
         Raises :class:`ModelNotFound`."""
         ...
 
+    async def recover(self) -> None:
+        """Remove whatever runner a previous life of this sheep left behind (it may hold the
+        port, or a GPU). Called once, when the sheep starts."""
+        ...
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop the runner process, if any, and reap it; it is killed outright after
         ``grace`` seconds (the backend's default when None)."""

@@ -51,7 +51,6 @@ class BareBackend:
         self._process: asyncio.subprocess.Process | None = None
         self._model: ModelRef | None = None
         self._exited: asyncio.Task[int] | None = None
-        self._orphan_checked = False
 
     @property
     def address(self) -> str:
@@ -88,9 +87,6 @@ class BareBackend:
                 f"{self._sheep_id}: {runner_file} does not exist"
             )
         await self.stop()
-        if not self._orphan_checked:
-            await self._kill_orphan()
-            self._orphan_checked = True
         await self._start(model, directory)
         return True
 
@@ -150,7 +146,7 @@ class BareBackend:
             self.address,
         )
 
-    async def _kill_orphan(self) -> None:
+    async def recover(self) -> None:
         """Kill a runner left behind by a previous life of this sheep, and wait until it is
         gone (it holds the port the new runner binds)."""
         pid = _orphan_pid(self._pid_file, self.address)

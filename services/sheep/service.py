@@ -42,6 +42,7 @@ from services.common.storage import ObjectMissing, Storage
 from services.sheep.backend import ModelNotFound, RunnerBackend
 from services.sheep.bare import BareBackend
 from services.sheep.cancellations import Cancellations
+from services.sheep.containers import DockerBackend
 from services.sheep.lease import Lease, Leases, attempt_number
 from services.sheep.runner_client import ProgressCallback, RunnerClient, RunnerLost
 
@@ -113,8 +114,6 @@ class Sheep:
                 f"sheep {sheep_id!r} is not configured (known: {sorted(config.sheep)})"
             )
         sheep_config = config.sheep[sheep_id]
-        if not isinstance(sheep_config, BareSheepConfig):
-            raise ValueError(f"sheep {sheep_id}: {sheep_config.type} sheep are not supported yet")
         self.sheep_id = sheep_id
         self._config = config
         self._sheep_config = sheep_config
@@ -124,8 +123,19 @@ class Sheep:
         self._state_interval = state_interval
         self._stop_grace = sheep_config.stop_grace if stop_grace is None else stop_grace
         self._jobs_root = (config.data_root / sheep_id).absolute()
-        self.backend: RunnerBackend = BareBackend(
-            sheep_id, sheep_config, config.data_root, reveals_secret=config.reveals_secret
+        self.backend: RunnerBackend = (
+            BareBackend(
+                sheep_id, sheep_config, config.data_root, reveals_secret=config.reveals_secret
+            )
+            if isinstance(sheep_config, BareSheepConfig)
+            else DockerBackend(
+                sheep_id,
+                sheep_config,
+                config.registry,
+                config.data_root,
+                broker.names.namespace,
+                reveals_secret=config.reveals_secret,
+            )
         )
         self._leases = Leases(broker, sheep_id, config.broker.lease_time)
         self._cancellations = Cancellations(broker, storage)
@@ -150,6 +160,7 @@ class Sheep:
         await self._broker.declare(
             build_topology(names, self._config.broker.delivery_limit, [self.sheep_id])
         )
+        await self.backend.recover()
         await self._cancellations.start()
         await self._leases.open()
         self._own_queue = await self._open_queue(names.sheep_queue(self.sheep_id))
@@ -430,7 +441,12 @@ class Sheep:
         except RunnerLost as exc:
             log.warning("sheep %s: %s", self.sheep_id, exc)
             await self._discard_runner()
-            return exc.error
+            if exc.error.type != "RunnerExited":
+                return exc.error
+            last_words = await asyncio.to_thread(_tail, self.backend.log_files[1])
+            return exc.error.model_copy(
+                update={"message": f"{exc.error.message}; its last output:\n{last_words}"}
+            )
         except BaseException:
             await self._discard_runner()
             raise
@@ -596,6 +612,17 @@ def _fresh_directories(root: Path, *directories: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
     for directory in directories:
         directory.mkdir(parents=True)
+
+
+def _tail(path: Path, lines: int = 20, limit: int = 64 * 1024) -> str:
+    """The last ``lines`` lines of a log file (read from its last ``limit`` bytes)."""
+    try:
+        with path.open("rb") as log_file:
+            log_file.seek(max(0, log_file.seek(0, 2) - limit))
+            data = log_file.read()
+    except FileNotFoundError:
+        return "(none)"
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:]) or "(none)"
 
 
 def _size(path: Path) -> int:
