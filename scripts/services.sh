@@ -190,6 +190,10 @@ docker_up() {
 
 docker_down() { stop_pidfile "$STATE/docker/dockerd.pid" "Docker engine"; }
 
+# debootstrap makes the base of the runner image, once (services/sheep/images.py); without
+# root it could not run anyway, and images.py says so if the image is not cached.
+image_tools() { [[ $(id -u) != 0 ]] || need_apt_package debootstrap debootstrap; }
+
 registry_healthy() { curl -fsS -m 2 "http://$REGISTRY_ADDRESS/v2/" >/dev/null 2>&1; }
 
 registry_up() {
@@ -223,8 +227,8 @@ status() {
 [[ -x "$PYTHON" ]] || die "no virtualenv at $ROOT/.venv; run: make venv"
 command -v curl >/dev/null || need_apt_package curl curl
 case "${1:-up} ${2:-}" in
-  "up ") rabbitmq_up; minio_up; docker_up; registry_up ;;
-  "up docker") docker_up; registry_up ;;
+  "up ") rabbitmq_up; minio_up; docker_up; registry_up; image_tools ;;
+  "up docker") docker_up; registry_up; image_tools ;;
   "down ") registry_down; docker_down; minio_down; rabbitmq_down ;;
   "status ") status ;;
   *) die "usage: $0 up [docker]|down|status" ;;

@@ -6,6 +6,11 @@
     shepherd sheep ID [-c FILE]      one sheep
     shepherd token --scopes read,submit --name ci
                                      mint a gateway token: prints it once, and its config entry
+    shepherd image runner [--registry HOST:PORT] [--no-push]
+                                     build the runner image (and its base) and push it
+    shepherd image model DIR NAME:VERSION [--registry HOST:PORT] [--no-push]
+                                     build the model image <registry>/NAME:VERSION from DIR
+                                     and push it; the registry defaults to registry.url
 
 Without ``-c``, ``examples/configs/shepherd-bare.yml`` is used when it exists here (its
 defaults match ``make services``), else the built-in defaults.
@@ -26,8 +31,10 @@ from pydantic import SecretStr, ValidationError
 
 from schemas.config import Config, ConfigError, Scope, TokenConfig, load_config
 from schemas.errors import format_validation_error
+from schemas.job import ModelRef
 from services.gateway.auth import mint_token
 from services.runtime import Roles, run
+from services.sheep import images
 
 DEFAULT_CONFIG = Path("examples/configs/shepherd-bare.yml")
 
@@ -61,6 +68,34 @@ def _print_token(name: str, scopes: list[str]) -> int:
     return 0
 
 
+def _model_ref(text: str) -> ModelRef:
+    name, _, version = text.partition(":")
+    try:
+        return ModelRef(name=name, version=version) if version else ModelRef(name=name)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(format_validation_error(exc)) from None
+
+
+def _build_image(args: argparse.Namespace, config: Config) -> int:
+    """Print the image built, so that scripts can use it."""
+    registry = args.registry or config.registry.url
+    auth = images.registry_auth(config.registry)
+    push = not args.no_push
+    try:
+        client = images.connect()
+        if args.kind == "runner":
+            image = images.ensure_runner_image(client, registry, push=push, auth=auth)
+        else:
+            image = images.build_model_image(
+                client, args.model_dir, args.model, registry, push=push, auth=auth
+            )
+    except images.ImageError as exc:
+        print(f"shepherd image: {exc}", file=sys.stderr)
+        return 1
+    print(image)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="shepherd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("token", help="mint a gateway bearer token")
     token.add_argument("--name", required=True, help="who will hold it (named in logs)")
     token.add_argument("--scopes", type=_scopes, required=True, help="read, submit or both")
+    image = sub.add_parser("image", help="build container images for docker sheep")
+    kinds = image.add_subparsers(dest="kind", required=True)
+    kinds.add_parser("runner", help="the runner image every model image starts from")
+    model = kinds.add_parser("model", help="the image <registry>/NAME:VERSION of a model")
+    model.add_argument("model_dir", type=Path, metavar="DIR", help="holds shepherd-runner.yaml")
+    model.add_argument("model", type=_model_ref, metavar="NAME:VERSION")
+    for kind in kinds.choices.values():
+        kind.add_argument("--registry", metavar="HOST:PORT", help="default: registry.url")
+        kind.add_argument("--no-push", action="store_true", help="build only")
+        kind.add_argument("-c", "--config", type=Path)
     args = parser.parse_args(argv)
     if args.command == "token":
         return _print_token(args.name, args.scopes)
@@ -91,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"shepherd: {exc}", file=sys.stderr)
         return 2
+    if args.command == "image":
+        return _build_image(args, config)
     if args.command == "up":
         roles = Roles(gateway=True, notifier=True, sheep=list(config.sheep))
     elif args.command == "sheep":

@@ -20,6 +20,8 @@ from services.common.broker import Broker
 from services.setup import setup_storage
 from tests.support.servers import Servers, build_config, find_servers
 
+pytest_plugins = ["tests.support.docker"]  # the Docker engine, registry and images
+
 
 @pytest.fixture(autouse=True)
 async def dump_tasks_before_timeout(request: pytest.FixtureRequest) -> AsyncIterator[None]:

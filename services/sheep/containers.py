@@ -9,7 +9,9 @@ Containers are labelled with their sheep, so that those a crashed sheep left beh
 removed when it starts again. The container's output is appended to the same log files as a
 bare runner's, from which the sheep cuts each job's logs.
 
-Docker SDK calls block, so each runs in a thread.
+Docker SDK calls block, so each runs in a thread; the three that last as long as the
+container (waiting for its exit, following its two output streams) get threads of their own,
+so that they never starve the event loop's shared pool.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from docker.types import DeviceRequest
 from schemas.config import DockerSheepConfig, RegistryConfig
 from schemas.job import ModelRef
 from services.sheep.backend import ModelNotFound
+from services.sheep.images import ImageError, image_name, registry_auth
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +43,6 @@ LABEL_NAMESPACE = "io.shepherd.namespace"
 LABEL_MODEL = "io.shepherd.model"
 LOG_DRAIN_TIMEOUT = 2.0
 """Seconds the container's last output may take to reach the log files after it exits."""
-
-
-def image_name(registry: str, model: ModelRef) -> str:
-    return f"{registry}/{model.name}:{model.version}"
 
 
 def gpu_ids(devices: list[str]) -> list[str]:
@@ -118,6 +119,7 @@ class DockerBackend:
         self._container: Container | None = None
         self._model: ModelRef | None = None
         self._exited: asyncio.Task[int] | None = None
+        self._watchers = ThreadPoolExecutor(3, thread_name_prefix=f"sheep-{sheep_id}-container")
 
     @property
     def address(self) -> str:
@@ -140,7 +142,10 @@ class DockerBackend:
             return False
         await self.stop()
         client = await asyncio.to_thread(self._client)
-        image = image_name(self._registry.url, model)
+        try:
+            image = image_name(self._registry.url, model)
+        except ImageError as exc:
+            raise ModelNotFound(str(exc)) from exc
         await asyncio.to_thread(self._pull_if_missing, client, image)
         self._stdout.parent.mkdir(parents=True, exist_ok=True)
         spec = container_spec(
@@ -210,26 +215,21 @@ class DockerBackend:
         except DockerException as exc:
             raise ModelNotFound(f"cannot look up image {image}: {_reason(exc)}") from exc
         repository, _, tag = image.rpartition(":")
-        auth = None
-        if self._registry.username and self._registry.password:
-            auth = {
-                "username": self._registry.username,
-                "password": self._registry.password.get_secret_value(),
-            }
         log.info("sheep %s: pulling %s", self._sheep_id, image)
         try:
-            client.images.pull(repository, tag=tag, auth_config=auth)
+            client.images.pull(repository, tag=tag, auth_config=registry_auth(self._registry))
         except DockerException as exc:
             raise ModelNotFound(f"cannot pull image {image}: {_reason(exc)}") from exc
 
     async def _watch(self, container: Container) -> int:
         """The container's exit code, once its output is in the log files."""
+        loop = asyncio.get_running_loop()
         drains = [
-            asyncio.create_task(asyncio.to_thread(_append, container, path, stdout=out))
+            loop.run_in_executor(self._watchers, partial(_append, container, path, stdout=out))
             for path, out in ((self._stdout, True), (self._stderr, False))
         ]
         try:
-            result = await asyncio.to_thread(container.wait)
+            result = await loop.run_in_executor(self._watchers, container.wait)
         except DockerException:  # removed underneath us
             result = {"StatusCode": -1}
         await asyncio.wait(drains, timeout=LOG_DRAIN_TIMEOUT)

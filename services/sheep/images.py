@@ -16,6 +16,7 @@ The calls block (debootstrap takes a minute); async callers run them in a thread
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import logging
@@ -33,10 +34,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import docker
-from docker.errors import BuildError, DockerException, ImageNotFound
+from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 from docker.utils import parse_repository_tag
 
 from runner.config import RUNNER_FILE
+from schemas.config import RegistryConfig
 from schemas.job import ModelRef
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,18 @@ def cache_dir() -> Path:
     return Path(root) / "images"
 
 
+def base_rootfs() -> Path:
+    """The cached root filesystem of the base image (a tarball), made by debootstrap."""
+    return cache_dir() / f"rootfs-{BASE_SUITE}-python3-{platform.machine()}.tar"
+
+
+def registry_auth(registry: RegistryConfig) -> dict[str, str] | None:
+    """The SDK's ``auth_config`` for pushes and pulls; ``None`` for a registry without auth."""
+    if registry.username is None or registry.password is None:
+        return None
+    return {"username": registry.username, "password": registry.password.get_secret_value()}
+
+
 def image_name(registry: str, model: ModelRef) -> str:
     """``<registry>/<name>:<version>``; Docker wants the name in lowercase."""
     if not _REPOSITORY_COMPONENT.fullmatch(model.name):
@@ -117,9 +131,9 @@ def image_name(registry: str, model: ModelRef) -> str:
 
 def ensure_base_image(client: docker.DockerClient) -> str:
     """The base image, imported from the cached root filesystem, made first if need be."""
-    if _exists(client, BASE_IMAGE):
+    if _image_id(client, BASE_IMAGE):
         return BASE_IMAGE
-    tarball = cache_dir() / f"rootfs-{BASE_SUITE}-python3-{platform.machine()}.tar"
+    tarball = base_rootfs()
     if not tarball.exists():
         _bootstrap(tarball)
     started = time.monotonic()
@@ -163,7 +177,7 @@ def ensure_runner_image(
         digest.update(f"\0{name}\0{path.stat().st_size}\0".encode())
         digest.update(path.read_bytes())
     image = f"{registry}/{RUNNER_REPOSITORY}:{_project_version()}-{digest.hexdigest()[:12]}"
-    if not _exists(client, image):
+    if not _image_id(client, image):
         with tempfile.TemporaryDirectory(prefix="shepherd-runner-image-") as tmp:
             context = Path(tmp)
             site = context / "site"
@@ -175,6 +189,12 @@ def ensure_runner_image(
                 shutil.copyfile(path, site / relative)
             shutil.copyfile(dockerfile, context / "Dockerfile")
             _build(client, context, image, {"BASE": base}, {})
+        # The runner images this one replaces go (model images on them keep their layers).
+        repository = f"{registry}/{RUNNER_REPOSITORY}"
+        for old in client.images.list(name=repository):
+            for tag in old.tags:  # an image's tags in every repository
+                if tag.startswith(f"{repository}:") and tag != image:
+                    _remove(client, tag)
     if push:
         push_image(client, image, auth)
     return image
@@ -357,10 +377,13 @@ def _build(
     buildargs: dict[str, str],
     labels: dict[str, str],
 ) -> None:
-    # No network: nothing in a build may fetch anything, and dockerd runs without a bridge.
+    """Build ``image``, and remove the image it took the tag from unless something uses it,
+    so that rebuilds do not pile up."""
+    replaced = _image_id(client, image)
     started = time.monotonic()
     try:
-        client.images.build(
+        # No network: nothing in a build may fetch anything, and dockerd has no bridge.
+        built, _ = client.images.build(
             path=str(context),
             tag=image,
             buildargs=buildargs,
@@ -374,16 +397,23 @@ def _build(
     except DockerException as exc:
         raise ImageError(f"building {image} failed: {exc}") from exc
     log.info("built %s in %.1f s", image, time.monotonic() - started)
+    if replaced not in (None, built.id):
+        _remove(client, replaced)
 
 
-def _exists(client: docker.DockerClient, image: str) -> bool:
+def _image_id(client: docker.DockerClient, image: str) -> str | None:
     try:
-        client.images.get(image)
+        return str(client.images.get(image).id)
     except ImageNotFound:
-        return False
+        return None
     except DockerException as exc:
         raise ImageError(f"cannot look up {image} in the Docker engine: {exc}") from exc
-    return True
+
+
+def _remove(client: docker.DockerClient, image: str) -> None:
+    """Remove an image that may still be in use (by a container: then it stays)."""
+    with contextlib.suppress(APIError):
+        client.images.remove(image)
 
 
 def _file_digest(path: Path) -> str:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from schemas.config import DockerSheepConfig
 from schemas.job import ModelRef
-from services.sheep.containers import LABEL_SHEEP, container_spec, gpu_ids, image_name
+from services.sheep.containers import LABEL_SHEEP, container_spec, gpu_ids
+from services.sheep.images import image_name
 
 MODEL = ModelRef(name="echo", version="1")
 

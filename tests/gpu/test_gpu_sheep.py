@@ -1,0 +1,42 @@
+"""The GPU check: a docker sheep with ``devices: [/dev/nvidia0]`` runs its model with that GPU.
+
+It needs an NVIDIA GPU and the nvidia container runtime, so it runs only when asked:
+
+    SHEPHERD_TEST_GPU=1 .venv/bin/python -m pytest tests/gpu -ra
+
+(``make test`` reports it as skipped, with this reason.) What the sheep asks the engine for is
+tested everywhere, without a GPU, in ``tests/unit/test_container_spec.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from schemas.config import DockerSheepConfig
+from tests.support.stack import free_port, running_stack
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("SHEPHERD_TEST_GPU"),
+    reason="the GPU check: set SHEPHERD_TEST_GPU=1 on a machine with an NVIDIA GPU and the "
+    "nvidia container runtime",
+)
+
+
+async def test_a_docker_sheep_runs_its_model_on_the_configured_gpu(
+    config, broker, registry, model_image, job_id
+):
+    model_image("gpuinfo")
+    config.registry.url = registry
+    config.sheep = {"g0": DockerSheepConfig(port=free_port(), devices=["/dev/nvidia0"])}
+    async with running_stack(config) as client:
+        await client.post(
+            "/start-job",
+            json={"job_id": job_id, "model": {"name": "gpuinfo", "version": "1"}, "payload": {}},
+        )
+        ended = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 120})
+        assert ended.json()["state"] == "done", ended.json()
+        seen = (await client.get(f"/jobs/{job_id}/result")).json()
+    assert seen["nvidia_visible_devices"] == "0"
+    assert "/dev/nvidia0" in seen["devices"]
