@@ -12,9 +12,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 from minio import Minio
-from pydantic import SecretStr
 
-from schemas.config import Config, StorageConfig
+from schemas.config import Config
 from schemas.topology import Names, build_topology
 from services.common.broker import Broker
 from services.setup import setup_storage
@@ -60,14 +59,7 @@ def minio_client(servers: Servers) -> Minio:
 def test_bucket(servers: Servers, minio_client: Minio) -> Iterator[str]:
     """One bucket per test session, wired to the AMQP notification target like production."""
     bucket = f"shepherd-test-{uuid.uuid4().hex[:12]}"
-    storage = StorageConfig(
-        endpoint=servers.s3_endpoint,
-        bucket=bucket,
-        access_key=SecretStr(servers.s3_access_key),
-        secret_key=SecretStr(servers.s3_secret_key),
-        secure=servers.s3_secure,
-    )
-    setup_storage(storage, servers.notification_target_arn)
+    setup_storage(servers.storage_config(bucket), servers.notification_target_arn)
     yield bucket
     # Rounds, because MinIO lists nothing below a key that is an object too ("a" hides "a/b")
     # until that object is gone.

@@ -17,6 +17,37 @@ class ModelNotFound(LookupError):
     """The requested model/version is not installed where this sheep looks for it."""
 
 
+class RunnerSlot:
+    """What every backend keeps of its current runner: the loopback port it binds, the files
+    its output goes to, its model, and its exit. ``_model`` is None while there is none."""
+
+    def __init__(self, port: int, stdout: Path, stderr: Path) -> None:
+        self._port = port
+        self._stdout = stdout
+        self._stderr = stderr
+        self._model: ModelRef | None = None
+        self._exited: asyncio.Task[int] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self._port}"
+
+    @property
+    def model(self) -> ModelRef | None:
+        return self._model if self._alive() else None
+
+    @property
+    def exited(self) -> asyncio.Future[int] | None:
+        return self._exited
+
+    @property
+    def log_files(self) -> tuple[Path, Path]:
+        return self._stdout, self._stderr
+
+    def _alive(self) -> bool:
+        return self._model is not None and self._exited is not None and not self._exited.done()
+
+
 class RunnerBackend(Protocol):
     @property
     def address(self) -> str:

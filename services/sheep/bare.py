@@ -20,14 +20,14 @@ from pathlib import Path
 
 from schemas.config import BareSheepConfig
 from schemas.job import ModelRef
-from services.sheep.backend import ModelNotFound
+from services.sheep.backend import ModelNotFound, RunnerSlot
 
 log = logging.getLogger(__name__)
 
 RUNNER_FILE = "shepherd-runner.yaml"
 
 
-class BareBackend:
+class BareBackend(RunnerSlot):
     """Starts, restarts and stops one runner subprocess (see :class:`RunnerBackend`)."""
 
     def __init__(
@@ -39,34 +39,19 @@ class BareBackend:
         stop_grace: float = 3.0,
         reveals_secret: Callable[[str], bool] = lambda _: False,
     ) -> None:
+        # Job ids never start with ".", so this cannot collide with <data_root>/<id>/<job_id>.
+        run_dir = data_root / sheep_id / ".runner"
+        super().__init__(
+            config.port,
+            config.stdout_file or run_dir / "stdout.log",
+            config.stderr_file or run_dir / "stderr.log",
+        )
         self._sheep_id = sheep_id
         self._config = config
         self._stop_grace = stop_grace
         self._reveals_secret = reveals_secret
-        # Job ids never start with ".", so this cannot collide with <data_root>/<id>/<job_id>.
-        run_dir = data_root / sheep_id / ".runner"
-        self._stdout = config.stdout_file or run_dir / "stdout.log"
-        self._stderr = config.stderr_file or run_dir / "stderr.log"
         self._pid_file = run_dir / "runner.pid"
         self._process: asyncio.subprocess.Process | None = None
-        self._model: ModelRef | None = None
-        self._exited: asyncio.Task[int] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self._config.port}"
-
-    @property
-    def model(self) -> ModelRef | None:
-        return self._model if self._alive() else None
-
-    @property
-    def exited(self) -> asyncio.Future[int] | None:
-        return self._exited
-
-    @property
-    def log_files(self) -> tuple[Path, Path]:
-        return self._stdout, self._stderr
 
     @property
     def pid(self) -> int | None:
@@ -105,9 +90,6 @@ class BareBackend:
         log.info(
             "sheep %s: runner (pid %d) stopped, exit code %d", self._sheep_id, process.pid, code
         )
-
-    def _alive(self) -> bool:
-        return self._exited is not None and not self._exited.done() and self._process is not None
 
     async def _start(self, model: ModelRef, directory: Path) -> None:
         for path in (self._stdout, self._stderr, self._pid_file):

@@ -32,7 +32,7 @@ from docker.types import DeviceRequest
 
 from schemas.config import DockerSheepConfig, RegistryConfig
 from schemas.job import ModelRef
-from services.sheep.backend import ModelNotFound
+from services.sheep.backend import ModelNotFound, RunnerSlot
 from services.sheep.images import ImageError, image_name, registry_auth
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def container_spec(
     }
 
 
-class DockerBackend:
+class DockerBackend(RunnerSlot):
     """Starts, replaces and stops one runner container (see :class:`RunnerBackend`)."""
 
     def __init__(
@@ -105,37 +105,18 @@ class DockerBackend:
         stop_grace: float = 3.0,
         reveals_secret: Callable[[str], bool] = lambda _: False,
     ) -> None:
+        self._data_dir = (data_root / sheep_id).absolute()
+        run_dir = self._data_dir / ".runner"
+        super().__init__(config.port, run_dir / "stdout.log", run_dir / "stderr.log")
         self._sheep_id = sheep_id
         self._config = config
         self._registry = registry
         self._namespace = namespace
         self._stop_grace = stop_grace
-        self._data_dir = (data_root / sheep_id).absolute()
-        run_dir = self._data_dir / ".runner"
-        self._stdout = run_dir / "stdout.log"
-        self._stderr = run_dir / "stderr.log"
         self._environment = {k: v for k, v in config.env.items() if not reveals_secret(v)}
         self._docker: docker.DockerClient | None = None
         self._container: Container | None = None
-        self._model: ModelRef | None = None
-        self._exited: asyncio.Task[int] | None = None
         self._watchers = ThreadPoolExecutor(3, thread_name_prefix=f"sheep-{sheep_id}-container")
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self._config.port}"
-
-    @property
-    def model(self) -> ModelRef | None:
-        return self._model if self._alive() else None
-
-    @property
-    def exited(self) -> asyncio.Future[int] | None:
-        return self._exited
-
-    @property
-    def log_files(self) -> tuple[Path, Path]:
-        return self._stdout, self._stderr
 
     async def ensure(self, model: ModelRef) -> bool:
         if self._alive() and self._model == model:
@@ -185,9 +166,6 @@ class DockerBackend:
             container.short_id,
             code,
         )
-
-    def _alive(self) -> bool:
-        return self._exited is not None and not self._exited.done() and self._container is not None
 
     def _client(self) -> docker.DockerClient:
         if self._docker is None:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from schemathesis import GenerationMode
 
-from schemas.config import BrokerConfig, Config, GatewayConfig, StorageConfig, TokenConfig
+from schemas.config import BrokerConfig, Config, GatewayConfig, TokenConfig
 from schemas.topology import Names
 from services.gateway.openapi import build_openapi
 from tests.conftest import delete_namespace
@@ -41,13 +41,7 @@ def gateway(
     names = Names(f"t{uuid.uuid4().hex[:10]}")
     config = Config(
         broker=BrokerConfig(url=SecretStr(servers.amqp_url), namespace=names.namespace),
-        storage=StorageConfig(
-            endpoint=servers.s3_endpoint,
-            bucket=test_bucket,
-            access_key=SecretStr(servers.s3_access_key),
-            secret_key=SecretStr(servers.s3_secret_key),
-            secure=servers.s3_secure,
-        ),
+        storage=servers.storage_config(test_bucket),
         gateway=GatewayConfig(
             auth="on",
             tokens=[TokenConfig(name="fuzz", scopes=["read", "submit"], token=SecretStr(TOKEN))],

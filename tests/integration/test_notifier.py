@@ -26,6 +26,7 @@ from services.notifier.lookup import StatusLookup
 from services.notifier.routes import routes
 from services.notifier.service import Notifier
 from tests.support.metrics import rejected
+from tests.support.polling import take
 
 MODEL = ModelRef(name="echo", version="1")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -218,16 +219,7 @@ async def test_a_malformed_report_is_dead_lettered_and_consuming_goes_on(
     assert event.subject == job_id and event.data.state is RUNNING
 
     channel = await broker.connection.channel()
-    dead = await channel.get_queue(names.dead_letter_queue)
-    bodies = []
-    async with asyncio.timeout(10):
-        while len(bodies) < 2:
-            message = await dead.get(fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-                continue
-            await message.ack()
-            bodies.append(message.body)
+    bodies = await take(channel, names.dead_letter_queue, 2)
     await channel.close()
     assert bodies[0] == b"this is not json"
     assert b"../etc" in bodies[1]

@@ -28,6 +28,7 @@ from services.notifier.gave_up import GaveUpListener
 from services.notifier.lookup import StatusLookup
 from services.sheep.cancellations import Cancellations
 from tests.support.metrics import rejected
+from tests.support.polling import take
 from tests.support.stack import bare_sheep
 
 WAIT = 10.0
@@ -58,21 +59,6 @@ async def send_to_queue(channel: AbstractChannel, queue: str, *bodies: bytes) ->
     """Straight into one queue (the default exchange), not to every namespace's."""
     for body in bodies:
         await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
-
-
-async def take(channel: AbstractChannel, queue_name: str, count: int) -> list[bytes]:
-    """The bodies of the next ``count`` messages of a queue."""
-    queue = await channel.get_queue(queue_name, ensure=False)
-    bodies: list[bytes] = []
-    async with asyncio.timeout(WAIT):
-        while len(bodies) < count:
-            message = await queue.get(fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-                continue
-            await message.ack()
-            bodies.append(message.body)
-    return bodies
 
 
 async def assert_empty(channel: AbstractChannel, queue_name: str) -> None:

@@ -33,18 +33,21 @@ class Servers:
     notification_target_arn: str
     """The S3 service's AMQP notification target, publishing to ``shepherd.storage``."""
 
+    def storage_config(self, bucket: str) -> StorageConfig:
+        return StorageConfig(
+            endpoint=self.s3_endpoint,
+            bucket=bucket,
+            access_key=SecretStr(self.s3_access_key),
+            secret_key=SecretStr(self.s3_secret_key),
+            secure=self.s3_secure,
+        )
+
 
 def build_config(servers: Servers, bucket: str, namespace: str, data_root: Path) -> Config:
     """A configuration for ``servers``: the test's namespace and bucket, three deliveries."""
     return Config(
         broker=BrokerConfig(url=SecretStr(servers.amqp_url), namespace=namespace, delivery_limit=3),
-        storage=StorageConfig(
-            endpoint=servers.s3_endpoint,
-            bucket=bucket,
-            access_key=SecretStr(servers.s3_access_key),
-            secret_key=SecretStr(servers.s3_secret_key),
-            secure=servers.s3_secure,
-        ),
+        storage=servers.storage_config(bucket),
         data_root=data_root,
     )
 
