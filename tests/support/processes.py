@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ import yaml
 from pydantic import SecretStr
 
 from schemas.config import Config
+from tests.support.polling import eventually
+from tests.support.stack import healthy
 
 ROOT = Path(__file__).parents[2]
 
@@ -112,11 +115,4 @@ def kill_runner(config: Config, sheep_id: str) -> None:
 async def wait_healthy(base_url: str, timeout: float = 30) -> None:  # noqa: ASYNC109
     """Until ``GET /health`` answers 200."""
     async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+        await eventually(partial(healthy, client), within=timeout, every=0.1)

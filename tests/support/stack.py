@@ -12,6 +12,7 @@ import httpx
 
 from schemas.config import BareSheepConfig, Config
 from services.runtime import Roles, run
+from tests.support.polling import eventually
 
 MODELS = Path(__file__).parents[2] / "examples" / "models"
 
@@ -20,6 +21,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def healthy(client: httpx.AsyncClient) -> bool:
+    """Whether the gateway behind ``client`` answers ``GET /health`` with 200."""
+    try:
+        return (await client.get("/health")).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def bare_sheep(**overrides: object) -> BareSheepConfig:
@@ -43,17 +52,13 @@ async def running_stack(config: Config) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://127.0.0.1:{config.gateway.port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         try:
-            for _ in range(200):
+
+            async def up() -> bool:
                 if task.done():
                     task.result()  # raises what stopped it
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                raise TimeoutError("the gateway did not become healthy")
+                return await healthy(client)
+
+            await eventually(up, within=10)
             yield client
         finally:
             stop.set()
