@@ -1,6 +1,7 @@
 """Export the wire formats.
 
-python -m schemas export DIR      JSON Schema of every message, body and the config
+python -m schemas export DIR      JSON Schema of every message, body and the config, and
+                                  the AsyncAPI document (asyncapi.json)
 python -m schemas definitions     RabbitMQ definitions of the default namespace (stdout)
 """
 
@@ -13,13 +14,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter
 
+from schemas.asyncapi import build_asyncapi
 from schemas.config import Config
-from schemas.events import JobEvent, SheepState, StatusReport
+from schemas.events import JobEvent, JobRejectedEvent, SheepState, StatusReport
 from schemas.job import JobDispatch, JobRequest, JobSpec
 from schemas.reference import render
 from schemas.runner import RunnerMessage, SheepMessage
 from schemas.s3 import S3EventNotification
 from schemas.status import JobStatus
+from schemas.submission import SubmissionReply
 from schemas.topology import Names, build_topology, to_definitions
 
 EXPORTED: dict[str, type[BaseModel] | TypeAdapter] = {
@@ -29,6 +32,8 @@ EXPORTED: dict[str, type[BaseModel] | TypeAdapter] = {
     "job-status": JobStatus,
     "status-report": StatusReport,
     "job-event": JobEvent,
+    "job-rejected-event": JobRejectedEvent,
+    "submission-reply": SubmissionReply,
     "sheep-state": SheepState,
     "s3-event": S3EventNotification,
     "runner-message": TypeAdapter(RunnerMessage),
@@ -50,6 +55,9 @@ def export(directory: Path) -> list[Path]:
         path = directory / f"{name}.schema.json"
         path.write_text(json.dumps(json_schema(model), indent=2) + "\n")
         written.append(path)
+    path = directory / "asyncapi.json"
+    path.write_text(json.dumps(build_asyncapi(), indent=2) + "\n")
+    written.append(path)
     return written
 
 
@@ -64,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("export", help="write JSON Schema files").add_argument("directory", type=Path)
+    sub.add_parser("export", help="write JSON Schema files and the AsyncAPI document").add_argument(
+        "directory", type=Path
+    )
     sub.add_parser("definitions", help="print RabbitMQ definitions")
     sub.add_parser("reference", help="print the configuration reference")
     args = parser.parse_args(argv)

@@ -6,10 +6,20 @@ Two kinds travel on the topic exchange ``shepherd.events``:
   Only the notifier consumes these (queue ``shepherd.status``).
 * ``job.<state>`` - a CloudEvents 1.0 *notification* the notifier publishes once it has applied
   a report. Subscribers bind to these: they see every transition once, in lifecycle order.
+* ``job.rejected`` - a CloudEvents notification the gateway publishes when it refuses a
+  submission that arrived on ``<ns>.submit``. It is not a transition: no status changes (a
+  conflicting repeat leaves the job it names as it was).
+
+Every notification's ``type`` is ``io.shepherd.job.<kind>``, its routing key ``job.<kind>``:
+``kind`` is a :class:`JobState`, ``progress`` (a running job's progress; ``data.state`` is
+``running``) or ``rejected``. ``data`` is the job's :class:`JobStatus` for every kind but
+``rejected``, whose ``data`` is a :class:`JobRejection`; so a JSON consumer tells them apart by
+``type`` alone.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Literal
@@ -22,6 +32,12 @@ from schemas.status import ErrorInfo, JobState, JobStatus, Progress
 
 CLOUDEVENT_TYPE_PREFIX = "io.shepherd.job."
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+PROGRESS = "progress"
+"""The kind of the events that carry a running job's progress."""
+REJECTED = "rejected"
+"""The kind of the event that says a submission was refused; not a job state."""
+STATUS_KINDS = (*(state.value for state in JobState), PROGRESS)
+"""The kinds of :class:`JobEvent`, whose ``data`` is the job's status."""
 
 
 def utcnow() -> datetime:
@@ -59,7 +75,10 @@ class JobEvent(BaseModel):
     specversion: Literal["1.0"] = "1.0"
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     source: str
-    type: str
+    type: str = Field(
+        pattern="^" + re.escape(CLOUDEVENT_TYPE_PREFIX) + f"({'|'.join(STATUS_KINDS)})$",
+        description=f"{CLOUDEVENT_TYPE_PREFIX}<state>, or {CLOUDEVENT_TYPE_PREFIX}{PROGRESS}.",
+    )
     subject: JobId
     time: datetime = Field(default_factory=utcnow)
     datacontenttype: Literal["application/json"] = "application/json"
@@ -76,6 +95,62 @@ class JobEvent(BaseModel):
     @property
     def routing_key(self) -> str:
         return "job." + self.type.removeprefix(CLOUDEVENT_TYPE_PREFIX)
+
+
+class FieldError(BaseModel):
+    """One problem of a refused request, named by the dotted path of its field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="Dotted path of the field, or (root).")
+    message: str
+
+
+RejectionReason = Literal["not-json", "invalid", "too-large", "conflict", "error"]
+
+
+class JobRejection(BaseModel):
+    """Why a submission on ``<ns>.submit`` was refused: the ``data`` of ``job.rejected``.
+
+    ``reason`` says which rule it broke, as ``POST /start-job`` would have answered: not JSON
+    (400), not a job request or an unknown sheep (422), over ``gateway.max_payload_bytes``
+    (413), a different request for a job id already declared (409), or a fault of the
+    gateway's own (500).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: JobId | None = Field(
+        description="The job the submission names, when it names a valid job id."
+    )
+    reason: RejectionReason
+    detail: str = Field(description="What is wrong, for people.")
+    errors: list[FieldError] = Field(
+        default_factory=list, description="The fields at fault, when the schema refused it."
+    )
+
+
+class JobRejectedEvent(BaseModel):
+    """The CloudEvents 1.0 notification ``job.rejected`` (see the module's docstring).
+
+    ``subject`` is the job id the submission names, absent when it names none that is valid.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    source: str
+    type: Literal["io.shepherd.job.rejected"] = CLOUDEVENT_TYPE_PREFIX + REJECTED
+    # Absent rather than null: CloudEvents attributes are strings when present.
+    subject: JobId | None = Field(default=None, exclude_if=lambda subject: subject is None)
+    time: datetime = Field(default_factory=utcnow)
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: JobRejection
+
+    @property
+    def routing_key(self) -> str:
+        return f"job.{REJECTED}"
 
 
 class SheepState(BaseModel):

@@ -11,6 +11,7 @@
 _shepherd/...            Shepherd's own bookkeeping; no job id starts with "_", so no job
                          can collide with it:
 _shepherd/pending/<job_id>   the job waits for declared inputs (removed once it is queued)
+_shepherd/webhooks/disabled/<name>   a webhook subscription that answered 410 Gone
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def pending_job(key: str) -> str | None:
     """The job a key of the pending index stands for; None for any other key."""
     job_id = key.removeprefix(PENDING_PREFIX)
     return job_id if key.startswith(PENDING_PREFIX) and is_job_id(job_id) else None
+
+
+DISABLED_WEBHOOKS_PREFIX = f"{RESERVED_PREFIX}webhooks/disabled/"
+"""Webhook subscriptions disabled by a 410 Gone, so that they stay disabled after a restart."""
+
+
+def disabled_webhook_key(name: str) -> str:
+    return f"{DISABLED_WEBHOOKS_PREFIX}{name}"
 
 
 @dataclass(frozen=True)

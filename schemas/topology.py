@@ -13,6 +13,7 @@ exchange                    type     what flows
 ``<ns>.events``             topic    ``status.<state>`` reports, ``job.<state>`` events
 ``<ns>.leases``             headers  the job each sheep is running (see below)
 ``<ns>.dlx``                topic    dead letters of every Shepherd queue
+``<ns>.webhooks``           direct   webhook deliveries: ``deliver``, ``retry.<ms>ms``
 ==========================  =======  =================================================
 
 Leases. A sheep acks a job as soon as it has parked a copy of it in its lease queue
@@ -26,12 +27,27 @@ holds), after the lease time otherwise.
 Dead letters. Everything dead-lettered lands in ``<ns>.dead``, kept for inspection; jobs that
 ran out of deliveries also land in ``<ns>.gave-up``, whose consumer (the notifier) marks them
 failed.
+
+Event history. ``<ns>.event-stream`` is a RabbitMQ *stream* bound to ``<ns>.events`` for
+``job.#``: an append-only log of every job event, kept for a day (or up to a size), which any
+number of readers consume from an offset of their choice without taking messages from each
+other. The gateway's live streams (``GET /events``) read it, and resume from the offset a
+client last saw.
+
+Webhooks. ``<ns>.webhook-events`` (bound to ``<ns>.events`` for ``job.#``) feeds the
+notifier's webhook dispatcher, which publishes one delivery per receiver to ``<ns>.webhooks``
+(``deliver``: ``<ns>.webhook-deliveries``). A failed attempt waits in the retry queue of its
+delay, ``<ns>.webhook-retry.<ms>ms`` (routing key ``retry.<ms>ms``), whose TTL dead-letters
+it back to ``deliver``: retry state lives in RabbitMQ, not in a process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
 
 ExchangeType = Literal["direct", "fanout", "topic", "headers"]
 
@@ -100,6 +116,10 @@ class Names:
         return f"{self.namespace}.leases"
 
     @property
+    def webhooks_exchange(self) -> str:
+        return f"{self.namespace}.webhooks"
+
+    @property
     def submit_queue(self) -> str:
         return f"{self.namespace}.submit"
 
@@ -122,6 +142,21 @@ class Names:
     @property
     def gave_up_queue(self) -> str:
         return f"{self.namespace}.gave-up"
+
+    @property
+    def event_stream(self) -> str:
+        return f"{self.namespace}.event-stream"
+
+    @property
+    def webhook_events_queue(self) -> str:
+        return f"{self.namespace}.webhook-events"
+
+    @property
+    def webhook_deliveries_queue(self) -> str:
+        return f"{self.namespace}.webhook-deliveries"
+
+    def webhook_retry_queue(self, delay_ms: int) -> str:
+        return f"{self.namespace}.webhook-retry.{delay_ms}ms"
 
     def sheep_queue(self, sheep_id: str) -> str:
         return f"{self.namespace}.sheep.{sheep_id}"
@@ -175,8 +210,70 @@ def lease_queue(names: Names, sheep_id: str) -> Queue:
     )
 
 
-def build_topology(names: Names, delivery_limit: int, sheep_ids: list[str] = ()) -> Topology:
-    """Everything a namespace needs; sheep queues for the sheep named here."""
+EVENT_STREAM_RETENTION: dict[str, Any] = {
+    "x-max-age": "1D",
+    "x-max-length-bytes": 1_000_000_000,
+    # Retention drops whole segments: smaller ones than the default 500 MB keep the size
+    # bound close to what it says.
+    "x-stream-max-segment-size-bytes": 50_000_000,
+}
+"""How long ``<ns>.event-stream`` keeps events: a day, and 1 GB at most (about a million
+events), whichever is reached first. A client away for longer misses what was dropped. Queue
+arguments cannot change once declared: a new retention needs the stream deleted first."""
+
+
+def event_stream(names: Names) -> Queue:
+    """The history of job events that live streams replay from (see the module docstring)."""
+    return Queue(names.event_stream, {"x-queue-type": "stream", **EVENT_STREAM_RETENTION})
+
+
+DELIVER = "deliver"
+"""Routing key of webhook deliveries due now, on ``<ns>.webhooks``."""
+
+
+def retry_delays_ms(schedule: Sequence[float]) -> list[int]:
+    """The distinct delays of a webhook retry schedule, in milliseconds, shortest first: one
+    retry queue each."""
+    return sorted({max(1, round(seconds * 1000)) for seconds in schedule})
+
+
+def retry_routing_key(delay_ms: int) -> str:
+    return f"retry.{delay_ms}ms"
+
+
+def webhook_queues(names: Names, delivery_limit: int, schedule: Sequence[float]) -> list[Queue]:
+    """The dispatcher's feed of job events, the deliveries due, and one retry queue per delay
+    of the schedule. A retry queue holds each message for its TTL (or the message's own,
+    shorter expiration: jitter, Retry-After) and then dead-letters it back to the deliveries:
+    a retry waits in RabbitMQ, not in a process, and never longer than its queue's TTL."""
+    return [
+        Queue(names.webhook_events_queue, _quorum(names, delivery_limit)),
+        Queue(names.webhook_deliveries_queue, _quorum(names, delivery_limit)),
+        *(
+            Queue(
+                names.webhook_retry_queue(delay),
+                {
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": delay,
+                    "x-dead-letter-exchange": names.webhooks_exchange,
+                    "x-dead-letter-routing-key": DELIVER,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+            for delay in retry_delays_ms(schedule)
+        ),
+    ]
+
+
+def build_topology(
+    names: Names,
+    delivery_limit: int,
+    sheep_ids: list[str] = (),
+    webhook_retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE,
+) -> Topology:
+    """Everything a namespace needs; sheep queues for the sheep named here, webhook retry
+    queues for the delays of ``webhook_retry_schedule``."""
     jobs = [job_queue(names, names.pool_queue, delivery_limit)] + [
         job_queue(names, names.sheep_queue(s), delivery_limit) for s in sheep_ids
     ]
@@ -194,6 +291,7 @@ def build_topology(names: Names, delivery_limit: int, sheep_ids: list[str] = ())
             Exchange(names.events_exchange, "topic"),
             Exchange(names.leases_exchange, "headers"),
             Exchange(names.dead_letter_exchange, "topic"),
+            Exchange(names.webhooks_exchange, "direct"),
         ],
         queues=[
             Queue(names.submit_queue, _quorum(names, delivery_limit)),
@@ -203,11 +301,14 @@ def build_topology(names: Names, delivery_limit: int, sheep_ids: list[str] = ())
             *leases,
             dead,
             gave_up,
+            event_stream(names),
+            *webhook_queues(names, delivery_limit, webhook_retry_schedule),
         ],
         bindings=[
             Binding(names.submit_exchange, names.submit_queue),
             Binding(names.storage_exchange, names.inputs_queue),
             Binding(names.events_exchange, names.status_queue, "status.#"),
+            Binding(names.events_exchange, names.event_stream, "job.#"),
             Binding(names.jobs_exchange, names.pool_queue, Names.job_routing_key(None)),
             *(
                 Binding(names.jobs_exchange, names.sheep_queue(s), Names.job_routing_key(s))
@@ -223,6 +324,12 @@ def build_topology(names: Names, delivery_limit: int, sheep_ids: list[str] = ())
             ),
             Binding(names.dead_letter_exchange, names.dead_letter_queue, "#"),
             Binding(names.dead_letter_exchange, names.gave_up_queue, GAVE_UP),
+            Binding(names.events_exchange, names.webhook_events_queue, "job.#"),
+            Binding(names.webhooks_exchange, names.webhook_deliveries_queue, DELIVER),
+            *(
+                Binding(names.webhooks_exchange, names.webhook_retry_queue(d), retry_routing_key(d))
+                for d in retry_delays_ms(webhook_retry_schedule)
+            ),
         ],
         policies=[
             # Dead letters are kept two weeks for inspection, then expire.

@@ -15,13 +15,22 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.__main__ import EXPORTED
-from schemas.events import JobEvent, SheepState, StatusReport
+from schemas.events import (
+    CLOUDEVENT_TYPE_PREFIX,
+    STATUS_KINDS,
+    JobEvent,
+    JobRejectedEvent,
+    JobRejection,
+    SheepState,
+    StatusReport,
+)
 from schemas.job import JobDispatch, JobRequest, JobSpec, ModelRef
 from schemas.layout import inputs_prefix, job_key, parse_key
 from schemas.names import JobId, RelativePath, is_job_id
 from schemas.runner import RunnerMessage, SheepMessage
 from schemas.s3 import S3EventNotification
 from schemas.status import ErrorInfo, JobState, JobStatus, Progress
+from schemas.submission import SubmissionReply
 from services.common.params import parse_job_id
 from services.common.problems import Problem
 
@@ -128,10 +137,34 @@ status_reports = accepted(
         "progress": progress | st.none(),
     },
 )
+event_types = st.sampled_from(STATUS_KINDS).map(CLOUDEVENT_TYPE_PREFIX.__add__) | texts
 job_events = accepted(
     JobEvent,
-    {"source": texts, "type": texts, "subject": names, "data": job_statuses},
+    {"source": texts, "type": event_types, "subject": names, "data": job_statuses},
     {"id": texts, "time": times},
+)
+rejections = accepted(
+    JobRejection,
+    {
+        "job_id": names | st.none(),
+        "reason": st.sampled_from(["not-json", "invalid", "too-large", "conflict", "error"])
+        | texts,
+        "detail": texts,
+    },
+    {"errors": st.lists(st.fixed_dictionaries({"field": texts, "message": texts}), max_size=2)},
+)
+job_rejected_events = accepted(
+    JobRejectedEvent,
+    {"source": texts, "data": rejections},
+    {"id": texts, "time": times, "subject": names | st.none()},
+)
+submission_replies = accepted(
+    SubmissionReply,
+    {
+        "outcome": st.sampled_from(["accepted", "repeated", "rejected"]) | texts,
+        "job_id": names | st.none(),
+    },
+    {"queued": st.booleans(), "rejection": rejections | st.none()},
 )
 sheep_states = accepted(
     SheepState,
@@ -212,6 +245,8 @@ WIRE: dict[str, tuple[TypeAdapter, st.SearchStrategy[Any]]] = {
     "job-status": (TypeAdapter(JobStatus), job_statuses),
     "status-report": (TypeAdapter(StatusReport), status_reports),
     "job-event": (TypeAdapter(JobEvent), job_events),
+    "job-rejected-event": (TypeAdapter(JobRejectedEvent), job_rejected_events),
+    "submission-reply": (TypeAdapter(SubmissionReply), submission_replies),
     "sheep-state": (TypeAdapter(SheepState), sheep_states),
     "s3-event": (TypeAdapter(S3EventNotification), s3_events),
     "runner-message": (TypeAdapter(RunnerMessage), runner_messages),

@@ -87,6 +87,7 @@ def test_definitions_name_the_contract_exchanges():
         "shepherd.events": "topic",
         "shepherd.leases": "headers",
         "shepherd.dlx": "topic",
+        "shepherd.webhooks": "direct",
     }
 
 
