@@ -26,7 +26,8 @@ from services.sheep.bare import runner_environment
 BROKER_PASSWORD = "amqp-pw-7f3a9c"
 SECRET_KEY = "s3-secret-1b8e4d"
 REGISTRY_PASSWORD = "registry-pw-5c2f0a"
-WEBHOOK_SECRET = "whsec_9d7e6b5a"
+WEBHOOK_SECRET = "whsec_OWQ3ZTZiNWEtd2ViaG9vay1zZWNyZXQta2V5"
+CALLBACK_SECRET = "whsec_Y2FsbGJhY2stc2VjcmV0LTNmOGEyYi1rZXk="
 TOKEN = "shp_gateway-token-4e1f2a3b"
 
 
@@ -38,7 +39,12 @@ def configured() -> Config:
         ),
         registry=RegistryConfig(username="ci", password=SecretStr(REGISTRY_PASSWORD)),
         notifier=NotifierConfig(
-            webhooks=[WebhookSubscription(url="https://hook", secret=SecretStr(WEBHOOK_SECRET))]
+            webhooks=[
+                WebhookSubscription(
+                    name="hook", url="https://hook", secret=SecretStr(WEBHOOK_SECRET)
+                )
+            ],
+            callback_secret=SecretStr(CALLBACK_SECRET),
         ),
         gateway=GatewayConfig(
             tokens=[TokenConfig(name="ci", scopes=["read"], token=SecretStr(TOKEN))]
@@ -111,6 +117,7 @@ def test_secrets_are_every_credential_held_in_plain_form():
         SECRET_KEY,
         REGISTRY_PASSWORD,
         WEBHOOK_SECRET,
+        CALLBACK_SECRET,
     }
 
 
@@ -121,6 +128,7 @@ def test_secrets_are_every_credential_held_in_plain_form():
         (SECRET_KEY, True),
         (f"docker login -p {REGISTRY_PASSWORD}", True),
         (WEBHOOK_SECRET, True),
+        (f"signed with {CALLBACK_SECRET}", True),
         (TOKEN, True),
         (TOKEN + "x", False),
         ("/home/shepherd", False),

@@ -1,0 +1,214 @@
+"""Delivery workers: POST each delivery, signed, and settle it by the answer.
+
+They consume ``<ns>.webhook-deliveries``, ``notifier.webhook_concurrency`` at a time: one
+slow or dead receiver holds one slot for at most ``notifier.webhook_timeout`` and never the
+others, nor the notifier's status pipeline, which has queues and channels of its own.
+
+After an attempt the delivery message is always acked, having been
+
+* delivered (2xx);
+* parked for a retry (network error, timeout, 429, 5xx): copied to the retry queue of the
+  delay :class:`~.retries.Backoff` chooses, with the next attempt number in its header; the
+  queue's TTL brings it back here, so a restarted notifier carries on where this one was;
+* gone (410): the subscription is disabled (and recorded as such), a callback is dropped;
+* given up (the schedule is spent, another 4xx, a 3xx, a refused target): copied to
+  ``<ns>.dlx`` with the reason in a header, so it is kept in ``<ns>.dead``; logged and
+  counted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import AnyHttpUrl, ValidationError
+
+from schemas.config import Config
+from schemas.errors import format_validation_error
+from schemas.topology import retry_routing_key
+from schemas.webhooks import ATTEMPT_HEADER, GAVE_UP_KEY, REASON_HEADER, WebhookDelivery
+from services.common.broker import Broker
+from services.common.metrics import invalid_reason, reject
+from services.notifier.webhooks.client import WebhookClient
+from services.notifier.webhooks.consumer import QueueConsumer
+from services.notifier.webhooks.disabled import DisabledSubscriptions
+from services.notifier.webhooks.guard import RefusedTarget
+from services.notifier.webhooks.metrics import count
+from services.notifier.webhooks.outages import Abandoned, holding
+from services.notifier.webhooks.retries import Backoff, Retry, ScheduleSpent, Verdict, verdict
+from services.notifier.webhooks.signing import signature_headers
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0
+"""Seconds the attempts in flight may take to finish on stop; the rest are cancelled and
+attempted again after a restart (same webhook-id)."""
+
+
+class WebhookDeliverer:
+    def __init__(
+        self,
+        config: Config,
+        broker: Broker,
+        client: WebhookClient,
+        disabled: DisabledSubscriptions,
+    ) -> None:
+        self._broker = broker
+        self._client = client
+        self._disabled = disabled
+        self._subscriptions = {s.name: s for s in config.notifier.webhooks}
+        self._callback_secret = config.notifier.callback_secret
+        self._backoff = Backoff(config.notifier.webhook_retry_schedule)
+        self._consumer = QueueConsumer(
+            broker,
+            broker.names.webhook_deliveries_queue,
+            self._receive,
+            prefetch=config.notifier.webhook_concurrency,
+            grace=STOP_GRACE,
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def _receive(self, message: AbstractIncomingMessage) -> None:
+        try:
+            delivery = WebhookDelivery.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.warning("dead-lettering a webhook delivery: %s", format_validation_error(exc))
+            reject("webhook-deliveries", invalid_reason(exc))
+            await message.reject(requeue=False)
+            return
+        try:
+            await self._attempt(message, delivery, _attempt_number(message))
+        except Abandoned:
+            return  # the channel closed during an outage; the broker redelivers it
+
+    async def _attempt(
+        self, message: AbstractIncomingMessage, delivery: WebhookDelivery, attempt: int
+    ) -> None:
+        target = delivery.target
+        receiver = self._receiver(delivery)
+        if receiver is None:
+            count(target, "dropped")
+            await message.ack()
+            return
+        secret, url = receiver
+        where = f"{delivery.id} to {target} ({_shown(url)}), attempt {attempt}"
+        body = delivery.event.model_dump_json()
+        headers = signature_headers(secret, delivery.id, body)
+        try:
+            answer = await self._client.post(str(url), headers, body.encode())
+        except RefusedTarget as exc:
+            await self._give_up(message, delivery, attempt, where, f"refused target: {exc}")
+            return
+        match verdict(answer.status):
+            case Verdict.DELIVERED:
+                log.debug("delivered %s", where)
+                count(target, "delivered")
+            case Verdict.GONE:
+                await self._gone(message, delivery, where)
+            case Verdict.RETRY:
+                try:
+                    retry = self._backoff.after(attempt, answer.retry_after)
+                except ScheduleSpent as exc:
+                    await self._give_up(message, delivery, attempt, where, f"{answer}; {exc}")
+                    return
+                await holding(
+                    message,
+                    "parking a webhook retry",
+                    lambda: self._park(message, delivery, attempt + 1, retry),
+                )
+                log.info("delivery %s: %s; next attempt in %.1f s", where, answer, retry.delay)
+                count(target, "retried")
+            case Verdict.GIVE_UP:
+                reason = f"{answer}, which no retry would change"
+                await self._give_up(message, delivery, attempt, where, reason)
+                return
+        await message.ack()
+
+    def _receiver(self, delivery: WebhookDelivery) -> tuple[str, AnyHttpUrl] | None:
+        """The secret to sign with and the URL to POST to, as configured now (a
+        subscription's URL may have been corrected since the event); None (logged) when the
+        delivery should not go out."""
+        name = delivery.subscription
+        if name is None:
+            if self._callback_secret is None:
+                log.warning("dropping %s: notifier.callback_secret is gone", delivery.id)
+                return None
+            return self._callback_secret.get_secret_value(), delivery.url
+        subscription = self._subscriptions.get(name)
+        if subscription is None:
+            log.warning("dropping %s: subscription %s is no longer configured", delivery.id, name)
+            return None
+        if name in self._disabled:
+            log.info("dropping %s: subscription %s is disabled", delivery.id, name)
+            return None
+        return subscription.secret.get_secret_value(), subscription.url
+
+    async def _gone(
+        self, message: AbstractIncomingMessage, delivery: WebhookDelivery, where: str
+    ) -> None:
+        name = delivery.subscription
+        if name is None:
+            log.warning("delivery %s: 410 Gone; the callback gets no more attempts", where)
+        else:
+            log.warning("delivery %s: 410 Gone; disabling subscription %s", where, name)
+            await holding(
+                message,
+                "recording a disabled subscription",
+                lambda: self._disabled.disable(name, f"410 Gone to delivery {where}"),
+            )
+        count(delivery.target, "gone")
+
+    async def _park(
+        self,
+        message: AbstractIncomingMessage,
+        delivery: WebhookDelivery,
+        attempt: int,
+        retry: Retry,
+    ) -> None:
+        await self._broker.publish(
+            self._broker.names.webhooks_exchange,
+            retry_routing_key(retry.queue_ms),
+            message.body,
+            headers={ATTEMPT_HEADER: attempt},
+            message_id=delivery.id,
+            expiration=retry.delay,
+        )
+
+    async def _give_up(
+        self,
+        message: AbstractIncomingMessage,
+        delivery: WebhookDelivery,
+        attempt: int,
+        where: str,
+        reason: str,
+    ) -> None:
+        """Keep the delivery in ``<ns>.dead`` with the reason, then ack it."""
+        await holding(
+            message,
+            "keeping a given-up webhook delivery",
+            lambda: self._broker.publish(
+                self._broker.names.dead_letter_exchange,
+                GAVE_UP_KEY,
+                message.body,
+                headers={ATTEMPT_HEADER: attempt, REASON_HEADER: reason},
+                message_id=delivery.id,
+            ),
+        )
+        log.warning("gave up delivery %s: %s", where, reason)
+        count(delivery.target, "gave-up")
+        await message.ack()
+
+
+def _attempt_number(message: AbstractIncomingMessage) -> int:
+    value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def _shown(url: AnyHttpUrl) -> str:
+    """The URL without credentials or query, which may hold secrets: fit for logs."""
+    return f"{url.scheme}://{url.host}:{url.port}{url.path or ''}"

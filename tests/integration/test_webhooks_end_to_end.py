@@ -1,0 +1,99 @@
+"""Webhooks through a whole running Shepherd: a job submitted over HTTP and run by a bare sheep
+is reported to its callback_url by the notifier role, while a subscriber hangs; and the
+gateway refuses callback URLs the SSRF guard would refuse, at submission."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import SecretStr
+from standardwebhooks import Webhook
+
+from schemas.config import NotifierConfig, WebhookSubscription
+from tests.conftest import serving
+from tests.support.receiver import Receiver, Reply
+from tests.support.stack import bare_sheep
+from tests.support.webhooks import secret
+
+CALLBACK_SECRET = secret()
+HANG = 20.0
+"""Seconds the slow subscriber takes to answer (its deliveries time out after as long)."""
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as receiver:
+        yield receiver
+
+
+async def test_a_callback_gets_the_outcome_while_a_subscriber_hangs(
+    config, names, receiver, job_id
+):
+    config.sheep = {"s1": bare_sheep()}
+    config.notifier = NotifierConfig(
+        webhooks=[
+            WebhookSubscription(
+                name="slow", url=receiver.url("/slow"), events=["job.#"], secret=secret()
+            )
+        ],
+        callback_secret=SecretStr(CALLBACK_SECRET),
+        allow_private_targets=True,
+        webhook_timeout=HANG,
+    )
+    receiver.script("/slow", Reply(200, delay=HANG))
+    callback = receiver.url(f"/jobs/{job_id}")
+    async with serving(config, names) as client:
+        started = time.monotonic()
+        request = {
+            "job_id": job_id,
+            "model": {"name": "echo", "version": "1"},
+            "payload": {"x": 1},
+            "callback_url": callback,
+        }
+        assert (await client.post("/start-job", json=request)).status_code == 202
+        ready = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 30})
+        took = time.monotonic() - started
+        assert ready.status_code == 200 and ready.json()["state"] == "done"
+
+        delivery = await receiver.next(f"/jobs/{job_id}")
+        event = Webhook(CALLBACK_SECRET).verify(delivery.body, delivery.headers)
+        assert event["type"] == "io.shepherd.job.done"
+        assert event["subject"] == job_id
+        assert event["data"]["state"] == "done"
+        await receiver.silent(f"/jobs/{job_id}", 0.5)  # terminal events only
+
+        first_slow = receiver.to("/slow")[0]
+        assert json.loads(first_slow.body)["type"] == "io.shepherd.job.accepted"
+        # Neither the status nor the callback waited for the subscriber, still hanging.
+        assert took < HANG / 2, took
+        assert delivery.at - first_slow.at < HANG / 2
+
+
+REFUSED = {
+    "http://127.0.0.1:8080/hook": "loopback",
+    "http://localhost/hook": "loopback",
+    "http://[::1]/hook": "loopback",
+    "http://[::ffff:127.0.0.1]/hook": "loopback",
+    "http://2130706433/hook": "loopback",  # 127.0.0.1 as a number
+    "http://169.254.169.254/latest/meta-data": "link-local",
+    "http://10.0.0.7/hook": "private",
+    "http://0.0.0.0:5000/": "unspecified",
+    "http://224.0.0.1/": "multicast",
+}
+
+
+async def test_the_gateway_refuses_callback_urls_the_guard_would_refuse(config, names, job_id):
+    config.notifier = NotifierConfig(callback_secret=SecretStr(CALLBACK_SECRET))
+    async with serving(config, names) as client:
+        for url, kind in REFUSED.items():
+            request = {"job_id": job_id, "model": {"name": "echo"}, "callback_url": url}
+            answer = await client.post("/start-job", json=request)
+            assert answer.status_code == 422, (url, answer.text)
+            problem = answer.json()
+            assert problem["errors"][0]["field"] == "callback_url", url
+            assert kind in problem["detail"], (url, problem["detail"])
+            assert "allow_private_targets" in problem["detail"]
+        assert (await client.get(f"/jobs/{job_id}/status")).status_code == 404
