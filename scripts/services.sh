@@ -194,6 +194,10 @@ docker_down() { stop_pidfile "$STATE/docker/dockerd.pid" "Docker engine"; }
 # root it could not run anyway, and images.py says so if the image is not cached.
 image_tools() { [[ $(id -u) != 0 ]] || need_apt_package debootstrap debootstrap; }
 
+# amqp-tools: the non-Python submitter of the AMQP submission tests, and the README's
+# command-line subscriber. Installed as root; without it those tests are skipped, saying so.
+amqp_tools() { [[ $(id -u) != 0 ]] || need_apt_package amqp-publish amqp-tools; }
+
 registry_healthy() { curl -fsS -m 2 "http://$REGISTRY_ADDRESS/v2/" >/dev/null 2>&1; }
 
 registry_up() {
@@ -227,7 +231,7 @@ status() {
 [[ -x "$PYTHON" ]] || die "no virtualenv at $ROOT/.venv; run: make venv"
 command -v curl >/dev/null || need_apt_package curl curl
 case "${1:-up} ${2:-}" in
-  "up ") rabbitmq_up; minio_up; docker_up; registry_up; image_tools ;;
+  "up ") rabbitmq_up; minio_up; docker_up; registry_up; image_tools; amqp_tools ;;
   "up docker") docker_up; registry_up; image_tools ;;
   "down ") registry_down; docker_down; minio_down; rabbitmq_down ;;
   "status ") status ;;

@@ -22,10 +22,12 @@ from datetime import UTC, datetime
 
 import aio_pika
 from aio_pika.abc import (
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
     AbstractRobustExchange,
+    HeadersType,
 )
 from pydantic import BaseModel
 
@@ -128,7 +130,9 @@ class Broker:
             queue = await channel.get_queue(binding.queue, ensure=False)
             await queue.bind(binding.exchange, binding.routing_key, arguments=binding.arguments)
 
-    async def _exchange(self, name: str) -> AbstractRobustExchange:
+    async def _exchange(self, name: str) -> AbstractExchange:
+        if name == "":  # the default exchange, which routes to the queue named by the key
+            return self._publish_channel.default_exchange
         if name not in self._exchanges:
             self._exchanges[name] = await self._publish_channel.get_exchange(name)
         return self._exchanges[name]
@@ -139,15 +143,17 @@ class Broker:
         routing_key: str,
         body: BaseModel | bytes,
         *,
-        content_type: str = JSON,
-        headers: dict[str, str | int] | None = None,
+        content_type: str | None = JSON,
+        headers: HeadersType | None = None,
         message_id: str | None = None,
+        correlation_id: str | None = None,
         expiration: float | None = None,
         mandatory: bool = True,
     ) -> None:
         """Publish persistently and wait for the broker's confirm; unroutable messages raise
         unless ``mandatory`` is False (announcements nobody may be listening to).
         ``expiration`` (seconds) makes the broker drop or dead-letter the message after it.
+        The exchange ``""`` is the default one: a reply to a ``reply_to`` queue.
 
         Raises :class:`BrokerUnavailable` at once while disconnected, and when the confirm
         takes longer than ``publish_timeout`` (the message may then still arrive)."""
@@ -160,6 +166,7 @@ class Broker:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers=headers or {},
             message_id=message_id,
+            correlation_id=correlation_id,
             expiration=expiration,
         )
         try:

@@ -16,8 +16,10 @@ from pydantic import ValidationError
 
 Reason = Literal[
     "not-json",  # the bytes are not JSON at all
-    "invalid",  # JSON, but not the message the schema describes
-    "error",  # its handler raised; dead-lettered by the broker guard
+    "invalid",  # JSON, but not the message the schema describes (or an unknown sheep)
+    "too-large",  # a submission over gateway.max_payload_bytes
+    "conflict",  # a submission of a job id declared with a different request
+    "error",  # its handler failed; dead-lettered (by the broker guard, if it raised)
     "other-bucket",  # an S3 event of a bucket that is not ours
     "not-created",  # an S3 event other than a creation (a removal), which queues nothing
     "outside-layout",  # an S3 event for a key outside <job_id>/...

@@ -37,6 +37,7 @@ from schemas.status import JobState
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
+from services.notifier.webhooks.guard import callback_refusal
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class Intake:
     async def declare(self, request: JobRequest) -> Declaration:
         """Store the job, its payload, report it accepted, and queue it if it can run.
 
-        Raises :class:`Problem` for an unknown sheep (422) or a conflicting repeat (409), and
+        Raises :class:`Problem` for an unknown sheep or a refused ``callback_url`` (422; see
+        ``services.notifier.webhooks.guard``) or a conflicting repeat (409), and
         :class:`BrokerUnavailable` at once while RabbitMQ is unreachable, before anything is
         stored. Every step is idempotent, so a client retrying after a failure completes the
         job.
@@ -74,6 +76,14 @@ class Intake:
                 f"{', '.join(sorted(self.config.sheep)) or 'none'}",
                 errors=[{"field": "sheep_id", "message": "unknown sheep"}],
             )
+        if request.callback_url is not None:
+            refused = await callback_refusal(request.callback_url, self.config.notifier)
+            if refused:
+                raise Problem(
+                    422,
+                    f"callback_url refused: {refused}",
+                    errors=[{"field": "callback_url", "message": refused}],
+                )
         if not self.broker.connected:
             raise BrokerUnavailable(self.broker.outage)
         spec = JobSpec.from_request(request, datetime.now(UTC))
