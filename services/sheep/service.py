@@ -158,7 +158,12 @@ class Sheep:
         """Declare the topology, start announcing and consuming."""
         names = self._names
         await self._broker.declare(
-            build_topology(names, self._config.broker.delivery_limit, [self.sheep_id])
+            build_topology(
+                names,
+                self._config.broker.delivery_limit,
+                [self.sheep_id],
+                self._config.notifier.webhook_retry_schedule,
+            )
         )
         await self.backend.recover()
         await self._cancellations.start()
