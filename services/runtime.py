@@ -60,6 +60,7 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
     from services.gateway.app import Gateway
     from services.notifier.gave_up import GaveUpListener
     from services.notifier.service import Notifier
+    from services.notifier.webhooks import Webhooks
     from services.sheep.service import Sheep
 
     signals = () if stop else (signal.SIGINT, signal.SIGTERM)
@@ -70,7 +71,14 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
 
     names = names_of(config)
     broker = await Broker.connect(config.broker, names, f"shepherd-{roles.label}")
-    await broker.declare(build_topology(names, config.broker.delivery_limit, list(config.sheep)))
+    await broker.declare(
+        build_topology(
+            names,
+            config.broker.delivery_limit,
+            list(config.sheep),
+            config.notifier.webhook_retry_schedule,
+        )
+    )
     storage = Storage(config.storage)
     services: list[Service] = []
     server_task: asyncio.Task[None] | None = None
@@ -80,6 +88,7 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
         if roles.notifier:
             services.append(Notifier(config, broker, storage))
             services.append(GaveUpListener(config, broker))
+            services.append(Webhooks(config, broker, storage))
         gateway = Gateway(config, broker, storage) if roles.gateway else None
         if gateway:
             services.append(gateway)
@@ -106,6 +115,8 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
     finally:
         log.info("shepherd stopping")
         if server and server_task:
+            if gateway:
+                await gateway.drain()  # or the server waits for live streams' clients to leave
             server.should_exit = True
             await asyncio.gather(server_task, return_exceptions=True)
         for service in reversed(services):

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
 import aio_pika
+import httpx
 import pytest
 from minio import Minio
 
 from schemas.config import Config
-from schemas.topology import Names, build_topology
+from schemas.topology import Names, build_topology, retry_delays_ms
+from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
 from services.common.broker import Broker
 from services.setup import setup_storage
 from tests.support.servers import Servers, build_config, find_servers
+from tests.support.stack import bare_sheep, running_stack
 
 pytest_plugins = ["tests.support.docker"]  # the Docker engine, registry and images
 
@@ -93,15 +96,24 @@ def config(servers: Servers, test_bucket: str, namespace: str, tmp_path: Path) -
 async def broker(config: Config, names: Names) -> AsyncIterator[Broker]:
     """A connected broker with the test namespace declared; its queues are deleted after."""
     broker = await Broker.connect(config.broker, names, "shepherd-tests")
-    topology = build_topology(names, config.broker.delivery_limit, list(config.sheep))
+    schedule = config.notifier.webhook_retry_schedule
+    topology = build_topology(names, config.broker.delivery_limit, list(config.sheep), schedule)
     await broker.declare(topology)
     yield broker
     await broker.close()
-    await delete_namespace(config.broker.url.get_secret_value(), names, list(config.sheep))
+    await delete_namespace(
+        config.broker.url.get_secret_value(),
+        names,
+        list(config.sheep),
+        config.notifier.webhook_retry_schedule,  # as the test left it
+    )
 
 
-async def delete_namespace(amqp_url: str, names: Names, sheep_ids: list[str]) -> None:
-    """Remove every queue and exchange of a test namespace (quorum queues outlive clients)."""
+async def delete_namespace(
+    amqp_url: str, names: Names, sheep_ids: list[str], webhook_retry_schedule: Sequence[float] = ()
+) -> None:
+    """Remove every queue and exchange of a test namespace (quorum queues outlive clients);
+    the webhook retry queues of the default schedule and of ``webhook_retry_schedule``."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -117,6 +129,13 @@ async def delete_namespace(amqp_url: str, names: Names, sheep_ids: list[str]) ->
             names.pool_queue,
             names.dead_letter_queue,
             names.gave_up_queue,
+            names.event_stream,
+            names.webhook_events_queue,
+            names.webhook_deliveries_queue,
+            *(
+                names.webhook_retry_queue(delay)
+                for delay in retry_delays_ms([*DEFAULT_RETRY_SCHEDULE, *webhook_retry_schedule])
+            ),
             *(names.sheep_queue(s) for s in sheep_ids),
             *(names.lease_queue(s) for s in sheep_ids),
         ]:
@@ -127,6 +146,31 @@ async def delete_namespace(amqp_url: str, names: Names, sheep_ids: list[str]) ->
             names.events_exchange,
             names.leases_exchange,
             names.dead_letter_exchange,
+            names.webhooks_exchange,
         ]:
             assert name.startswith(prefix)
             await channel.exchange_delete(name)
+
+
+@asynccontextmanager
+async def serving(config: Config, names: Names) -> AsyncIterator[httpx.AsyncClient]:
+    """Gateway, notifier and the configured sheep on the test's namespace, and an HTTP client
+    of the gateway; the namespace is deleted after."""
+    try:
+        async with running_stack(config) as client:
+            yield client
+    finally:
+        await delete_namespace(
+            config.broker.url.get_secret_value(),
+            names,
+            list(config.sheep),
+            config.notifier.webhook_retry_schedule,
+        )
+
+
+@pytest.fixture
+async def stack(config: Config, names: Names) -> AsyncIterator[httpx.AsyncClient]:
+    """:func:`serving` with one bare sheep ``s1`` unless the test configured others."""
+    config.sheep = config.sheep or {"s1": bare_sheep()}
+    async with serving(config, names) as client:
+        yield client

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
-import aio_pika
-import aiormq
 import urllib3
-from minio.error import ServerError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from schemas.asyncapi import build_asyncapi
 from schemas.config import Config
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem, problem_handler
@@ -28,9 +27,13 @@ from services.common.storage import Storage
 from services.gateway.auth import bearer_auth
 from services.gateway.cancel import CancelRoutes
 from services.gateway.fleet import Fleet
+from services.gateway.history import EventHistory
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
 from services.gateway.openapi import build_openapi, docs_page
+from services.gateway.outages import BROKER_OUTAGES, OUTAGES, STORAGE_OUTAGES
+from services.gateway.streams import StreamRoutes
+from services.gateway.submissions import SubmissionListener
 from services.gateway.uploads import UploadListener
 from services.notifier.lookup import StatusLookup
 from services.notifier.routes import routes as status_routes
@@ -41,15 +44,6 @@ RETRY_AFTER = 5
 """Seconds a client is asked to wait before retrying during an outage (503 Retry-After)."""
 STORAGE_CHECK_TIMEOUT = 3.0
 
-_BROKER_OUTAGES: tuple[type[Exception], ...] = (
-    BrokerUnavailable,
-    aio_pika.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-)
-_STORAGE_OUTAGES: tuple[type[Exception], ...] = (urllib3.exceptions.HTTPError, ServerError)
-_OUTAGES = (*_BROKER_OUTAGES, *_STORAGE_OUTAGES, ConnectionError, TimeoutError)
-"""Errors of an unreachable broker or store: the client should retry, not report a bug."""
-
 
 class Gateway:
     def __init__(self, config: Config, broker: Broker, storage: Storage) -> None:
@@ -58,9 +52,12 @@ class Gateway:
         self.storage = storage
         self.intake = Intake(config, broker, storage)
         self.uploads = UploadListener(self.intake, config.storage.bucket)
+        self.submissions = SubmissionListener(self.intake, config.gateway.max_payload_bytes)
         self.lookup = StatusLookup(broker, storage)
         self.fleet = Fleet(config, broker)
+        self.history = EventHistory(config.broker, broker.names)
         self.openapi = build_openapi()
+        self.asyncapi = build_asyncapi(broker.names, _broker_host(config))
         jobs = JobRoutes(
             self.intake,
             self.lookup,
@@ -73,17 +70,19 @@ class Gateway:
                 *jobs.routes(),
                 *CancelRoutes(self.lookup, storage, broker).routes(),
                 *status_routes(self.lookup),
+                *StreamRoutes(self.history, self.lookup).routes(),
                 Route("/status", self.status),
                 Route("/health", self.health),
                 Route("/metrics", self.metrics),
                 Route("/openapi.json", self.openapi_json),
+                Route("/asyncapi.json", self.asyncapi_json),
                 Route("/docs", self.docs),
             ],
             exception_handlers={
                 Problem: problem_handler,
                 404: self._not_found,
                 405: self._not_allowed,
-                **dict.fromkeys(_OUTAGES, self._unavailable),
+                **dict.fromkeys(OUTAGES, self._unavailable),
                 Exception: self._server_error,
             },
             middleware=bearer_auth(config.gateway),
@@ -93,8 +92,17 @@ class Gateway:
         await self.lookup.start()
         await self.fleet.start()
         await self.uploads.start()
+        await self.submissions.start()
+
+    async def drain(self) -> None:
+        """End the live event streams, which would otherwise hold the HTTP server's graceful
+        shutdown open for as long as their clients stay (clients resume elsewhere with
+        Last-Event-ID); new ones are refused with 503 from now on."""
+        await self.history.close()
 
     async def stop(self) -> None:
+        await self.history.close()
+        await self.submissions.stop()
         await self.uploads.stop()
         await self.fleet.stop()
         await self.lookup.stop()
@@ -129,6 +137,9 @@ class Gateway:
     async def openapi_json(self, request: Request) -> JSONResponse:
         return JSONResponse(self.openapi)
 
+    async def asyncapi_json(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.asyncapi)
+
     async def docs(self, request: Request) -> HTMLResponse:
         return HTMLResponse(docs_page(self.openapi))
 
@@ -146,9 +157,9 @@ class Gateway:
 
     async def _unavailable(self, request: Request, exc: Exception) -> Response:
         """503 naming what is down, and when to try again."""
-        if isinstance(exc, _BROKER_OUTAGES):
+        if isinstance(exc, BROKER_OUTAGES):
             what = "RabbitMQ"
-        elif isinstance(exc, _STORAGE_OUTAGES):
+        elif isinstance(exc, STORAGE_OUTAGES):
             what = f"MinIO at {self.config.storage.endpoint}"
         else:
             what = "RabbitMQ or MinIO"
@@ -161,6 +172,11 @@ class Gateway:
     async def _server_error(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return Problem(500, "internal error; see the gateway log").response(request.url.path)
+
+
+def _broker_host(config: Config) -> str:
+    """``host:port`` of the broker, for the AsyncAPI document: never its credentials."""
+    return urlsplit(config.broker.url.get_secret_value()).netloc.rpartition("@")[2]
 
 
 def _reason(exc: Exception) -> str:

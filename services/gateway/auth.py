@@ -29,7 +29,7 @@ from services.common.problems import Problem
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/asyncapi.json", "/docs"})
 TOKEN_PREFIX = "shp_"
 _REALM = 'Bearer realm="shepherd"'
 

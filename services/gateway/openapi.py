@@ -11,10 +11,13 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from schemas.events import JobEvent, JobRejectedEvent
 from schemas.job import JobRequest
 from schemas.names import JobId, RelativePath
 from schemas.status import JobStatus
 from services.gateway.auth import OPEN_PATHS, required_scope
+from services.gateway.streams import MAX_OFFSET_DIGITS, TYPES
+from services.notifier.webhooks.openapi import webhooks_section
 
 _JOB_ID = {
     "name": "job_id",
@@ -52,9 +55,39 @@ def _object(description: str) -> dict[str, Any]:
     }
 
 
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "Resume after this event (the id of the last one received): every event "
+    "published since is sent, none twice. Browsers' EventSource sends it when it reconnects. "
+    "Empty: as if absent.",
+    "schema": {"type": "string", "pattern": f"^[0-9]{{0,{MAX_OFFSET_DIGITS}}}$"},
+}
+_EVENT_STREAM_TEXT = (
+    "Server-sent events. Each event: `id` its offset in the event history (send it back as "
+    "Last-Event-ID to resume), `event` its kind (`job.accepted`, `job.queued`, "
+    "`job.running`, `job.progress`, `job.done`, `job.failed`, `job.cancelled`, ...), `data` "
+    "the CloudEvent as published on AMQP (`data.data` is the job's status). A comment line "
+    "every 15 s keeps an idle stream open."
+)
+
+
+def _event_stream(description: str) -> dict[str, Any]:
+    return {
+        "description": f"{description} {_EVENT_STREAM_TEXT}",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     _, schemas = models_json_schema(
-        [(JobRequest, "validation"), (JobStatus, "serialization")],
+        [
+            (JobRequest, "validation"),
+            (JobStatus, "serialization"),
+            (JobEvent, "serialization"),
+            (JobRejectedEvent, "serialization"),
+        ],
         ref_template="#/components/schemas/{model}",
     )
     components = dict(schemas.get("$defs", {}))
@@ -236,6 +269,46 @@ def build_openapi() -> dict[str, Any]:
                     },
                 },
             },
+            "/jobs/{job_id}/events": {
+                "get": {
+                    "summary": "The job's events, live: its current status, then each "
+                    "transition and progress report, ending after done, failed or cancelled",
+                    "parameters": [*job, _LAST_EVENT_ID],
+                    "responses": {
+                        "200": _event_stream(
+                            "Without Last-Event-ID, first an event `status` (no id) with the "
+                            "job's current status, as GET /jobs/{job_id}/status answers it; "
+                            "the stream ends after a terminal event."
+                        ),
+                        "204": {
+                            "description": "Resumed after the job's terminal event: nothing "
+                            "more will come (EventSource stops reconnecting)"
+                        },
+                        **errors,
+                    },
+                }
+            },
+            "/events": {
+                "get": {
+                    "summary": "Every job's events, live, from now on (or after Last-Event-ID)",
+                    "parameters": [
+                        {
+                            "name": "types",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only these kinds, comma-separated: "
+                            "`job.done,job.failed`. Default (or empty): all.",
+                            "schema": {"type": "string", "pattern": f"^({TYPES.pattern})?$"},
+                        },
+                        _LAST_EVENT_ID,
+                    ],
+                    "responses": {
+                        "200": _event_stream("Never ends by itself."),
+                        "400": _PROBLEM,
+                        "503": _PROBLEM,
+                    },
+                }
+            },
             "/status": {
                 "get": {
                     "summary": "Every sheep: alive, model, current job, queue depth",
@@ -249,6 +322,7 @@ def build_openapi() -> dict[str, Any]:
                 }
             },
         },
+        "webhooks": webhooks_section(),
         "components": {"schemas": components},
     }
     return _secure(spec)

@@ -19,14 +19,18 @@ from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from schemathesis import GenerationMode
 
-from schemas.config import BrokerConfig, Config, GatewayConfig, TokenConfig
+from schemas.config import BrokerConfig, Config, GatewayConfig, NotifierConfig, TokenConfig
 from schemas.topology import Names
 from services.gateway.openapi import build_openapi
 from tests.conftest import delete_namespace
 from tests.support.servers import Servers
 from tests.support.stack import bare_sheep, running_stack
+from tests.support.webhooks import secret
 
 TOKEN = f"shp_fuzz-{uuid.uuid4().hex}"
+CALLBACK = "http://127.0.0.1:9/hook"
+"""Where generated callback_urls are pointed: a closed local port, so that no webhook leaves
+this machine (the guard lets it through: allow_private_targets is on)."""
 
 pytestmark = pytest.mark.filterwarnings(  # Schemathesis's own strategies, not ours
     "ignore:Do not use the `random` module:hypothesis.errors.HypothesisDeprecationWarning"
@@ -42,6 +46,7 @@ def gateway(
     config = Config(
         broker=BrokerConfig(url=SecretStr(servers.amqp_url), namespace=names.namespace),
         storage=servers.storage_config(test_bucket),
+        notifier=NotifierConfig(callback_secret=SecretStr(secret()), allow_private_targets=True),
         gateway=GatewayConfig(
             auth="on",
             tokens=[TokenConfig(name="fuzz", scopes=["read", "submit"], token=SecretStr(TOKEN))],
@@ -88,7 +93,34 @@ def test_the_api_keeps_to_its_openapi_document(case: schemathesis.Case, gateway:
     positive = case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE
     if positive and isinstance(body, dict) and isinstance(body.get("sheep_id"), str):
         body["sheep_id"] = "s1"  # which sheep exist is configuration; another would be a 422
+    if positive and isinstance(body, dict) and isinstance(body.get("callback_url"), str):
+        body["callback_url"] = CALLBACK  # which receivers are allowed is configuration too
     timeout = (case.query or {}).get("timeout")
     if case.operation.path.endswith("/wait_ready") and isinstance(timeout, int | float):
         case.query["timeout"] = min(timeout, 0.5)  # a long-poll on a job waiting for inputs
-    case.call_and_validate(base_url=gateway)
+    if case.operation.path.endswith("/events"):
+        call_stream_and_validate(case, gateway)
+    else:
+        case.call_and_validate(base_url=gateway)
+
+
+def call_stream_and_validate(case: schemathesis.Case, gateway: str) -> None:
+    """A live stream never ends by itself: its status and headers are validated, and its
+    body only when it is not a stream (a problem)."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    request = case.as_transport_kwargs(gateway, headers=auth)
+    # Generated headers may hold any Latin-1 character, which requests (Schemathesis's own
+    # client) sends as such and httpx only as bytes.
+    request["headers"] = {k: v.encode("latin-1") for k, v in request["headers"].items()}
+    with httpx.Client(timeout=30) as http, http.stream(**request) as response:
+        streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+        content = b"" if streaming else response.read()
+        answered = httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=content,
+            request=response.request,
+        )
+    answered.elapsed = response.elapsed  # known once the stream is closed
+    # Told which headers were sent, the auth check knows the token was ours, not generated.
+    case.validate_response(answered, headers=auth)

@@ -25,6 +25,7 @@ from minio import Minio
 from schemas.config import Config
 from schemas.layout import pending_key
 from schemas.topology import Names
+from tests.support.polling import eventually
 from tests.support.private_servers import PrivateServers, private_servers
 from tests.support.servers import build_config
 from tests.support.stack import bare_sheep, running_stack
@@ -214,6 +215,32 @@ async def test_a_starting_gateway_queues_jobs_whose_notifications_were_lost(
 
     async with running_stack(private_config) as client:
         assert json.loads(await result(client, job_id)) == {"early": 1}
+
+
+async def test_a_submission_over_amqp_during_a_minio_outage_waits_and_runs(
+    stack, private, private_config, job_id, caplog
+):
+    """Held until MinIO answers, then requeued once: neither refused nor retried in a loop
+    that would use up its deliveries."""
+    names = Names(private_config.broker.namespace)
+    body = json.dumps(echo_job(job_id, payload={"n": 3})).encode()
+    async with await aio_pika.connect(private.rabbitmq.amqp_url) as connection:
+        channel = await connection.channel()
+        async with private.minio.outage():
+            await health_until(stack, lambda h: not h["storage"]["ok"])
+            submit_exchange = await channel.get_exchange(names.submit_exchange)
+            await submit_exchange.publish(aio_pika.Message(body), "")
+            await asyncio.sleep(3.0)
+
+        async def declared() -> bool:
+            return (await stack.get(f"/jobs/{job_id}/status")).status_code == 200
+
+        await eventually(declared, within=30)
+        assert json.loads(await result(stack, job_id)) == {"n": 3}
+        dead = await channel.get_queue(names.dead_letter_queue, ensure=False)
+        assert await dead.get(fail=False) is None
+    held = [r for r in caplog.records if r.getMessage().startswith("cannot handle submission")]
+    assert len(held) == 1
 
 
 @asynccontextmanager

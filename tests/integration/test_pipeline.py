@@ -11,18 +11,14 @@ from collections import Counter
 import aio_pika
 import pytest
 
-from tests.conftest import delete_namespace
-from tests.support.stack import bare_sheep, running_stack
+from tests.support.stack import bare_sheep
 
 
 @pytest.fixture
-async def stack(config, names):
+def config(config):
+    """Two sheep, so that pool jobs spread."""
     config.sheep = {"s1": bare_sheep(), "s2": bare_sheep()}
-    try:
-        async with running_stack(config) as client:
-            yield client
-    finally:
-        await delete_namespace(config.broker.url.get_secret_value(), names, list(config.sheep))
+    return config
 
 
 def echo(job_id: str, **extra) -> dict:

@@ -11,12 +11,9 @@ import asyncio
 import json
 from pathlib import Path
 
-import pytest
 from minio import Minio
 
-from tests.conftest import delete_namespace
 from tests.support.routes import gateway_routes
-from tests.support.stack import bare_sheep, running_stack
 
 MARKER = b"traversal-attempt"
 
@@ -82,16 +79,6 @@ async def raw(port: int, method: str, target: str, body: bytes = b"") -> tuple[i
 def snapshot(minio_client: Minio, bucket: str, root: Path) -> tuple[set[str], set[str]]:
     keys = {o.object_name for o in minio_client.list_objects(bucket, recursive=True)}
     return keys, {str(p) for p in root.rglob("*")}
-
-
-@pytest.fixture
-async def stack(config, names):
-    config.sheep = {"s1": bare_sheep()}
-    try:
-        async with running_stack(config) as client:
-            yield client
-    finally:
-        await delete_namespace(config.broker.url.get_secret_value(), names, list(config.sheep))
 
 
 async def test_job_ids_and_files_that_would_escape_are_refused_and_nothing_is_written(

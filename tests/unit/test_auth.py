@@ -50,6 +50,7 @@ def client(config: GatewayConfig) -> httpx.AsyncClient:
             Route("/metrics", ok),
             Route("/health", ok),
             Route("/openapi.json", ok),
+            Route("/asyncapi.json", ok),
             Route("/docs", ok),
         ],
         middleware=bearer_auth(config),
@@ -124,7 +125,7 @@ async def test_both_scopes_do_everything_and_the_scheme_is_case_insensitive():
             assert response.status_code == 200, (method, path)
 
 
-@pytest.mark.parametrize("path", ["/health", "/openapi.json", "/docs"])
+@pytest.mark.parametrize("path", ["/health", "/openapi.json", "/asyncapi.json", "/docs"])
 async def test_health_and_the_api_description_stay_open(path):
     async with client(gateway()) as http:
         assert (await http.get(path)).status_code == 200
