@@ -24,6 +24,10 @@ from schemas.names import is_job_id
 Part = Literal["job", "dispatch", "cancel", "input", "output", "status", "log"]
 
 
+def job_prefix(job_id: str) -> str:
+    return f"{job_id}/"
+
+
 def job_key(job_id: str) -> str:
     return f"{job_id}/job.json"
 

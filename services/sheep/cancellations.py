@@ -1,9 +1,9 @@
 """What a sheep knows about cancelled jobs: the ``status.cancelled`` reports it hears, and
 the ``cancel.json`` marker the gateway writes before it answers a cancellation.
 
-    cancellations = Cancellations(broker, storage)
+    cancellations = Cancellations(broker)
     await cancellations.start()
-    if await cancellations.requested(job_id): ...      # before starting a job
+    if cancellations.requested(job_id, keys): ...      # before starting a job (keys: its objects)
     with cancellations.watch(job_id) as cancelled:     # while running it
         await cancelled.wait()
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
@@ -27,7 +27,6 @@ from schemas.layout import cancel_key
 from schemas.status import JobState
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
-from services.common.storage import ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +35,8 @@ REMEMBERED = 10_000
 
 
 class Cancellations:
-    def __init__(self, broker: Broker, storage: Storage) -> None:
+    def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._storage = storage
         self._known: OrderedDict[str, None] = OrderedDict()
         self._watched: dict[str, asyncio.Event] = {}
         self._channel: AbstractRobustChannel | None = None
@@ -53,12 +51,12 @@ class Cancellations:
         if channel is not None:
             await channel.close()
 
-    async def requested(self, job_id: str) -> bool:
+    def requested(self, job_id: str, stored: Collection[str]) -> bool:
+        """Whether ``job_id`` was cancelled: a report heard, or its marker among the keys
+        ``stored`` under the job's prefix."""
         if job_id in self._known:
             return True
-        try:
-            await self._storage.stat(cancel_key(job_id))
-        except ObjectMissing:
+        if cancel_key(job_id) not in stored:
             return False
         self._remember(job_id)
         return True

@@ -32,13 +32,13 @@ from schemas.config import BareSheepConfig, Config
 from schemas.errors import format_validation_error
 from schemas.events import SheepState, StatusReport
 from schemas.job import JobDispatch, ModelRef
-from schemas.layout import inputs_prefix, logs_prefix, outputs_prefix, status_key
+from schemas.layout import inputs_prefix, job_prefix, logs_prefix, outputs_prefix, status_key
 from schemas.runner import Failed, ProgressUpdate, Run
 from schemas.status import ErrorInfo, JobState, JobStatus, Progress
 from schemas.topology import build_topology
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.metrics import invalid_reason, reject
-from services.common.storage import ObjectMissing, Storage
+from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.backend import ModelNotFound, RunnerBackend
 from services.sheep.bare import BareBackend
 from services.sheep.cancellations import Cancellations
@@ -138,7 +138,7 @@ class Sheep:
             )
         )
         self._leases = Leases(broker, sheep_id, config.broker.lease_time)
-        self._cancellations = Cancellations(broker, storage)
+        self._cancellations = Cancellations(broker)
         self._zmq = zmq.asyncio.Context()
         self._client: RunnerClient | None = None
         self._inbox: asyncio.Queue[_Delivery | None] = asyncio.Queue()
@@ -245,7 +245,9 @@ class Sheep:
                 await self._cancel_consumer(self._pool_queue, tag)
 
     async def _close_pool(self) -> None:
-        """Stop taking pool work and hand back pool jobs that arrived but were not started."""
+        """Stop taking pool work and hand back pool jobs that arrived but were not started.
+        A job runs meanwhile: pool jobs delivered before the consumer is gone are handed
+        back as they come (``_receive``)."""
         if not self._pool_open:
             return
         self._pool_open = False
@@ -274,8 +276,11 @@ class Sheep:
             delivery = await self._inbox.get()
             if delivery is None:
                 return
-            await self._close_pool()
-            await self._handle(delivery.message)
+            closing = asyncio.create_task(self._close_pool(), name=f"sheep-{self.sheep_id}-pool")
+            try:
+                await self._handle(delivery.message)
+            finally:
+                await closing
 
     # -- one job ------------------------------------------------------------------------------
 
@@ -297,11 +302,14 @@ class Sheep:
             dispatch, attempt_number(message), self.sheep_id, self._jobs_root / job_id
         )
         try:
-            if await self._ended(job_id):  # a duplicate delivery of a job that is over
+            ended, stored = await asyncio.gather(
+                self._ended(job_id), self._storage.list(job_prefix(job_id))
+            )
+            if ended:  # a duplicate delivery of a job that is over
                 log.info("sheep %s: job %s has ended already; dropping it", self.sheep_id, job_id)
                 await _settle(message, "ack")
                 return
-            ending = await self._ending(attempt)
+            ending = self._ending(attempt, {o.key for o in stored})
             if ending is not None:  # out of attempts, or cancelled before it started
                 await self._publish(ending)
                 await _settle(message, "ack")
@@ -315,7 +323,8 @@ class Sheep:
             await self._broker.wait_connected()
             await _settle(message, "requeue")
             return
-        await self._hold(lease, attempt)
+        inputs = [o for o in stored if o.key.startswith(inputs_prefix(job_id))]
+        await self._hold(lease, attempt, inputs)
 
     async def _when_connected(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """``action``, tried again once RabbitMQ is back if it is away. A reconnecting broker
@@ -349,24 +358,25 @@ class Sheep:
             return False
         return status.state.terminal
 
-    async def _ending(self, attempt: _Attempt) -> StatusReport | None:
-        """The terminal report of a job that must not run (again); None if it may run."""
+    def _ending(self, attempt: _Attempt, stored: set[str]) -> StatusReport | None:
+        """The terminal report of a job that must not run (again); None if it may run.
+        ``stored``: the keys under the job's prefix."""
         limit = self._config.broker.delivery_limit
         if attempt.number > limit:
             error = ErrorInfo(type="GaveUp", message=f"gave up after {limit} deliveries")
             return attempt.report(JobState.FAILED, error=error)
-        if await self._cancellations.requested(attempt.job_id):
+        if self._cancellations.requested(attempt.job_id, stored):
             error = ErrorInfo(type="Cancelled", message="cancelled before it started")
             return attempt.report(JobState.CANCELLED, error=error)
         return None
 
-    async def _hold(self, lease: Lease, attempt: _Attempt) -> None:
+    async def _hold(self, lease: Lease, attempt: _Attempt, inputs: list[StoredObject]) -> None:
         """Run a leased job; release the lease once its outcome is out, else give it back."""
         job_id = attempt.job_id
         self._set_current_job(job_id)
         done = False
         try:
-            report = await self._execute(attempt)
+            report = await self._execute(attempt, inputs)
             await self._when_connected("report an outcome", partial(self._publish, report))
             done = True
             why = f" ({report.error.type}: {report.error.message})" if report.error else ""
@@ -388,13 +398,15 @@ class Sheep:
                 log.warning("sheep %s: settling the lease on %s: %s", self.sheep_id, job_id, exc)
             await asyncio.to_thread(shutil.rmtree, attempt.directory, ignore_errors=True)
 
-    async def _execute(self, attempt: _Attempt) -> StatusReport:
+    async def _execute(self, attempt: _Attempt, stored_inputs: list[StoredObject]) -> StatusReport:
         """Fetch inputs, run, upload outputs and logs; the terminal report to publish."""
         job_id = attempt.job_id
-        await self._publish(attempt.report(JobState.RUNNING))
         inputs, outputs, logs = (attempt.directory / d for d in ("inputs", "outputs", "logs"))
         await asyncio.to_thread(_fresh_directories, attempt.directory, inputs, outputs, logs)
-        await self._storage.download_prefix(inputs_prefix(job_id), inputs)
+        await asyncio.gather(
+            self._publish(attempt.report(JobState.RUNNING)),
+            self._storage.download(stored_inputs, inputs_prefix(job_id), inputs),
+        )
         log_marks = [_size(path) for path in self.backend.log_files]
         try:
             error = await self._run(attempt, inputs, outputs)
@@ -402,14 +414,17 @@ class Sheep:
             await self._upload_logs(attempt, log_marks)
             error = ErrorInfo(type="Cancelled", message=f"cancelled on sheep {self.sheep_id}")
             return attempt.report(JobState.CANCELLED, error=error)
-        await self._storage.upload_tree(outputs, outputs_prefix(job_id))
-        await self._upload_logs(attempt, log_marks)
+        await asyncio.gather(
+            self._storage.upload_tree(outputs, outputs_prefix(job_id)),
+            self._upload_logs(attempt, log_marks),
+        )
         if error is None:
             return attempt.report(JobState.DONE)
         return attempt.report(JobState.FAILED, error=error)
 
     async def _upload_logs(self, attempt: _Attempt, log_marks: list[int]) -> None:
-        """Store what the runner printed since the job started."""
+        """Store what the runner printed since the job started (a stream it printed nothing
+        to is not stored)."""
         logs = attempt.directory / "logs"
         for source, start, name in zip(
             self.backend.log_files, log_marks, ("stdout.txt", "stderr.txt"), strict=True
@@ -647,4 +662,6 @@ def _copy_tail(source: Path, start: int, target: Path) -> None:
                 reader.seek(0)
             shutil.copyfileobj(reader, writer)
     except FileNotFoundError:
-        target.write_bytes(b"")
+        pass
+    if target.exists() and target.stat().st_size == 0:
+        target.unlink()

@@ -224,7 +224,7 @@ async def test_garbage_cancellation_reports_are_dropped_and_the_next_is_heard(
     broker, storage, names, job_id, caplog
 ):
     caplog.set_level(logging.WARNING, logger="services.sheep.cancellations")
-    cancellations = Cancellations(broker, storage)
+    cancellations = Cancellations(broker)
     await cancellations.start()
     try:
         with cancellations.watch(job_id) as cancelled:

@@ -47,5 +47,8 @@ def test_a_job_gets_the_part_of_a_log_written_during_it(tmp_path: Path):
     _copy_tail(log, start, part)
     assert part.read_bytes() == b"rotated\n"
 
+    _copy_tail(log, log.stat().st_size, part)  # nothing printed during the job: no file
+    assert not part.exists()
+
     _copy_tail(tmp_path / "missing.log", 0, part)
-    assert part.read_bytes() == b""
+    assert not part.exists()
