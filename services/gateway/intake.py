@@ -14,6 +14,7 @@ when the gateway starts and whenever its broker connection comes back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from schemas.layout import (
 from schemas.status import JobState
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
+from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage
 from services.notifier.webhooks.guard import callback_refusal
 
@@ -54,11 +56,16 @@ class Declaration:
     queued: bool
 
 
+SPEC_CACHE_SIZE = 10_000
+"""Job specs kept in memory: job.json is written once, so a spec seen is a spec for good."""
+
+
 class Intake:
     def __init__(self, config: Config, broker: Broker, storage: Storage) -> None:
         self.config = config
         self.broker = broker
         self.storage = storage
+        self._specs: RecentlyUsed[JobSpec] = RecentlyUsed(SPEC_CACHE_SIZE)
 
     async def declare(self, request: JobRequest) -> Declaration:
         """Store the job, its payload, report it accepted, and queue it if it can run.
@@ -90,21 +97,38 @@ class Intake:
         created = await self.storage.create_bytes(
             job_key(spec.job_id), spec.model_dump_json().encode(), "application/json"
         )
-        if not created:
+        if created:
+            self._specs.put(spec.job_id, spec)
+        else:
             spec = await self._existing(spec)
-        await self._report(spec, JobState.ACCEPTED, spec.declared_at)
+        # A job.json just created has no dispatch claim yet: only a repeat needs the look.
+        await asyncio.gather(
+            self._report(spec, JobState.ACCEPTED, spec.declared_at),
+            self._store_inputs(request, spec)
+            if created
+            else self._store_unless_claimed(request, spec),
+        )
+        queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
+        return Declaration(Declared.NEW if created else Declared.REPEATED, spec, queued)
+
+    async def _store_unless_claimed(self, request: JobRequest, spec: JobSpec) -> None:
         if not await self._claimed(spec.job_id):
-            if request.payload is not None:
-                await self.storage.put_bytes(
+            await self._store_inputs(request, spec)
+
+    async def _store_inputs(self, request: JobRequest, spec: JobSpec) -> None:
+        """The payload, and the job's entry in the pending list, written together: listed
+        once complete, the job is from here on the gateway's to queue, even if this gateway
+        dies before it can (see reconcile)."""
+        writes = [self.storage.put_bytes(pending_key(spec.job_id), b"", "text/plain")]
+        if request.payload is not None:
+            writes.append(
+                self.storage.put_bytes(
                     f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}",
                     _payload_bytes(request.payload),
                     "application/json",
                 )
-            # Listed once complete: from here on the job is the gateway's to queue, even if
-            # this gateway dies before it can (see reconcile).
-            await self.storage.put_bytes(pending_key(spec.job_id), b"", "text/plain")
-        queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
-        return Declaration(Declared.NEW if created else Declared.REPEATED, spec, queued)
+            )
+        await asyncio.gather(*writes)
 
     async def _existing(self, spec: JobSpec) -> JobSpec:
         stored = await self.load_spec(spec.job_id)
@@ -119,15 +143,19 @@ class Intake:
         return stored
 
     async def load_spec(self, job_id: str) -> JobSpec | None:
+        if (known := self._specs.get(job_id)) is not None:
+            return known
         try:
             raw = await self.storage.get_bytes(job_key(job_id))
         except ObjectMissing:
             return None
         try:
-            return JobSpec.model_validate_json(raw)
+            spec = JobSpec.model_validate_json(raw)
         except ValidationError as exc:
             log.error("job %s has an unreadable job.json: %s", job_id, exc)
             return None
+        self._specs.put(job_id, spec)
+        return spec
 
     async def try_dispatch(
         self, job_id: str, spec: JobSpec | None = None, *, declaring: bool = False

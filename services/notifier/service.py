@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,6 +35,7 @@ from schemas.layout import status_key
 from schemas.status import JobStatus
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
+from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage
 from services.notifier.state import apply, replay
 
@@ -66,32 +66,6 @@ class _Abandoned(Exception):
     redelivers them, so this worker lets them go."""
 
 
-class StatusCache:
-    """The most recently used statuses. Coherent because the notifier is their only writer."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[str, JobStatus] = OrderedDict()
-
-    def get(self, job_id: str) -> JobStatus | None:
-        status = self._entries.get(job_id)
-        if status is not None:
-            self._entries.move_to_end(job_id)
-        return status
-
-    def put(self, status: JobStatus) -> None:
-        self._entries[status.job_id] = status
-        self._entries.move_to_end(status.job_id)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 class Notifier:
     def __init__(
         self,
@@ -110,7 +84,8 @@ class Notifier:
         self._prefetch = prefetch
         self._retry_delay = retry_delay
         self._stop_grace = stop_grace
-        self.cache = StatusCache(cache_size)
+        self.cache: RecentlyUsed[JobStatus] = RecentlyUsed(cache_size)
+        """Statuses this notifier wrote or read: coherent, as it is their only writer."""
         self.source = f"/{config.broker.namespace}/notifier"
         """CloudEvents ``source`` of every event this notifier publishes."""
         self._consumer: tuple[AbstractRobustChannel, str] | None = None
@@ -259,13 +234,13 @@ class Notifier:
                 format_validation_error(exc),
             )
             return None
-        self.cache.put(status)
+        self.cache.put(status.job_id, status)
         return status
 
     async def _save(self, status: JobStatus) -> None:
         data = status.model_dump_json().encode()
         await self._storage.put_bytes(status_key(status.job_id), data, "application/json")
-        self.cache.put(status)
+        self.cache.put(status.job_id, status)
 
     async def _publish(self, event: JobEvent) -> None:
         await self._broker.publish(
