@@ -458,8 +458,8 @@ class _Builder:
             "webhookEventsQueue",
             n.webhook_events_queue,
             every_event,
-            f"Bound to {n.events_exchange} for job.#; the notifier's webhook dispatcher "
-            "consumes it.",
+            f"Bound to {n.events_exchange} for job.# by the notifier while webhooks are "
+            "configured; its webhook dispatcher consumes it.",
         )
         self._on_exchange(
             "webhookDeliveries",

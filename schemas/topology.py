@@ -34,11 +34,14 @@ number of readers consume from an offset of their choice without taking messages
 other. The gateway's live streams (``GET /events``) read it, and resume from the offset a
 client last saw.
 
-Webhooks. ``<ns>.webhook-events`` (bound to ``<ns>.events`` for ``job.#``) feeds the
-notifier's webhook dispatcher, which publishes one delivery per receiver to ``<ns>.webhooks``
-(``deliver``: ``<ns>.webhook-deliveries``). A failed attempt waits in the retry queue of its
-delay, ``<ns>.webhook-retry.<ms>ms`` (routing key ``retry.<ms>ms``), whose TTL dead-letters
-it back to ``deliver``: retry state lives in RabbitMQ, not in a process.
+Webhooks. ``<ns>.webhook-events`` feeds the notifier's webhook dispatcher. It is bound to
+``<ns>.events`` for ``job.#`` (:func:`webhook_events_binding`) by the notifier, and only while
+webhooks are configured: without receivers, job events would only pile up there or cost the
+broker a copy each for nothing. The dispatcher publishes one delivery per receiver to
+``<ns>.webhooks`` (``deliver``: ``<ns>.webhook-deliveries``). A failed attempt waits in the
+retry queue of its delay, ``<ns>.webhook-retry.<ms>ms`` (routing key ``retry.<ms>ms``),
+whose TTL dead-letters it back to ``deliver``: retry state lives in RabbitMQ, not in a
+process.
 """
 
 from __future__ import annotations
@@ -266,6 +269,11 @@ def webhook_queues(names: Names, delivery_limit: int, schedule: Sequence[float])
     ]
 
 
+def webhook_events_binding(names: Names) -> Binding:
+    """Every job event, for the webhook dispatcher; bound only while webhooks are configured."""
+    return Binding(names.events_exchange, names.webhook_events_queue, "job.#")
+
+
 def build_topology(
     names: Names,
     delivery_limit: int,
@@ -324,7 +332,6 @@ def build_topology(
             ),
             Binding(names.dead_letter_exchange, names.dead_letter_queue, "#"),
             Binding(names.dead_letter_exchange, names.gave_up_queue, GAVE_UP),
-            Binding(names.events_exchange, names.webhook_events_queue, "job.#"),
             Binding(names.webhooks_exchange, names.webhook_deliveries_queue, DELIVER),
             *(
                 Binding(names.webhooks_exchange, names.webhook_retry_queue(d), retry_routing_key(d))

@@ -32,7 +32,7 @@ from aio_pika.abc import (
 from pydantic import BaseModel
 
 from schemas.config import BrokerConfig
-from schemas.topology import Names, Topology
+from schemas.topology import Binding, Names, Topology
 from services.common.metrics import reject
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,14 @@ class Broker:
         for binding in topology.bindings:
             queue = await channel.get_queue(binding.queue, ensure=False)
             await queue.bind(binding.exchange, binding.routing_key, arguments=binding.arguments)
+
+    async def bind(self, binding: Binding, *, bound: bool = True) -> None:
+        """Make ``binding`` exist, or not (``bound=False``); both are idempotent."""
+        queue = await self._publish_channel.get_queue(binding.queue, ensure=False)
+        if bound:
+            await queue.bind(binding.exchange, binding.routing_key, arguments=binding.arguments)
+        else:
+            await queue.unbind(binding.exchange, binding.routing_key, arguments=binding.arguments)
 
     async def _exchange(self, name: str) -> AbstractExchange:
         if name == "":  # the default exchange, which routes to the queue named by the key

@@ -428,3 +428,19 @@ async def _stored(storage: Storage, key: str) -> bytes | None:
         return await storage.get_bytes(key)
     except ObjectMissing:
         return None
+
+
+async def test_without_webhooks_job_events_are_not_kept_for_them(
+    config, broker, channel, start, receiver, job_id
+):
+    configure(config, subscription("all", receiver.url("/all")))
+    first = await start()
+    await publish(broker, job_event(job_id, "done"))
+    await receiver.next("/all")
+    await first.stop()
+
+    config.notifier = NotifierConfig()  # no subscription, no callback secret
+    await start()
+    await publish(broker, job_event(job_id, "failed"))
+    queue = await channel.declare_queue(broker.names.webhook_events_queue, passive=True)
+    assert queue.declaration_result.message_count == 0

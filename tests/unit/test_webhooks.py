@@ -213,7 +213,8 @@ def test_the_topology_has_one_retry_queue_per_delay_back_to_the_deliveries():
         assert arguments["x-dead-letter-routing-key"] == "deliver"
         assert arguments["x-queue-type"] == "quorum"
     bindings = {(b.exchange, b.queue, b.routing_key) for b in topology.bindings}
-    assert ("ns.events", "ns.webhook-events", "job.#") in bindings
+    # Bound by the notifier, and only while webhooks are configured.
+    assert ("ns.events", "ns.webhook-events", "job.#") not in bindings
     assert ("ns.webhooks", "ns.webhook-deliveries", "deliver") in bindings
     assert ("ns.webhooks", "ns.webhook-retry.5000ms", "retry.5000ms") in bindings
 

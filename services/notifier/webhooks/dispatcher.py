@@ -25,7 +25,7 @@ from schemas.job import JobSpec
 from schemas.layout import job_key
 from schemas.names import is_job_id
 from schemas.status import TERMINAL_STATES
-from schemas.topology import DELIVER
+from schemas.topology import DELIVER, webhook_events_binding
 from schemas.webhooks import ATTEMPT_HEADER, CloudEvent, WebhookDelivery
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
@@ -63,7 +63,14 @@ class WebhookDispatcher:
         )
 
     async def start(self) -> None:
-        await self._consumer.start()
+        """Listen to job events while there is anyone to deliver them to; otherwise make
+        sure the broker stops copying them into the queue."""
+        listening = bool(self._subscriptions) or self._callbacks
+        await self._broker.bind(webhook_events_binding(self._broker.names), bound=listening)
+        if listening:
+            await self._consumer.start()
+        else:
+            log.info("no webhooks configured: job events are not kept for webhooks")
 
     async def stop(self) -> None:
         await self._consumer.stop()
