@@ -19,13 +19,13 @@ defaults match ``make services``), else the built-in defaults.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import get_args
 
+import uvloop
 import yaml
 from pydantic import SecretStr, ValidationError
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         roles = Roles(**{args.command: True})
     try:
-        asyncio.run(run(config, roles))
+        uvloop.run(run(config, roles))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
