@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test chaos services services-down status venv lint format schemas clean
+.PHONY: run test chaos bench bench-quick services services-down status venv lint format schemas clean
 
 run: services
 	$(VENV)/bin/shepherd up
@@ -15,6 +16,15 @@ test: services
 # 500 jobs through kill -9 of every part and restarts of RabbitMQ and MinIO (test runs 60).
 chaos: services
 	SHEPHERD_CHAOS_JOBS=$${SHEPHERD_CHAOS_JOBS:-500} $(PY) -m pytest -q -s tests/chaos
+
+# The real stack against a Celery baseline on the same servers: bench/results/<UTC time>.json
+# and .png, and the table in docs/performance.md (full runs). BENCH_ARGS passes options
+# (python -m bench --help); bench-quick runs fewer jobs, in under two minutes.
+bench: services $(BENCH_STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: services $(BENCH_STAMP)
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 services: venv
 	@scripts/services.sh up
@@ -33,6 +43,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,examples]'
 	@touch $(STAMP)
+
+# The bench extra (Celery, matplotlib, psutil) only for the benchmark, not for make test.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,examples,bench]'
+	@touch $(BENCH_STAMP)
 
 lint: venv
 	$(VENV)/bin/ruff check .
