@@ -20,7 +20,7 @@ from minio.error import S3Error
 from schemas.config import StorageConfig
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket"}
-PART_SIZE = 8 * 1024 * 1024
+PART_SIZE = 5 * 1024 * 1024  # S3's smallest part
 """Streams longer than this become multipart uploads, sent one part after another: a stream
 costs about two parts of memory, whatever its length (the benchmark measures it)."""
 
@@ -243,7 +243,8 @@ class _LoopReader:
             size = 1 << 62
         if len(self._buffer) < size and not self._ended:
             asyncio.run_coroutine_threadsafe(self._fill(size), self._loop).result()
-        data = bytes(self._buffer[:size])
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:size])  # the one copy a part costs
         del self._buffer[:size]
         return data
 
