@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import hashlib
@@ -50,6 +51,7 @@ from bench.stack import (
     cpu_seconds,
     kill_everything,
     memory_of,
+    notifications_drained,
     prepare_servers,
     server_pids,
     snapshot,
@@ -60,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"name": "echo", "version": "1"}
 CHUNK = 1024 * 1024
 TERMINAL = ("job.done", "job.failed", "job.cancelled")
+ACCEPTED = (200, 201, 202)
 
 FULL = {
     "latency_jobs": 200,
@@ -164,6 +167,8 @@ class ShepherdClient:
             timeout=httpx.Timeout(120, connect=10),
             limits=httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight),
         )
+        self.rejections: collections.Counter[str] = collections.Counter()
+        """Why submissions were refused (status and problem detail, or the client's error)."""
         self.submitted_wall: dict[str, float] = {}
         """When each latency job was submitted, by the wall clock (see :meth:`stages`)."""
 
@@ -179,8 +184,12 @@ class ShepherdClient:
             response = await self.http.post(
                 "/start-job", content=body, headers={"content-type": "application/json"}
             )
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            self.rejections[f"{type(exc).__name__}: {exc}"] += 1
             return 0
+        if response.status_code not in ACCEPTED:
+            detail = response.json().get("detail") if response.content else None
+            self.rejections[f"{response.status_code} {detail}"] += 1
         return response.status_code
 
     async def _outcome(
@@ -190,7 +199,7 @@ class ShepherdClient:
         status: int,
         timeout: float,  # noqa: ASYNC109
     ) -> tuple[str, float | None]:
-        if status not in (200, 201, 202):
+        if status not in ACCEPTED:
             self.events.forget(job_id)
             return "rejected", None
         try:
@@ -226,7 +235,7 @@ class ShepherdClient:
             return await self._outcome(job_id, waiters[job_id], status, deadline - time.monotonic())
 
         results = await asyncio.gather(*(one(job_id, body) for job_id, body in jobs))
-        return _tally(results, start)
+        return {**_tally(results, start), "rejections": dict(self.rejections)}
 
     async def large(
         self,
@@ -444,6 +453,9 @@ async def run_shepherd(cfg: dict[str, Any], infra: Infra, run_dir: Path) -> dict
                         client, sample(jobs, cfg["verify"], rng)
                     )
                     report.log(f"  {tally['jobs_per_s']:.1f} jobs/s, {_failures(tally)} failed")
+        report.log("shepherd: waiting for MinIO's notifications of the writes so far")
+        out["notification_backlog_s"] = await notifications_drained(infra)
+        report.log(f"  drained after {out['notification_backlog_s']:.1f} s")
         out["large"] = await _shepherd_large(cfg, infra, run_dir, events, out)
         out["client_hwm_mib"] = (memory_of(os.getpid()) or {}).get("hwm_mib")
     finally:

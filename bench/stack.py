@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -407,3 +409,33 @@ async def teardown_servers(infra: Infra, sheep_ids: list[str]) -> int:
         await asyncio.to_thread(client.remove_bucket, infra.bucket)
     await delete_namespace(infra, sheep_ids)
     return removed
+
+
+DRAIN_TIMEOUT = 300.0
+
+
+async def notifications_drained(infra: Infra) -> float:
+    """Seconds until MinIO's notification of a fresh sentinel object arrives on RabbitMQ.
+
+    MinIO sends bucket notifications one at a time, each confirmed; under sustained load it
+    queues them, and an upload's notification then waits behind every earlier write's. The
+    large-input phase, which depends on those notifications, starts once they are drained,
+    and the time it took is reported (the lag a burst of jobs leaves behind)."""
+    marker = uuid.uuid4().hex  # S3 events carry keys URL-encoded; the marker reads the same
+    key = f"_bench/drained-{marker}"
+    connection = await aio_pika.connect(infra.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(infra.names.storage_exchange, "")
+        start = time.perf_counter()
+        client = infra.minio()
+        await asyncio.to_thread(client.put_object, infra.bucket, key, io.BytesIO(b""), 0)
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT), queue.iterator(no_ack=True) as messages:
+                async for message in messages:
+                    if marker.encode() in message.body:
+                        return time.perf_counter() - start
+        finally:
+            await asyncio.to_thread(client.remove_object, infra.bucket, key)
+    raise RuntimeError("the consumer of MinIO's notifications ended before the sentinel's came")
