@@ -437,7 +437,14 @@ def stages_line(results: dict[str, Any]) -> str | None:
     if not stages:
         return None
     parts = ", ".join(f"{gap.replace('_at', '')} {_fmt(ms)}" for gap, ms in stages.items())
-    return f"Shepherd latency by stage (median ms): {parts}."
+    line = f"Shepherd latency by stage (median ms): {parts}."
+    backlog = results.get("shepherd", {}).get("notification_backlog_s")
+    if backlog is not None:
+        line += (
+            f" MinIO, which queues bucket notifications under load, delivered the last of the"
+            f" throughput phases' {_fmt(backlog)} s after those phases ended."
+        )
+    return line
 
 
 def markdown_table(results: dict[str, Any]) -> str:

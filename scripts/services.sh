@@ -113,7 +113,8 @@ minio_up() {
     say "starting MinIO on $MINIO_ADDRESS (data in $STATE/minio/data)"
     # The AMQP target "shepherd": bucket notifications go to exchange shepherd.storage.
     # No queue_dir: MinIO replays a queue_dir only every 3 s, far too slow for dispatch;
-    # events lost while RabbitMQ is down are recovered by the gateway's reconciliation.
+    # events lost while RabbitMQ is down are recovered by the gateway's reconciliation,
+    # which is also why MinIO's publisher confirms stay off (see docs/architecture.md).
     setsid -f env MINIO_ROOT_USER=minioadmin MINIO_ROOT_PASSWORD=minioadmin \
       MINIO_BROWSER=off \
       MINIO_NOTIFY_AMQP_ENABLE_SHEPHERD=on \
@@ -123,7 +124,6 @@ minio_up() {
       MINIO_NOTIFY_AMQP_ROUTING_KEY_SHEPHERD=s3 \
       MINIO_NOTIFY_AMQP_DURABLE_SHEPHERD=on \
       MINIO_NOTIFY_AMQP_DELIVERY_MODE_SHEPHERD=2 \
-      MINIO_NOTIFY_AMQP_PUBLISHER_CONFIRMS_SHEPHERD=on \
       "$MINIO_BIN" server "$STATE/minio/data" --quiet \
         --address "$MINIO_ADDRESS" --console-address "$MINIO_CONSOLE" \
         >"$STATE/minio/minio.log" 2>&1 </dev/null

@@ -288,7 +288,6 @@ class MinioServer(_Server):
             "MINIO_NOTIFY_AMQP_ROUTING_KEY_SHEPHERD": "s3",
             "MINIO_NOTIFY_AMQP_DURABLE_SHEPHERD": "on",
             "MINIO_NOTIFY_AMQP_DELIVERY_MODE_SHEPHERD": "2",
-            "MINIO_NOTIFY_AMQP_PUBLISHER_CONFIRMS_SHEPHERD": "on",
         }
         return argv, env
 
