@@ -441,8 +441,8 @@ def stages_line(results: dict[str, Any]) -> str | None:
     backlog = results.get("shepherd", {}).get("notification_backlog_s")
     if backlog is not None:
         line += (
-            f" MinIO, which queues bucket notifications under load, delivered the last of the"
-            f" throughput phases' {_fmt(backlog)} s after those phases ended."
+            f" MinIO queues bucket notifications under load: the last of those the throughput"
+            f" phases caused arrived {_fmt(backlog)} s after the phases ended."
         )
     return line
 
@@ -474,13 +474,15 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def write_doc_table(results: dict[str, Any], doc: Path = DOC) -> bool:
-    """Replace what is between the table markers of ``doc``; False if they are missing."""
+    """Replace what is between the table markers of ``doc`` and draw the run's plot beside it
+    (``performance.png``); False if the markers are missing."""
     text = doc.read_text()
     start, end = text.find(TABLE_START), text.find(TABLE_END)
     if start < 0 or end < start:
         return False
     new = text[: start + len(TABLE_START)] + "\n" + markdown_table(results) + "\n" + text[end:]
     doc.write_text(new)
+    plot(results, doc.with_suffix(".png"))
     return True
 
 
