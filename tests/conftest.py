@@ -152,6 +152,22 @@ async def delete_namespace(
             await channel.exchange_delete(name)
 
 
+@pytest.fixture
+async def subscriber(
+    config: Config, names: Names
+) -> AsyncIterator[asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]]:
+    """Every ``job.#`` event of the namespace, from a queue of the test's own bound before
+    anything is submitted, as the README's subscriber binds one."""
+    connection = await aio_pika.connect(config.broker.url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(names.events_exchange, "job.#")
+        messages: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+        await queue.consume(messages.put, no_ack=True)
+        yield messages
+
+
 @asynccontextmanager
 async def serving(config: Config, names: Names) -> AsyncIterator[httpx.AsyncClient]:
     """Gateway, notifier and the configured sheep on the test's namespace, and an HTTP client

@@ -7,27 +7,12 @@ import asyncio
 import json
 from datetime import datetime
 
-import aio_pika
-import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.events import CLOUDEVENT_TYPE_PREFIX, CLOUDEVENTS_CONTENT_TYPE
 from schemas.status import JobStatus
 
 WAIT = 30
-
-
-@pytest.fixture
-async def subscriber(config, names):
-    """A subscriber's own queue bound to ``job.#``, as the README shows one."""
-    connection = await aio_pika.connect(config.broker.url.get_secret_value())
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(names.events_exchange, "job.#")
-        messages: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        await queue.consume(messages.put, no_ack=True)
-        yield messages
 
 
 async def until_terminal(messages: asyncio.Queue[AbstractIncomingMessage], job_id: str) -> list:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote, urlsplit
 
-import aio_pika
 import httpx
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
@@ -25,20 +24,6 @@ from tests.support.stack import running_stack
 
 WAIT = 30
 ORDER = ["job.accepted", "job.queued", "job.running", "job.progress", "job.done"]
-
-
-@pytest.fixture
-async def published(config, names) -> AsyncIterator[asyncio.Queue[AbstractIncomingMessage]]:
-    """What the notifier publishes, from a queue bound before anything is submitted: the
-    reference the streams are compared with."""
-    connection = await aio_pika.connect(config.broker.url.get_secret_value())
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(names.events_exchange, "job.#")
-        messages: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        await queue.consume(messages.put, no_ack=True)
-        yield messages
 
 
 def sleep_job(job_id: str, seconds: float) -> dict:
@@ -83,7 +68,7 @@ def subscriptions() -> float:
     return REGISTRY.get_sample_value("shepherd_event_subscriptions") or 0.0
 
 
-async def test_a_jobs_stream_opens_with_its_status_and_ends_after_done(stack, published, job_id):
+async def test_a_jobs_stream_opens_with_its_status_and_ends_after_done(stack, subscriber, job_id):
     assert (await stack.post("/start-job", json=sleep_job(job_id, 2))).status_code == 202
     async with stream(stack, f"/jobs/{job_id}/events") as events:
         received = [event async for event in events]  # ends by itself
@@ -102,7 +87,7 @@ async def test_a_jobs_stream_opens_with_its_status_and_ends_after_done(stack, pu
         assert cloudevent["subject"] == job_id
         assert cloudevent["type"] == "io.shepherd.job." + event.event.removeprefix("job.")
     # Exactly the published events the opening status did not already include.
-    reference = await published_until_done(published, job_id)
+    reference = await published_until_done(subscriber, job_id)
     ids = [e["id"] for e in reference]
     assert [e.json()["id"] for e in live] == ids[len(ids) - len(live) :]
     for skipped in reference[: len(ids) - len(live)]:
@@ -143,7 +128,7 @@ async def test_every_jobs_stream_sees_several_jobs_and_filters_by_kind(stack):
 
 
 async def test_a_reconnect_with_last_event_id_replays_exactly_what_was_missed(
-    stack, published, job_id
+    stack, subscriber, job_id
 ):
     assert (await stack.post("/start-job", json=sleep_job(job_id, 3))).status_code == 202
     before: list[Event] = []
@@ -166,7 +151,7 @@ async def test_a_reconnect_with_last_event_id_replays_exactly_what_was_missed(
     assert all(e.offset > last.offset for e in after)
     live = [e.json()["id"] for e in before[1:] + after]  # the opening status has no id
     assert len(live) == len(set(live)), "none twice"
-    reference = [e["id"] for e in await published_until_done(published, job_id)]
+    reference = [e["id"] for e in await published_until_done(subscriber, job_id)]
     assert live == reference[reference.index(live[0]) :], "none lost"
 
     # Reconnecting after the end: nothing more to say, and EventSource is told to stop.
