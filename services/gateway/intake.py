@@ -14,7 +14,6 @@ when the gateway starts and whenever its broker connection comes back.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -101,13 +100,12 @@ class Intake:
             self._specs.put(spec.job_id, spec)
         else:
             spec = await self._existing(spec)
-        # A job.json just created has no dispatch claim yet: only a repeat needs the look.
-        await asyncio.gather(
-            self._report(spec, JobState.ACCEPTED, spec.declared_at),
-            self._store_inputs(request, spec)
-            if created
-            else self._store_unless_claimed(request, spec),
-        )
+        # Announced before anything can queue it, so that job.accepted always comes first.
+        await self._report(spec, JobState.ACCEPTED, spec.declared_at)
+        if created:  # a job.json just created has no dispatch claim yet
+            await self._store_inputs(request, spec)
+        else:
+            await self._store_unless_claimed(request, spec)
         queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
         return Declaration(Declared.NEW if created else Declared.REPEATED, spec, queued)
 
@@ -116,19 +114,17 @@ class Intake:
             await self._store_inputs(request, spec)
 
     async def _store_inputs(self, request: JobRequest, spec: JobSpec) -> None:
-        """The payload, and the job's entry in the pending list, written together: listed
-        once complete, the job is from here on the gateway's to queue, even if this gateway
-        dies before it can (see reconcile)."""
-        writes = [self.storage.put_bytes(pending_key(spec.job_id), b"", "text/plain")]
+        """The payload, then the job's entry in the pending list: listed once complete, the
+        job is from here on the gateway's to queue, even if this gateway dies before it can
+        (see reconcile). Never the other way round, or a reconciliation running meanwhile
+        could queue a job whose payload is not stored yet."""
         if request.payload is not None:
-            writes.append(
-                self.storage.put_bytes(
-                    f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}",
-                    _payload_bytes(request.payload),
-                    "application/json",
-                )
+            await self.storage.put_bytes(
+                f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}",
+                _payload_bytes(request.payload),
+                "application/json",
             )
-        await asyncio.gather(*writes)
+        await self.storage.put_bytes(pending_key(spec.job_id), b"", "text/plain")
 
     async def _existing(self, spec: JobSpec) -> JobSpec:
         stored = await self.load_spec(spec.job_id)
