@@ -168,6 +168,8 @@ class ShepherdClient:
             limits=httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight),
         )
         self.rejections: collections.Counter[str] = collections.Counter()
+        self.resent: collections.Counter[str] = collections.Counter()
+        """Submissions sent again after a transport error, by error."""
         """Why submissions were refused (status and problem detail, or the client's error)."""
         self.submitted_wall: dict[str, float] = {}
         """When each latency job was submitted, by the wall clock (see :meth:`stages`)."""
@@ -180,13 +182,20 @@ class ShepherdClient:
         return json.dumps({"job_id": job_id, "model": MODEL, "payload": data, **extra}).encode()
 
     async def _post(self, body: bytes) -> int:
-        try:
-            response = await self.http.post(
-                "/start-job", content=body, headers={"content-type": "application/json"}
-            )
-        except httpx.HTTPError as exc:
-            self.rejections[f"{type(exc).__name__}: {exc}"] += 1
-            return 0
+        """POST /start-job; sent again once after a transport error, as a client may: a
+        repeat of the same request is idempotent (200 for a job already declared)."""
+        for attempt in (1, 2):
+            try:
+                response = await self.http.post(
+                    "/start-job", content=body, headers={"content-type": "application/json"}
+                )
+                break
+            except httpx.TransportError as exc:
+                if attempt == 1:
+                    self.resent[type(exc).__name__] += 1
+                    continue
+                self.rejections[f"{type(exc).__name__}: {exc}"] += 1
+                return 0
         if response.status_code not in ACCEPTED:
             detail = response.json().get("detail") if response.content else None
             self.rejections[f"{response.status_code} {detail}"] += 1
@@ -235,7 +244,11 @@ class ShepherdClient:
             return await self._outcome(job_id, waiters[job_id], status, deadline - time.monotonic())
 
         results = await asyncio.gather(*(one(job_id, body) for job_id, body in jobs))
-        return {**_tally(results, start), "rejections": dict(self.rejections)}
+        return {
+            **_tally(results, start),
+            "rejections": dict(self.rejections),
+            "resent": dict(self.resent),
+        }
 
     async def large(
         self,

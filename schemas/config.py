@@ -232,6 +232,16 @@ class GatewayConfig(_Section):
     public_url: str | None = Field(
         default=None, description="Base URL used in links; defaults to the request's."
     )
+    keep_alive_timeout: float = Field(
+        default=75.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds an idle client connection is kept open. Longer than clients' own pools "
+            "(httpx 5 s, aiohttp 15 s) and load balancers' idle timeouts, so that the server "
+            "is not the one closing a connection just as a client sends on it."
+        ),
+    )
     auth: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Bearer-token auth; auto: on unless host is a loopback address.",

@@ -104,6 +104,7 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
                     log_config=None,
                     lifespan="off",
                     access_log=False,
+                    timeout_keep_alive=config.gateway.keep_alive_timeout,
                 )
             )
             server_task = asyncio.create_task(server.serve(), name="http")
