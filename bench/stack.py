@@ -32,7 +32,8 @@ from minio.deleteobjects import DeleteObject
 from pydantic import SecretStr
 
 from schemas.config import BrokerConfig, StorageConfig
-from schemas.topology import Names, build_topology
+from schemas.topology import Names
+from services import setup
 from services.setup import setup_broker, setup_storage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,29 +359,15 @@ def empty_bucket(client: Minio, bucket: str, prefix: str = "") -> int:
 
 
 async def delete_namespace(infra: Infra, sheep_ids: list[str]) -> None:
-    """Remove every queue and exchange of the benchmark's namespace, and the Celery queue.
-
-    Quorum queues outlive their clients, and ``<ns>.inputs`` is bound to the shared storage
-    exchange: left behind, it would collect every bucket's notifications for ever. It is
-    unbound first (RabbitMQ 3.10 closes the publishing channel, MinIO's, when a fanout
-    publish races with the deletion of a quorum queue it routes to)."""
-    names = infra.names
-    topology = build_topology(names, BrokerConfig().delivery_limit, sheep_ids)
-    prefix = names.namespace + "."
+    """Remove the benchmark's namespace (left behind, its ``<ns>.inputs`` would collect every
+    bucket's notifications for ever), and the Celery queue and the exchange Celery declares
+    after it."""
+    await setup.delete_namespace(infra.amqp_url, infra.names, sheep_ids)
     connection = await aio_pika.connect(infra.amqp_url)
     async with connection:
         channel = await connection.channel()
-        try:
-            inputs = await channel.get_queue(names.inputs_queue, ensure=True)
-            await inputs.unbind(names.storage_exchange, "")
-        except aio_pika.exceptions.ChannelClosed:
-            channel = await connection.channel()  # it did not exist
-        for name in [*(q.name for q in topology.queues), infra.celery_queue]:
-            await channel.queue_delete(name)
-        # Celery declares a direct exchange named after its default queue.
-        for name in [*(e.name for e in topology.exchanges), infra.celery_queue]:
-            if name.startswith(prefix) or name == infra.celery_queue:
-                await channel.exchange_delete(name)
+        await channel.queue_delete(infra.celery_queue)
+        await channel.exchange_delete(infra.celery_queue)
 
 
 async def prepare_servers(infra: Infra, sheep_ids: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""Prepare a broker and a store for Shepherd (used by ``make services``; idempotent).
+"""Prepare a broker and a store for Shepherd (used by ``make services``; idempotent), and
+remove a namespace from a broker (tests and the benchmark, which make their own).
 
 python -m services.setup broker --url amqp://guest:guest@127.0.0.1:5672/
 python -m services.setup storage --endpoint 127.0.0.1:9000 --bucket shepherd
@@ -10,13 +11,16 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 
+import aio_pika
 from minio import Minio
 from minio.notificationconfig import NotificationConfig, QueueConfig
 from pydantic import SecretStr
 
 from schemas.config import BrokerConfig, StorageConfig
 from schemas.topology import Names, build_topology
+from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
 from services.common.broker import Broker
 
 NOTIFICATION_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
@@ -29,6 +33,40 @@ async def setup_broker(config: BrokerConfig, names: Names) -> None:
         await broker.declare(build_topology(names, config.delivery_limit))
     finally:
         await broker.close()
+
+
+async def delete_namespace(
+    amqp_url: str,
+    names: Names,
+    sheep_ids: Sequence[str],
+    webhook_retry_schedule: Sequence[float] = (),
+) -> None:
+    """Remove every queue and exchange of a namespace (quorum queues outlive their clients):
+    those of its topology with ``sheep_ids`` and the webhook retry queues of the default
+    schedule and of ``webhook_retry_schedule``. The shared storage exchange stays.
+
+    ``<ns>.inputs`` is unbound from it first: RabbitMQ 3.10 closes the publishing channel
+    (MinIO's, shared by every namespace) when a fanout publish races with the deletion of a
+    quorum queue it routes to."""
+    topology = build_topology(
+        names,
+        BrokerConfig().delivery_limit,
+        list(sheep_ids),
+        [*DEFAULT_RETRY_SCHEDULE, *webhook_retry_schedule],
+    )
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            inputs = await channel.get_queue(names.inputs_queue, ensure=True)
+            await inputs.unbind(names.storage_exchange, "")
+        except aio_pika.exceptions.ChannelClosed:  # no such queue
+            channel = await connection.channel()
+        for queue in topology.queues:
+            await channel.queue_delete(queue.name)
+        for exchange in topology.exchanges:
+            if exchange.name.startswith(f"{names.namespace}."):
+                await channel.exchange_delete(exchange.name)
 
 
 def setup_storage(config: StorageConfig, target_arn: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -15,10 +15,9 @@ import pytest
 from minio import Minio
 
 from schemas.config import Config
-from schemas.topology import Names, build_topology, retry_delays_ms
-from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
+from schemas.topology import Names, build_topology
 from services.common.broker import Broker
-from services.setup import setup_storage
+from services.setup import delete_namespace, setup_storage
 from tests.support.servers import Servers, build_config, find_servers
 from tests.support.stack import bare_sheep, running_stack
 
@@ -107,49 +106,6 @@ async def broker(config: Config, names: Names) -> AsyncIterator[Broker]:
         list(config.sheep),
         config.notifier.webhook_retry_schedule,  # as the test left it
     )
-
-
-async def delete_namespace(
-    amqp_url: str, names: Names, sheep_ids: list[str], webhook_retry_schedule: Sequence[float] = ()
-) -> None:
-    """Remove every queue and exchange of a test namespace (quorum queues outlive clients);
-    the webhook retry queues of the default schedule and of ``webhook_retry_schedule``."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        prefix = names.namespace + "."
-        # Unbind first: RabbitMQ 3.10 kills the publishing channel (MinIO's, shared by every
-        # test) when a fanout publish races with the deletion of a quorum queue it routes to.
-        inputs = await channel.get_queue(names.inputs_queue, ensure=False)
-        await inputs.unbind(names.storage_exchange, "")
-        for name in [
-            names.submit_queue,
-            names.inputs_queue,
-            names.status_queue,
-            names.pool_queue,
-            names.dead_letter_queue,
-            names.gave_up_queue,
-            names.event_stream,
-            names.webhook_events_queue,
-            names.webhook_deliveries_queue,
-            *(
-                names.webhook_retry_queue(delay)
-                for delay in retry_delays_ms([*DEFAULT_RETRY_SCHEDULE, *webhook_retry_schedule])
-            ),
-            *(names.sheep_queue(s) for s in sheep_ids),
-            *(names.lease_queue(s) for s in sheep_ids),
-        ]:
-            await channel.queue_delete(name)
-        for name in [
-            names.submit_exchange,
-            names.jobs_exchange,
-            names.events_exchange,
-            names.leases_exchange,
-            names.dead_letter_exchange,
-            names.webhooks_exchange,
-        ]:
-            assert name.startswith(prefix)
-            await channel.exchange_delete(name)
 
 
 @pytest.fixture

@@ -127,8 +127,7 @@ class Broker:
         for queue in topology.queues:
             await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
         for binding in topology.bindings:
-            queue = await channel.get_queue(binding.queue, ensure=False)
-            await queue.bind(binding.exchange, binding.routing_key, arguments=binding.arguments)
+            await self.bind(binding)
 
     async def bind(self, binding: Binding, *, bound: bool = True) -> None:
         """Make ``binding`` exist, or not (``bound=False``); both are idempotent."""

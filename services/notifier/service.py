@@ -20,12 +20,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
-import urllib3
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
-from minio.error import MinioException
 from pydantic import ValidationError
 
 from schemas.config import Config
@@ -37,33 +35,18 @@ from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
 from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage
+from services.notifier.outages import Abandoned, holding
 from services.notifier.state import apply, replay
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_MAX_RETRY_DELAY = 10.0
-_OUTAGES: tuple[type[Exception], ...] = (
-    OSError,  # ConnectionError and aiormq's connection errors among them
-    TimeoutError,
-    urllib3.exceptions.HTTPError,
-    MinioException,
-    AMQPError,
-    ChannelInvalidStateError,
-)
-"""Errors of the store or the broker that pass once it is back; anything else is a bug."""
-
 
 @dataclass(frozen=True)
 class _Delivery:
     message: AbstractIncomingMessage
     report: StatusReport
-
-
-class _Abandoned(Exception):
-    """The deliveries' channel closed while their reports were being retried; the broker
-    redelivers them, so this worker lets them go."""
 
 
 class Notifier:
@@ -181,7 +164,7 @@ class Notifier:
                 await self._retrying("writing the status", job_id, batch, self._save, status)
             for event in events:
                 await self._retrying("publishing the event", job_id, batch, self._publish, event)
-        except _Abandoned:
+        except Abandoned:
             return
         except Exception:
             log.exception("status reports of job %s failed; dead-lettering them", job_id)
@@ -206,16 +189,12 @@ class Notifier:
         would dead-letter reports; holding them keeps their order and stops new deliveries
         once every prefetch slot waits.
         """
-        delay = self._retry_delay
-        while True:
-            try:
-                return await operation(*args)
-            except _OUTAGES as exc:
-                if any(_orphaned(d.message) for d in batch):
-                    raise _Abandoned from exc
-                log.warning("%s of job %s failed, retrying in %.1fs: %r", what, job_id, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_RETRY_DELAY)
+        return await holding(
+            [d.message for d in batch],
+            f"{what} of job {job_id}",
+            partial(operation, *args),
+            first_delay=self._retry_delay,
+        )
 
     async def _load(self, job_id: str) -> JobStatus | None:
         cached = self.cache.get(job_id)
@@ -251,15 +230,6 @@ class Notifier:
             message_id=event.id,
             mandatory=False,  # an announcement: nobody need be listening
         )
-
-
-def _orphaned(message: AbstractIncomingMessage) -> bool:
-    """Whether the channel that delivered ``message`` has closed (it can no longer be acked)."""
-    try:
-        message.channel  # noqa: B018 - raises once the channel has closed
-    except ChannelInvalidStateError:
-        return True
-    return False
 
 
 async def _settle(outcome: Awaitable[None]) -> None:

@@ -29,12 +29,12 @@ from schemas.topology import retry_routing_key
 from schemas.webhooks import ATTEMPT_HEADER, GAVE_UP_KEY, REASON_HEADER, WebhookDelivery
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
+from services.notifier.outages import Abandoned, holding
 from services.notifier.webhooks.client import WebhookClient
 from services.notifier.webhooks.consumer import QueueConsumer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
 from services.notifier.webhooks.guard import RefusedTarget
 from services.notifier.webhooks.metrics import count
-from services.notifier.webhooks.outages import Abandoned, holding
 from services.notifier.webhooks.retries import Backoff, Retry, ScheduleSpent, Verdict, verdict
 from services.notifier.webhooks.signing import signature_headers
 
@@ -117,7 +117,7 @@ class WebhookDeliverer:
                     await self._give_up(message, delivery, attempt, where, f"{answer}; {exc}")
                     return
                 await holding(
-                    message,
+                    [message],
                     "parking a webhook retry",
                     lambda: self._park(message, delivery, attempt + 1, retry),
                 )
@@ -157,7 +157,7 @@ class WebhookDeliverer:
         else:
             log.warning("delivery %s: 410 Gone; disabling subscription %s", where, name)
             await holding(
-                message,
+                [message],
                 "recording a disabled subscription",
                 lambda: self._disabled.disable(name, f"410 Gone to delivery {where}"),
             )
@@ -189,7 +189,7 @@ class WebhookDeliverer:
     ) -> None:
         """Keep the delivery in ``<ns>.dead`` with the reason, then ack it."""
         await holding(
-            message,
+            [message],
             "keeping a given-up webhook delivery",
             lambda: self._broker.publish(
                 self._broker.names.dead_letter_exchange,

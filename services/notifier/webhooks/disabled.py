@@ -17,7 +17,7 @@ from schemas.config import WebhookSubscription
 from schemas.layout import disabled_webhook_key
 from schemas.webhooks import DisabledSubscription
 from services.common.storage import ObjectMissing, Storage
-from services.notifier.webhooks.outages import OUTAGES
+from services.notifier.outages import OUTAGES
 
 log = logging.getLogger(__name__)
 

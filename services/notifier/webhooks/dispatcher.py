@@ -30,9 +30,9 @@ from schemas.webhooks import ATTEMPT_HEADER, CloudEvent, WebhookDelivery
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
 from services.common.storage import ObjectMissing, Storage
+from services.notifier.outages import Abandoned, holding
 from services.notifier.webhooks.consumer import QueueConsumer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
-from services.notifier.webhooks.outages import Abandoned, holding
 from services.notifier.webhooks.patterns import matches_any
 from services.notifier.webhooks.signing import webhook_id
 
@@ -98,13 +98,13 @@ class WebhookDispatcher:
         try:
             if self._callbacks and key in CALLBACK_EVENTS and job_id and is_job_id(job_id):
                 url = await holding(
-                    message, "reading a callback_url", lambda: self._callback(job_id)
+                    [message], "reading a callback_url", lambda: self._callback(job_id)
                 )
                 if url is not None:
                     deliveries.append(self._delivery(event, url, None))
             for delivery in deliveries:
                 await holding(
-                    message, "publishing a webhook delivery", lambda d=delivery: self._publish(d)
+                    [message], "publishing a webhook delivery", lambda d=delivery: self._publish(d)
                 )
         except Abandoned:
             return

@@ -1,17 +1,19 @@
-"""Holding a message through an outage of the store or the broker.
+"""Holding messages through an outage of the store or the broker.
 
-The webhook consumers call MinIO (a job's ``callback_url``, a disabled subscription) and
-RabbitMQ (the deliveries they publish) before they ack. When one of them is down, rejecting
-the message would spend its queue's delivery limit and requeueing it would spin; so the
-message is held and the call retried with backoff, as the notifier holds its reports. Once the
-message's own channel has closed it will be redelivered anyway, and holding it stops.
+The notifier's consumers call MinIO (status.json, a job's ``callback_url``, a disabled
+subscription) and RabbitMQ (the events and deliveries they publish) before they ack. When one
+of them is down, rejecting the messages would spend their queue's delivery limit and
+requeueing them would spin; so they are held and the call retried with backoff. Once a
+message's own channel has closed it will be redelivered anyway, and holding stops.
+
+    status = await holding([message], "reading the status", partial(load, job_id))
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import urllib3
@@ -41,15 +43,20 @@ class Abandoned(Exception):
 
 
 async def holding(
-    message: AbstractIncomingMessage, what: str, operation: Callable[[], Awaitable[T]]
+    messages: Sequence[AbstractIncomingMessage],
+    what: str,
+    operation: Callable[[], Awaitable[T]],
+    *,
+    first_delay: float = FIRST_DELAY,
 ) -> T:
-    """``operation()``, retried through outages while ``message`` can still be acked."""
-    delay = FIRST_DELAY
+    """``operation()``, retried through outages while every one of ``messages`` can still be
+    acked."""
+    delay = first_delay
     while True:
         try:
             return await operation()
         except OUTAGES as exc:
-            if orphaned(message):
+            if any(orphaned(m) for m in messages):
                 raise Abandoned from exc
             log.warning("%s failed, retrying in %.1fs: %r", what, delay, exc)
         await asyncio.sleep(delay)
