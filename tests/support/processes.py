@@ -102,14 +102,27 @@ class ServiceProcess:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
 
-def kill_runner(config: Config, sheep_id: str) -> None:
-    """kill -9 the runner process group of a sheep, from its pid file, if it is there."""
+def runner_pid(config: Config, sheep_id: str) -> int | None:
+    """The pid of the sheep's runner, from its pid file, if one is there and alive."""
     pid_file = config.data_root / sheep_id / ".runner" / "runner.pid"
     try:
         pid = int(pid_file.read_text().split()[0])
-        os.killpg(pid, signal.SIGKILL)
+        os.kill(pid, 0)
     except (FileNotFoundError, ValueError, ProcessLookupError, IndexError):
-        pass
+        return None
+    return pid
+
+
+def kill_runner(config: Config, sheep_id: str) -> int | None:
+    """kill -9 the runner process group of a sheep, if it runs; the pid it had."""
+    pid = runner_pid(config, sheep_id)
+    if pid is None:
+        return None
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return None
+    return pid
 
 
 async def wait_healthy(base_url: str, timeout: float = 30) -> None:  # noqa: ASYNC109
