@@ -1,11 +1,9 @@
-"""Processes and servers of a benchmark run.
+"""Shepherd's processes and its servers' state in a benchmark run.
 
 Shepherd runs as separate processes (``shepherd gateway``, ``shepherd notifier``, one
 ``shepherd sheep ID`` per sheep), from a configuration generated into the run's directory,
 in a namespace and a bucket of the benchmark's own, so that each process's memory can be
-read from ``/proc`` and the default stack's messages are never seen. Every process started
-here is in a session of its own and is registered, so that :func:`kill_everything` can end
-it (and its children, e.g. runners) whatever happened.
+read from ``/proc`` and the default stack's messages are never seen.
 """
 
 from __future__ import annotations
@@ -13,24 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import httpx
-import psutil
 import yaml
 from minio import Minio
-from minio.deleteobjects import DeleteObject
 from pydantic import SecretStr
 
+from bench.processes import ManagedProcess, alive, clean_environment, free_port
+from bench.servers import empty_bucket, management_port_url
 from schemas.config import BrokerConfig, StorageConfig
 from schemas.topology import Names
 from services import setup
@@ -38,12 +36,15 @@ from services.setup import setup_broker, setup_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "examples" / "models"
+BENCH_MODELS = ROOT / "bench" / "models"
+"""The duty-cycle phase's model (``busy/1``), which records when it works."""
 SHEPHERD = Path(sys.executable).with_name("shepherd")
 
 
 @dataclass(frozen=True)
 class Infra:
-    """Where the servers are, and the names the benchmark owns on them."""
+    """Where the servers are, and the names Shepherd's side of the benchmark owns on them
+    (each peer names its own bucket and queues)."""
 
     amqp_url: str
     s3_endpoint: str
@@ -52,12 +53,23 @@ class Infra:
     bucket: str = "shepherd-bench"
     namespace: str = "bench"
     target_arn: str = "arn:minio:sqs::SHEPHERD:amqp"
-    celery_queue: str = "bench-celery"
-    celery_prefix: str = "_celery/"
+    rabbitmq_prometheus_port: int = 15692
 
     @property
     def names(self) -> Names:
         return Names(self.namespace)
+
+    @property
+    def amqp_port(self) -> int:
+        return urlsplit(self.amqp_url).port or 5672
+
+    @property
+    def s3_port(self) -> int:
+        return int(self.s3_endpoint.rpartition(":")[2] or 80)
+
+    @property
+    def rabbitmq_metrics_url(self) -> str:
+        return management_port_url(self.amqp_url, self.rabbitmq_prometheus_port) + "/metrics"
 
     def storage_config(self) -> StorageConfig:
         return StorageConfig(
@@ -71,170 +83,18 @@ class Infra:
         return Minio(self.s3_endpoint, self.access_key, self.secret_key, secure=False)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_environment() -> dict[str, str]:
-    """This process's environment less SHEPHERD_* overrides and DEBUG: the generated
-    configuration file is the whole truth for the services."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SHEPHERD_") and k != "DEBUG"}
-
-
-# --- processes ---------------------------------------------------------------------------
-
-_LIVE: set[ManagedProcess] = set()
-
-
-@dataclass(eq=False)
-class ManagedProcess:
-    """A child process in a session of its own, its output appended to ``log``."""
-
-    label: str
-    command: list[str]
-    log: Path
-    env: dict[str, str] | None = None
-    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                self.command,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _LIVE.add(self)
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    @property
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def descendants(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    def signal(self, sig: int) -> None:
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    def kill_group(self, extra: list[psutil.Process] = ()) -> None:
-        """SIGKILL its process group and those of ``extra`` (children in sessions of their
-        own, such as runners)."""
-        groups = {self.pid} if self.popen is not None else set()
-        for proc in extra:
-            with contextlib.suppress(psutil.Error, ProcessLookupError):
-                groups.add(os.getpgid(proc.pid))
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGKILL)
-        if self.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(5)
-        _LIVE.discard(self)
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL of the group (and of children in
-        other sessions). Returns the exit code (None if it had to be killed)."""
-        if self.popen is None:
-            return None
-        children = self.descendants()
-        self.signal(signal.SIGTERM)
-        code: int | None
-        try:
-            code = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        self.kill_group([c for c in children if _alive(c)])
-        return code
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def kill_everything() -> None:
-    """The last resort: SIGKILL every process started here that is still registered."""
-    for proc in list(_LIVE):
-        proc.kill_group(proc.descendants())
-
-
-# --- memory --------------------------------------------------------------------------------
-
-
-def memory_of(pid: int) -> dict[str, float] | None:
-    """VmRSS (now) and VmHWM (peak since start) of ``pid``, in MiB; None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    fields = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in {"VmRSS", "VmHWM"}:
-            fields[key] = int(value.split()[0]) / 1024  # kB
-    if len(fields) < 2:
-        return None
-    return {"pid": pid, "rss_mib": round(fields["VmRSS"], 1), "hwm_mib": round(fields["VmHWM"], 1)}
-
-
-def snapshot(processes: dict[str, int]) -> dict[str, dict[str, float]]:
-    """``memory_of`` each labelled pid that is still there."""
-    out = {}
-    for label, pid in processes.items():
-        mem = memory_of(pid)
-        if mem is not None:
-            out[label] = mem
-    return out
-
-
-def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
-    """User + system CPU seconds each labelled process has used so far."""
-    out = {}
-    for label, pid in processes.items():
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            out[label] = times.user + times.system
-    return out
-
-
-def server_pids() -> dict[str, int]:
-    """RabbitMQ's and MinIO's processes on this machine (read only: their CPU time)."""
-    found = {}
-    for proc in psutil.process_iter(["name"]):
-        name = proc.info["name"] or ""
-        if name == "beam.smp":
-            found["rabbitmq"] = proc.pid
-        elif name == "minio":
-            found["minio"] = proc.pid
-    return found
-
-
-# --- the Shepherd stack --------------------------------------------------------------------
-
-
 class ShepherdStack:
-    """Gateway, notifier and ``n_sheep`` bare sheep as separate processes."""
+    """Gateway, notifier and ``n_sheep`` bare sheep serving the models in ``models``, as
+    separate processes."""
 
     def __init__(
-        self, infra: Infra, run_dir: Path, label: str, n_sheep: int, max_upload_bytes: int
+        self,
+        infra: Infra,
+        run_dir: Path,
+        label: str,
+        n_sheep: int,
+        max_upload_bytes: int,
+        models: Path = MODELS,
     ) -> None:
         self.infra = infra
         self.label = label
@@ -244,10 +104,11 @@ class ShepherdStack:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.max_upload_bytes = max_upload_bytes
+        self.models = models
         self.config_file = self.dir / "shepherd.yml"
         self.services: dict[str, ManagedProcess] = {}
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, Any]:
         """The configuration file's content."""
         return {
             "data_root": str(self.dir / "data"),
@@ -267,32 +128,37 @@ class ShepherdStack:
                 sheep_id: {
                     "type": "bare",
                     "port": free_port(),
-                    "working_directory": str(MODELS),
+                    "working_directory": str(self.models),
                     "stop_grace": 5,
                 }
                 for sheep_id in self.sheep_ids
             },
         }
 
-    async def start(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+    async def start(self, timeout: float = 60.0, with_sheep: bool = True) -> None:  # noqa: ASYNC109
+        """Every service, or (``with_sheep=False``) the gateway and the notifier only, so
+        that jobs can be queued before any sheep takes one (:meth:`start_sheep`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(yaml.safe_dump(self.settings(), sort_keys=False))
-        env = clean_environment()
-        commands = {
-            "notifier": ["notifier"],
-            "gateway": ["gateway"],
-            **{f"sheep:{s}": ["sheep", s] for s in self.sheep_ids},
-        }
-        for label, args in commands.items():
-            proc = ManagedProcess(
-                label,
-                [str(SHEPHERD), *args, "-c", str(self.config_file)],
-                self.logs / f"{label.replace(':', '-')}.log",
-                env,
-            )
-            proc.start()
-            self.services[label] = proc
+        self._launch("notifier", ["notifier"])
+        self._launch("gateway", ["gateway"])
+        if with_sheep:
+            self.start_sheep()
         await self._wait_healthy(timeout)
+
+    def start_sheep(self) -> None:
+        for sheep_id in self.sheep_ids:
+            self._launch(f"sheep:{sheep_id}", ["sheep", sheep_id])
+
+    def _launch(self, label: str, args: list[str]) -> None:
+        proc = ManagedProcess(
+            label,
+            [str(SHEPHERD), *args, "-c", str(self.config_file)],
+            self.logs / f"{label.replace(':', '-')}.log",
+            clean_environment(),
+        )
+        proc.start()
+        self.services[label] = proc
 
     async def _wait_healthy(self, timeout: float) -> None:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
@@ -336,44 +202,17 @@ class ShepherdStack:
                 codes[label] = await asyncio.to_thread(proc.popen.wait, 20)  # type: ignore[union-attr]
             except subprocess.TimeoutExpired:
                 codes[label] = None
-            proc.kill_group([c for c in children[label] if _alive(c)])
+            proc.kill_group([c for c in children[label] if alive(c)])
         return codes
 
 
-# --- servers: the benchmark's namespace, bucket and queue ------------------------------
-
-
-def empty_bucket(client: Minio, bucket: str, prefix: str = "") -> int:
-    """Remove every object (in rounds: MinIO lists nothing below a key that is an object
-    too until that object is gone). Returns how many were removed."""
-    removed = 0
-    if not client.bucket_exists(bucket):
-        return 0
-    while keys := [
-        o.object_name for o in client.list_objects(bucket, prefix=prefix, recursive=True)
-    ]:
-        for error in client.remove_objects(bucket, (DeleteObject(k) for k in keys)):
-            raise RuntimeError(f"removing {error.name} from {bucket} failed: {error.message}")
-        removed += len(keys)
-    return removed
-
-
-async def delete_namespace(infra: Infra, sheep_ids: list[str]) -> None:
-    """Remove the benchmark's namespace (left behind, its ``<ns>.inputs`` would collect every
-    bucket's notifications for ever), and the Celery queue and the exchange Celery declares
-    after it."""
-    await setup.delete_namespace(infra.amqp_url, infra.names, sheep_ids)
-    connection = await aio_pika.connect(infra.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.queue_delete(infra.celery_queue)
-        await channel.exchange_delete(infra.celery_queue)
+# --- servers: the benchmark's namespace and bucket ---------------------------------------
 
 
 async def prepare_servers(infra: Infra, sheep_ids: list[str]) -> None:
     """A clean namespace and an empty bucket wired to the notification target, whatever a
     previous (interrupted) run left."""
-    await delete_namespace(infra, sheep_ids)
+    await setup.delete_namespace(infra.amqp_url, infra.names, sheep_ids)
     client = infra.minio()
     if client.bucket_exists(infra.bucket):
         await asyncio.to_thread(client.delete_bucket_notification, infra.bucket)
@@ -386,7 +225,8 @@ async def prepare_servers(infra: Infra, sheep_ids: list[str]) -> None:
 
 async def teardown_servers(infra: Infra, sheep_ids: list[str]) -> int:
     """Undo :func:`prepare_servers`: notifications off first (so that removing the objects
-    sends no events to every namespace), objects and bucket removed, namespace deleted.
+    sends no events to every namespace), objects and bucket removed, namespace deleted (left
+    behind, its ``<ns>.inputs`` would collect every bucket's notifications for ever).
     Returns how many objects were removed."""
     client = infra.minio()
     removed = 0
@@ -394,7 +234,7 @@ async def teardown_servers(infra: Infra, sheep_ids: list[str]) -> int:
         await asyncio.to_thread(client.delete_bucket_notification, infra.bucket)
         removed = await asyncio.to_thread(empty_bucket, client, infra.bucket)
         await asyncio.to_thread(client.remove_bucket, infra.bucket)
-    await delete_namespace(infra, sheep_ids)
+    await setup.delete_namespace(infra.amqp_url, infra.names, sheep_ids)
     return removed
 
 
@@ -409,7 +249,9 @@ async def notifications_drained(infra: Infra) -> float:
     large-input phase, which depends on those notifications, starts once they are drained,
     and the time it took is reported (the lag a burst of jobs leaves behind)."""
     marker = uuid.uuid4().hex  # S3 events carry keys URL-encoded; the marker reads the same
-    key = f"_bench/drained-{marker}"
+    # Shaped like an input (notifications may fire for ``*/inputs/`` only), under a prefix
+    # that is no job id (a leading "_"), so that the gateway ignores it.
+    key = f"_bench-{marker}/inputs/sentinel"
     connection = await aio_pika.connect(infra.amqp_url)
     async with connection:
         channel = await connection.channel()
