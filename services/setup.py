@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import aio_pika
 from minio import Minio
-from minio.notificationconfig import NotificationConfig, QueueConfig
+from minio.notificationconfig import NotificationConfig, PrefixFilterRule, QueueConfig
 from pydantic import SecretStr
 
 from schemas.config import BrokerConfig, StorageConfig
@@ -23,7 +23,11 @@ from schemas.topology import Names, build_topology
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
 from services.common.broker import Broker
 
-NOTIFICATION_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+NOTIFICATION_EVENTS = ["s3:ObjectCreated:*"]
+"""Only uploads make a job ready; removals tell Shepherd nothing."""
+NOTIFIED_PREFIX = "*/inputs/"
+"""MinIO matches prefix filters as wildcards: ``<job_id>/inputs/...`` notifies, and nothing
+Shepherd writes itself (outputs, logs, status, its bookkeeping) costs a notification."""
 log = logging.getLogger("shepherd.setup")
 
 
@@ -70,7 +74,8 @@ async def delete_namespace(
 
 
 def setup_storage(config: StorageConfig, target_arn: str) -> None:
-    """Create the bucket and route its object events to the AMQP target ``target_arn``."""
+    """Create the bucket and route the creation events of job inputs to the AMQP target
+    ``target_arn``."""
     client = Minio(
         config.endpoint,
         config.access_key.get_secret_value(),
@@ -83,7 +88,12 @@ def setup_storage(config: StorageConfig, target_arn: str) -> None:
         config.bucket,
         NotificationConfig(
             queue_config_list=[
-                QueueConfig(events=NOTIFICATION_EVENTS, config_id="shepherd", queue=target_arn)
+                QueueConfig(
+                    NOTIFICATION_EVENTS,
+                    config_id="shepherd",
+                    prefix_filter_rule=PrefixFilterRule(NOTIFIED_PREFIX),
+                    queue=target_arn,
+                )
             ]
         ),
     )
