@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -71,6 +72,12 @@ class BrokerConfig(_Section):
         default=60.0,
         description="Seconds after which the job of a sheep that died (and did not come back) "
         "is queued again; running sheep renew their lease every third of it.",
+    )
+    lease_after: NonNegativeFloat = Field(
+        default=60.0,
+        description="Seconds a job runs on its unacknowledged delivery before its sheep "
+        "leases it; shorter jobs cost no lease. Keep it well under RabbitMQ's "
+        "consumer_timeout (30 minutes by default), which cuts off older deliveries.",
     )
 
     @field_validator("url")
@@ -224,6 +231,11 @@ class GatewayConfig(_Section):
     max_payload_bytes: PositiveInt = Field(
         default=16 * 1024 * 1024,
         description="Largest JSON request body (POST /start-job), in bytes.",
+    )
+    dispatch_payload_bytes: NonNegativeInt = Field(
+        default=64 * 1024,
+        description="Inline payloads up to this size (in bytes) also travel in the job's "
+        "message, so that its sheep need not fetch them; 0: never.",
     )
     max_upload_bytes: PositiveInt = Field(
         default=1024**3,

@@ -107,3 +107,8 @@ class JobDispatch(BaseModel):
     timeout: PositiveFloat | None = Field(
         default=None, description="Effective timeout: the request's, else the model default."
     )
+    payload: str | None = Field(
+        default=None,
+        description="inputs/input.json as stored, when it is small enough to travel with the "
+        "job (gateway.dispatch_payload_bytes): the sheep need not fetch it.",
+    )

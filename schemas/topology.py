@@ -192,6 +192,9 @@ HOLDER = "shepherd-holder"
 """Header naming the sheep a lease copy belongs to; ``<ns>.leases`` routes on it."""
 ATTEMPTS = "shepherd-attempts"
 """Header counting the attempts a job had before it went back to a queue."""
+REDISPATCHED = "shepherd-redispatched"
+"""Header of a job published again by a gateway recovering its pending jobs: it may have
+run already, so its sheep checks its status first."""
 
 
 def job_queue(names: Names, name: str, delivery_limit: int) -> Queue:

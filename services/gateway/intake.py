@@ -34,6 +34,7 @@ from schemas.layout import (
     pending_key,
 )
 from schemas.status import JobState
+from schemas.topology import REDISPATCHED
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
 from services.common.recent import RecentlyUsed
@@ -65,6 +66,7 @@ class Intake:
         self.broker = broker
         self.storage = storage
         self._specs: RecentlyUsed[JobSpec] = RecentlyUsed(SPEC_CACHE_SIZE)
+        self._carried_bytes = config.gateway.dispatch_payload_bytes
 
     async def declare(self, request: JobRequest) -> Declaration:
         """Store the job, its payload, report it accepted, and queue it if it can run.
@@ -93,6 +95,7 @@ class Intake:
         if not self.broker.connected:
             raise BrokerUnavailable(self.broker.outage)
         spec = JobSpec.from_request(request, datetime.now(UTC))
+        payload = None if request.payload is None else _payload_bytes(request.payload)
         created = await self.storage.create_bytes(
             job_key(spec.job_id), spec.model_dump_json().encode(), "application/json"
         )
@@ -103,26 +106,25 @@ class Intake:
         # Announced before anything can queue it, so that job.accepted always comes first.
         await self._report(spec, JobState.ACCEPTED, spec.declared_at)
         if created:  # a job.json just created has no dispatch claim yet
-            await self._store_inputs(request, spec)
+            await self._store_inputs(payload, spec)
         else:
-            await self._store_unless_claimed(request, spec)
-        queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
+            await self._store_unless_claimed(payload, spec)
+        carried = payload if len(payload or b"") <= self._carried_bytes else None
+        queued = await self.try_dispatch(spec.job_id, spec, declaring=True, payload=carried)
         return Declaration(Declared.NEW if created else Declared.REPEATED, spec, queued)
 
-    async def _store_unless_claimed(self, request: JobRequest, spec: JobSpec) -> None:
+    async def _store_unless_claimed(self, payload: bytes | None, spec: JobSpec) -> None:
         if not await self._claimed(spec.job_id):
-            await self._store_inputs(request, spec)
+            await self._store_inputs(payload, spec)
 
-    async def _store_inputs(self, request: JobRequest, spec: JobSpec) -> None:
+    async def _store_inputs(self, payload: bytes | None, spec: JobSpec) -> None:
         """The payload, then the job's entry in the pending list: listed once complete, the
         job is from here on the gateway's to queue, even if this gateway dies before it can
         (see reconcile). Never the other way round, or a reconciliation running meanwhile
         could queue a job whose payload is not stored yet."""
-        if request.payload is not None:
+        if payload is not None:
             await self.storage.put_bytes(
-                f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}",
-                _payload_bytes(request.payload),
-                "application/json",
+                f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}", payload, "application/json"
             )
         await self.storage.put_bytes(pending_key(spec.job_id), b"", "text/plain")
 
@@ -154,12 +156,18 @@ class Intake:
         return spec
 
     async def try_dispatch(
-        self, job_id: str, spec: JobSpec | None = None, *, declaring: bool = False
+        self,
+        job_id: str,
+        spec: JobSpec | None = None,
+        *,
+        declaring: bool = False,
+        payload: bytes | None = None,
     ) -> bool:
         """Queue the job if it is declared, complete and not yet claimed; True if queued now.
 
         A job that declares no ``inputs`` runs with whatever its declaration found, so only
         the declaring call may queue it; the upload path waits for declared inputs only.
+        ``payload``: the stored ``inputs/input.json``, to travel with the job.
         """
         spec = spec or await self.load_spec(job_id)
         if spec is None or (spec.inputs is None and not declaring):
@@ -176,7 +184,7 @@ class Intake:
         if not await self.storage.create_bytes(dispatch_key(job_id), claim, "application/json"):
             return False
         try:
-            await self._publish(spec, queued_at)
+            await self._publish(spec, queued_at, payload=payload)
         except Exception:
             # Release the claim so that a retry (client or redelivered event) can queue it.
             await self.storage.remove(dispatch_key(job_id))
@@ -184,7 +192,14 @@ class Intake:
         await self.storage.remove(pending_key(job_id))
         return True
 
-    async def _publish(self, spec: JobSpec, queued_at: datetime) -> None:
+    async def _publish(
+        self,
+        spec: JobSpec,
+        queued_at: datetime,
+        *,
+        payload: bytes | None = None,
+        redispatched: bool = False,
+    ) -> None:
         # Reported before the job is published, so that the notifier never sees a fast
         # sheep's "running" first and subscribers always get job.queued.
         await self._report(spec, JobState.QUEUED, queued_at)
@@ -192,8 +207,14 @@ class Intake:
         await self.broker.publish(
             names.jobs_exchange,
             names.job_routing_key(spec.sheep_id),
-            JobDispatch(job=spec, queued_at=queued_at, timeout=self._timeout(spec)),
+            JobDispatch(
+                job=spec,
+                queued_at=queued_at,
+                timeout=self._timeout(spec),
+                payload=None if payload is None else payload.decode(),
+            ),
             message_id=spec.job_id,
+            headers={REDISPATCHED: True} if redispatched else None,
         )
 
     async def reconcile(self) -> int:
@@ -213,7 +234,7 @@ class Intake:
                 await self.storage.remove(marker.key)
                 continue
             if await self._claimed(job_id):
-                await self._publish(spec, datetime.now(UTC))
+                await self._publish(spec, datetime.now(UTC), redispatched=True)
                 await self.storage.remove(marker.key)
                 queued += 1
                 continue

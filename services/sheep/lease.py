@@ -1,5 +1,11 @@
-"""The lease on the job a sheep runs, kept in the sheep's lease queue instead of an unacked
-delivery.
+"""How a sheep holds the job it runs: its unacknowledged delivery while the job is young, a
+lease in the sheep's lease queue once it has run ``lease_after`` seconds.
+
+    hold = Hold(leases, message, attempt=1, lease_after=60)
+    hold.start()                    # leases the job if it is still running after 60 s
+    ...
+    await hold.release()            # outcome published: ack the delivery, or drop the lease
+    # or: await hold.give_back()    # the job goes back to its queue, to be run again
 
     leases = Leases(broker, "gpu0", lease_time=60)
     await leases.open()             # returns what a previous incarnation left behind
@@ -8,8 +14,11 @@ delivery.
     await lease.release()           # outcome published: the job is over
     # or: await lease.give_back()   # the job goes back to its queue, to be run again
 
-Why: RabbitMQ cuts off deliveries unacked for longer than its consumer timeout, which
-would run every long job twice. A parked copy expires after ``lease_time`` unless renewed
+Why two ways: a delivery left unacknowledged is requeued by RabbitMQ the moment its sheep's
+connection dies, at no cost, but RabbitMQ also cuts off deliveries unacked for longer than
+its consumer timeout, which would run every long job twice. So only jobs that run long
+enough to need one are leased (a copy parked, renewed, dropped: a publish and a few gets).
+A parked copy expires after ``lease_time`` unless renewed
 and is then dead-lettered back into the queue it came from (see ``schemas.topology``), so a
 job whose sheep died for good runs again elsewhere; a sheep that comes back returns its
 copies at once.
@@ -164,3 +173,57 @@ class Lease:
                 await self._leases.sweep(self._prefix, keep=self._current)
             except Exception as exc:
                 log.warning("renewing the lease on a job failed: %s", exc)
+
+
+class Hold:
+    """The job a sheep runs, held by its delivery until it has run ``lease_after`` seconds,
+    then by a lease (see the module's docstring)."""
+
+    def __init__(
+        self, leases: Leases, message: AbstractIncomingMessage, attempt: int, lease_after: float
+    ) -> None:
+        self._leases = leases
+        self._message = message
+        self._attempt = attempt
+        self._lease_after = lease_after
+        self._lease: Lease | None = None
+        self._leasing: asyncio.Task[None] | None = None
+        self._taking = False
+
+    def start(self) -> None:
+        self._leasing = asyncio.create_task(self._lease_later(), name="lease-later")
+
+    async def release(self) -> None:
+        """The job is over: ack its delivery, or drop its lease."""
+        await self._stop_leasing()
+        await (self._lease.release() if self._lease else self._message.ack())
+
+    async def give_back(self) -> None:
+        """The job must run again: requeue its delivery, or give its lease back."""
+        await self._stop_leasing()
+        await (self._lease.give_back() if self._lease else self._message.nack(requeue=True))
+
+    async def _lease_later(self) -> None:
+        """Lease the job once it has run ``lease_after`` s; while the broker refuses, try
+        again each third of the lease time (the delivery holds the job meanwhile)."""
+        await asyncio.sleep(self._lease_after)  # a deadline, not a poll
+        while True:
+            self._taking = True
+            try:
+                self._lease = await self._leases.take(self._message, self._attempt)
+                return
+            except Exception as exc:
+                log.warning("leasing a long job failed (%s); trying again", exc)
+            finally:
+                self._taking = False
+            await asyncio.sleep(self._leases.lease_time / 3)
+
+    async def _stop_leasing(self) -> None:
+        """Stop the pending lease; one being taken is let finish, so that no parked copy is
+        left behind next to a settled delivery."""
+        if self._leasing is None:
+            return
+        if not self._taking:
+            self._leasing.cancel()
+        await asyncio.gather(self._leasing, return_exceptions=True)
+        self._leasing = None

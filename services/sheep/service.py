@@ -7,9 +7,10 @@ its runner, uploads what they wrote, reports the outcome, and only then lets go 
     await sheep.stop()
 
 Why the job is let go last: a sheep (or its machine) may die at any moment. Until its outcome
-is published, the job is held by a lease (``services.sheep.lease``) that puts it back in its
-queue if the sheep dies, so a job is never lost, and its outcome is visible once. Every
-delivery counts as an attempt; a job out of attempts is failed, not run again.
+is published, the job is held (``services.sheep.lease``: by its unacknowledged delivery, by a
+lease once it runs long) so that it goes back to its queue if the sheep dies: a job is never
+lost, and its outcome is visible once. Every delivery counts as an attempt; a job out of
+attempts is failed, not run again.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from pydantic import ValidationError
 from schemas.config import BareSheepConfig, Config
 from schemas.errors import format_validation_error
 from schemas.events import SheepState, StatusReport
-from schemas.job import JobDispatch, ModelRef
+from schemas.job import PAYLOAD_INPUT, JobDispatch, ModelRef
 from schemas.layout import inputs_prefix, job_prefix, logs_prefix, outputs_prefix, status_key
 from schemas.runner import Failed, ProgressUpdate, Run
 from schemas.status import ErrorInfo, JobState, JobStatus, Progress
-from schemas.topology import build_topology
+from schemas.topology import REDISPATCHED, build_topology
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.metrics import invalid_reason, reject
 from services.common.storage import ObjectMissing, Storage, StoredObject
@@ -43,7 +44,7 @@ from services.sheep.backend import ModelNotFound, RunnerBackend
 from services.sheep.bare import BareBackend
 from services.sheep.cancellations import Cancellations
 from services.sheep.containers import DockerBackend
-from services.sheep.lease import Lease, Leases, attempt_number
+from services.sheep.lease import Hold, Leases, attempt_number
 from services.sheep.runner_client import ProgressCallback, RunnerClient, RunnerLost
 
 log = logging.getLogger(__name__)
@@ -303,7 +304,8 @@ class Sheep:
         )
         try:
             ended, stored = await asyncio.gather(
-                self._ended(job_id), self._storage.list(job_prefix(job_id))
+                self._ended(job_id) if _maybe_repeated(message, attempt) else _false(),
+                self._storage.list(job_prefix(job_id)),
             )
             if ended:  # a duplicate delivery of a job that is over
                 log.info("sheep %s: job %s has ended already; dropping it", self.sheep_id, job_id)
@@ -315,7 +317,6 @@ class Sheep:
                 await _settle(message, "ack")
                 log.info("sheep %s: job %s %s", self.sheep_id, job_id, ending.state)
                 return
-            lease = await self._take(message, attempt)
         except Exception:
             log.exception("sheep %s: cannot take job %s; requeueing it", self.sheep_id, job_id)
             # Every requeue counts as a delivery: not in a tight loop while a server is away.
@@ -324,7 +325,8 @@ class Sheep:
             await _settle(message, "requeue")
             return
         inputs = [o for o in stored if o.key.startswith(inputs_prefix(job_id))]
-        await self._hold(lease, attempt, inputs)
+        hold = Hold(self._leases, message, attempt.number, self._config.broker.lease_after)
+        await self._hold(hold, attempt, inputs)
 
     async def _when_connected(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """``action``, tried again once RabbitMQ is back if it is away. A reconnecting broker
@@ -338,11 +340,6 @@ class Sheep:
                 async with asyncio.timeout(MAX_RETRY_DELAY):
                     await self._broker.wait_connected()
         return await action()
-
-    async def _take(self, message: AbstractIncomingMessage, attempt: _Attempt) -> Lease:
-        return await self._when_connected(
-            "take a job", partial(self._leases.take, message, attempt.number)
-        )
 
     async def _ended(self, job_id: str) -> bool:
         """Whether the job's status is terminal. A job may be queued twice (its gateway died
@@ -370,10 +367,11 @@ class Sheep:
             return attempt.report(JobState.CANCELLED, error=error)
         return None
 
-    async def _hold(self, lease: Lease, attempt: _Attempt, inputs: list[StoredObject]) -> None:
-        """Run a leased job; release the lease once its outcome is out, else give it back."""
+    async def _hold(self, hold: Hold, attempt: _Attempt, inputs: list[StoredObject]) -> None:
+        """Run a held job; release it once its outcome is out, else give it back."""
         job_id = attempt.job_id
         self._set_current_job(job_id)
+        hold.start()
         done = False
         try:
             report = await self._execute(attempt, inputs)
@@ -393,9 +391,9 @@ class Sheep:
         finally:
             self._set_current_job(None)
             try:
-                await (lease.release() if done else lease.give_back())
-            except Exception as exc:  # the copy expires and requeues the job by itself
-                log.warning("sheep %s: settling the lease on %s: %s", self.sheep_id, job_id, exc)
+                await (hold.release() if done else hold.give_back())
+            except Exception as exc:  # a lost channel or an expiring copy requeues the job
+                log.warning("sheep %s: settling job %s: %s", self.sheep_id, job_id, exc)
             await asyncio.to_thread(shutil.rmtree, attempt.directory, ignore_errors=True)
 
     async def _execute(self, attempt: _Attempt, stored_inputs: list[StoredObject]) -> StatusReport:
@@ -403,6 +401,11 @@ class Sheep:
         job_id = attempt.job_id
         inputs, outputs, logs = (attempt.directory / d for d in ("inputs", "outputs", "logs"))
         await asyncio.to_thread(_fresh_directories, attempt.directory, inputs, outputs, logs)
+        payload = attempt.dispatch.payload
+        if payload is not None:  # it came with the job: no need to fetch it
+            payload_key = inputs_prefix(job_id) + PAYLOAD_INPUT
+            stored_inputs = [o for o in stored_inputs if o.key != payload_key]
+            await asyncio.to_thread((inputs / PAYLOAD_INPUT).write_text, payload, "utf-8")
         await asyncio.gather(
             self._publish(attempt.report(JobState.RUNNING)),
             self._storage.download(stored_inputs, inputs_prefix(job_id), inputs),
@@ -587,6 +590,18 @@ class Sheep:
                 )
             except Exception as exc:
                 log.warning("sheep %s: cannot announce its state: %s", self.sheep_id, exc)
+
+
+def _maybe_repeated(message: AbstractIncomingMessage, attempt: _Attempt) -> bool:
+    """Whether this delivery may repeat a job that has ended meanwhile: redelivered, a later
+    attempt, or published again by a gateway recovering its pending jobs. Only those are
+    checked against the job's status; a first delivery cannot have ended."""
+    headers = message.headers or {}
+    return message.redelivered or attempt.number > 1 or bool(headers.get(REDISPATCHED))
+
+
+async def _false() -> bool:
+    return False
 
 
 async def _unless(cancelled: asyncio.Event, work: Awaitable[T]) -> T:

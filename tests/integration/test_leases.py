@@ -51,10 +51,13 @@ async def running_on(reports: Listener, job_id: str, sheep_id: str) -> StatusRep
     return report
 
 
+@pytest.mark.parametrize("leased", [False, True], ids=["delivery", "lease"])
 async def test_a_sheep_killed_mid_job_runs_the_job_again_as_soon_as_it_restarts(
-    configured, first, broker, storage, reports, job_id
+    configured, first, broker, storage, reports, job_id, leased
 ):
+    """Held by its delivery (a short job) or by a lease (a job past ``lease_after``)."""
     configured.broker.lease_time = 600  # far longer than the test: the restart gives it back
+    configured.broker.lease_after = 0 if leased else 600
     write_config(configured, first.config_file)
     await first.start()
     await submit(broker, storage, job_id, "sleep", b'{"seconds": 3, "value": "x"}')
@@ -68,13 +71,14 @@ async def test_a_sheep_killed_mid_job_runs_the_job_again_as_soon_as_it_restarts(
     done = await reports.report(job_id, JobState.DONE)
     assert (again.attempt, done.attempt) == (2, 2)
     assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b'{"value": "x"}'
-    assert "queued again 1 job(s) of its last run" in first.output()
+    assert ("queued again 1 job(s) of its last run" in first.output()) == leased
 
 
 async def test_the_job_of_a_sheep_that_never_returns_runs_elsewhere_after_the_lease_time(
     configured, first, broker, storage, reports, job_id
 ):
     configured.broker.lease_time = 3
+    configured.broker.lease_after = 0  # leased: its expiry, not the lost connection, requeues it
     write_config(configured, first.config_file)
     await first.start()
     await submit(broker, storage, job_id, "sleep", b'{"seconds": 3, "value": 7}', sheep_id=None)
