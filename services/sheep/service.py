@@ -56,6 +56,9 @@ BROKER_STEP_TIMEOUT = 5.0
 CANCEL_GRACE = 1.0
 """Seconds a cancelled job's runner gets to exit on SIGTERM before it is killed."""
 MAX_RETRY_DELAY = 30.0
+ANNOUNCE_GAP = 1.0
+"""Seconds at least between two announcements of a sheep's state: the fleet's view is a
+sample, not a log of every job (announcing each would cost two publishes a job)."""
 
 Settlement = Literal["ack", "requeue", "dead-letter"]
 
@@ -578,7 +581,8 @@ class Sheep:
         )
 
     async def _announce(self) -> None:
-        """Publish :class:`SheepState` on every change, and at least every interval."""
+        """Publish :class:`SheepState` on a change (at most every ``ANNOUNCE_GAP`` s), and at
+        least every interval."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), self._state_interval)
@@ -590,6 +594,7 @@ class Sheep:
                 )
             except Exception as exc:
                 log.warning("sheep %s: cannot announce its state: %s", self.sheep_id, exc)
+            await asyncio.sleep(ANNOUNCE_GAP)  # changes meanwhile go out together, next
 
 
 def _maybe_repeated(message: AbstractIncomingMessage, attempt: _Attempt) -> bool:
