@@ -24,7 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.job import ModelRef
 from schemas.names import JobId, PathSegment
@@ -61,10 +61,34 @@ class StatusReport(BaseModel):
     time: datetime = Field(default_factory=utcnow)
     error: ErrorInfo | None = None
     progress: Progress | None = None
+    accepted_at: datetime | None = Field(
+        default=None,
+        description="On a queued report: when the job was accepted. One report then tells "
+        "both transitions, and the notifier announces job.accepted first if it has not yet.",
+    )
+
+    @model_validator(mode="after")
+    def _accepted_only_when_queued(self) -> StatusReport:
+        if self.accepted_at is not None and self.state is not JobState.QUEUED:
+            raise ValueError("accepted_at belongs on a queued report only")
+        return self
 
     @property
     def routing_key(self) -> str:
         return f"status.{self.state.value if self.state else 'progress'}"
+
+    def implied(self) -> list[StatusReport]:
+        """This report as the reports it stands for, in lifecycle order."""
+        if self.accepted_at is None:
+            return [self]
+        accepted = StatusReport(
+            job_id=self.job_id,
+            state=JobState.ACCEPTED,
+            model=self.model,
+            sheep_id=self.sheep_id,
+            time=self.accepted_at,
+        )
+        return [accepted, self.model_copy(update={"accepted_at": None})]
 
 
 class JobEvent(BaseModel):

@@ -103,8 +103,8 @@ class Intake:
             self._specs.put(spec.job_id, spec)
         else:
             spec = await self._existing(spec)
-        # Announced before anything can queue it, so that job.accepted always comes first.
-        await self._report(spec, JobState.ACCEPTED, spec.declared_at)
+        if not (created and spec.inputs is None):  # else queued now, by one report for both
+            await self._report(spec, JobState.ACCEPTED, spec.declared_at)
         if created:  # a job.json just created has no dispatch claim yet
             await self._store_inputs(payload, spec)
         else:
@@ -257,7 +257,12 @@ class Intake:
 
     async def _report(self, spec: JobSpec, state: JobState, time: datetime) -> None:
         report = StatusReport(
-            job_id=spec.job_id, state=state, model=spec.model, time=time, sheep_id=spec.sheep_id
+            job_id=spec.job_id,
+            state=state,
+            model=spec.model,
+            time=time,
+            sheep_id=spec.sheep_id,
+            accepted_at=spec.declared_at if state is JobState.QUEUED else None,
         )
         await self.broker.publish(self.broker.names.events_exchange, report.routing_key, report)
 

@@ -153,13 +153,14 @@ class Notifier:
             current = await self._retrying("reading the status", job_id, batch, self._load, job_id)
             status, events = current, []
             for delivery in batch:
-                transition = apply(status, delivery.report)
-                if transition is not None:
-                    status = transition.status
-                    if transition.kind:
-                        events.append(JobEvent.of(status, self.source, transition.kind))
-                elif delivery.message.redelivered and (kind := replay(status, delivery.report)):
-                    events.append(JobEvent.of(status, self.source, kind))
+                for report in delivery.report.implied():
+                    transition = apply(status, report)
+                    if transition is not None:
+                        status = transition.status
+                        if transition.kind:
+                            events.append(JobEvent.of(status, self.source, transition.kind))
+                    elif delivery.message.redelivered and (kind := replay(status, report)):
+                        events.append(JobEvent.of(status, self.source, kind))
             if status is not None and status is not current:
                 await self._retrying("writing the status", job_id, batch, self._save, status)
             for event in events:

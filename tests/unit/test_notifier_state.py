@@ -242,3 +242,20 @@ def test_a_cancellation_ends_a_job_whatever_attempt_it_names():
 def test_a_cancellation_does_not_reopen_an_ended_job():
     status, kinds = run(*LIFECYCLE, report(CANCELLED, t=9))
     assert (status.state, kinds[-1]) == (DONE, "done")
+
+
+def test_a_queued_report_that_accepts_the_job_announces_accepted_first():
+    """The gateway reports a job it queues as it declares it once: both events still go out."""
+    both = report(QUEUED, t=1, accepted_at=at(0))
+    status, kinds = run(*both.implied())
+    assert kinds == ["accepted", "queued"]
+    assert status is not None
+    assert (status.accepted_at, status.enqueued_at) == (at(0), at(1))
+    # Repeated after the job went on, it announces nothing again.
+    later, _ = run(report(RUNNING, t=2), start=status)
+    assert run(*both.implied(), start=later)[1] == []
+
+
+def test_only_a_queued_report_may_accept_the_job():
+    with pytest.raises(ValueError, match="accepted_at belongs on a queued report only"):
+        report(RUNNING, accepted_at=at(0))
