@@ -169,7 +169,7 @@ class RunnerServer:
             busy = ErrorInfo(type="RunnerBusy", message=f"busy with job {self._job_id}")
             self._send(identity, Failed(job_id=run.job_id, error=busy))
             return
-        log.info("job %s started", run.job_id)
+        log.debug("job %s started", run.job_id)  # a job's log holds what its model printed
         self._peer = identity
         self._job_id = run.job_id
         start_job(self._runner, run, self._outbox)
@@ -179,8 +179,9 @@ class RunnerServer:
         message = runner_message.validate_json(frame)
         if isinstance(message, ProgressUpdate) and message.job_id != self._job_id:
             return
+        if isinstance(message, Failed):
+            log.warning("job %s failed: %s", message.job_id, message.error.type)
         if isinstance(message, Done | Failed):
-            log.info("job %s %s", message.job_id, message.type)
             self._job_id = None
         self._to_peer(message)
 

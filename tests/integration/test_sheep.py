@@ -68,9 +68,14 @@ async def test_echo_job_runs_and_its_outputs_and_logs_land_in_storage(
     assert reports.states(job_id) == [JobState.RUNNING, JobState.DONE]
     assert await storage.get_bytes(f"{job_id}/outputs/output.json") == payload
     stderr = (await storage.get_bytes(f"{job_id}/logs/stderr.txt")).decode()
-    assert "runner" in stderr  # the runner's start-up and job lines of this job
+    assert "serving echo:1" in stderr  # the runner this job started, starting up
     with pytest.raises(ObjectMissing):  # echo prints nothing: no empty log is stored
         await storage.stat(f"{job_id}/logs/stdout.txt")
+    second = new_id()
+    await submit(broker, storage, second, "echo", b"{}")
+    await reports.report(second, JobState.DONE)
+    with pytest.raises(ObjectMissing):  # nor, on a running runner, the runner's own lines
+        await storage.stat(f"{second}/logs/stderr.txt")
 
     async with asyncio.timeout(WAIT):  # the sheep announced the model it loaded
         while True:
