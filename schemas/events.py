@@ -66,6 +66,11 @@ class StatusReport(BaseModel):
         description="On a queued report: when the job was accepted. One report then tells "
         "both transitions, and the notifier announces job.accepted first if it has not yet.",
     )
+    new_job: bool = Field(
+        default=False,
+        description="Set by the gateway on its first report of a job it has just declared: no "
+        "status can exist yet, so the notifier need not look one up in the store.",
+    )
 
     @model_validator(mode="after")
     def _accepted_only_when_queued(self) -> StatusReport:

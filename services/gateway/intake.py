@@ -104,13 +104,19 @@ class Intake:
         else:
             spec = await self._existing(spec)
         if not (created and spec.inputs is None):  # else queued now, by one report for both
-            await self._report(spec, JobState.ACCEPTED, spec.declared_at)
+            await self._report(spec, JobState.ACCEPTED, spec.declared_at, new_job=created)
         if created:  # a job.json just created has no dispatch claim yet
             await self._store_inputs(payload, spec)
         else:
             await self._store_unless_claimed(payload, spec)
         carried = payload if len(payload or b"") <= self._carried_bytes else None
-        queued = await self.try_dispatch(spec.job_id, spec, declaring=True, payload=carried)
+        queued = await self.try_dispatch(
+            spec.job_id,
+            spec,
+            declaring=True,
+            payload=carried,
+            fresh=created and spec.inputs is None,
+        )
         return Declaration(Declared.NEW if created else Declared.REPEATED, spec, queued)
 
     async def _store_unless_claimed(self, payload: bytes | None, spec: JobSpec) -> None:
@@ -162,12 +168,14 @@ class Intake:
         *,
         declaring: bool = False,
         payload: bytes | None = None,
+        fresh: bool = False,
     ) -> bool:
         """Queue the job if it is declared, complete and not yet claimed; True if queued now.
 
         A job that declares no ``inputs`` runs with whatever its declaration found, so only
         the declaring call may queue it; the upload path waits for declared inputs only.
-        ``payload``: the stored ``inputs/input.json``, to travel with the job.
+        ``payload``: the stored ``inputs/input.json``, to travel with the job; ``fresh``: the
+        declaration just created the job and reported nothing yet.
         """
         spec = spec or await self.load_spec(job_id)
         if spec is None or (spec.inputs is None and not declaring):
@@ -184,7 +192,7 @@ class Intake:
         if not await self.storage.create_bytes(dispatch_key(job_id), claim, "application/json"):
             return False
         try:
-            await self._publish(spec, queued_at, payload=payload)
+            await self._publish(spec, queued_at, payload=payload, new_job=declaring and fresh)
         except Exception:
             # Release the claim so that a retry (client or redelivered event) can queue it.
             await self.storage.remove(dispatch_key(job_id))
@@ -199,10 +207,11 @@ class Intake:
         *,
         payload: bytes | None = None,
         redispatched: bool = False,
+        new_job: bool = False,
     ) -> None:
         # Reported before the job is published, so that the notifier never sees a fast
         # sheep's "running" first and subscribers always get job.queued.
-        await self._report(spec, JobState.QUEUED, queued_at)
+        await self._report(spec, JobState.QUEUED, queued_at, new_job=new_job)
         names = self.broker.names
         await self.broker.publish(
             names.jobs_exchange,
@@ -255,7 +264,9 @@ class Intake:
             spec.timeout or self.config.model_defaults(spec.model.name, spec.model.version).timeout
         )
 
-    async def _report(self, spec: JobSpec, state: JobState, time: datetime) -> None:
+    async def _report(
+        self, spec: JobSpec, state: JobState, time: datetime, *, new_job: bool = False
+    ) -> None:
         report = StatusReport(
             job_id=spec.job_id,
             state=state,
@@ -263,6 +274,7 @@ class Intake:
             time=time,
             sheep_id=spec.sheep_id,
             accepted_at=spec.declared_at if state is JobState.QUEUED else None,
+            new_job=new_job,
         )
         await self.broker.publish(self.broker.names.events_exchange, report.routing_key, report)
 

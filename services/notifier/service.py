@@ -150,7 +150,11 @@ class Notifier:
 
     async def _process(self, job_id: str, batch: list[_Delivery]) -> None:
         try:
-            current = await self._retrying("reading the status", job_id, batch, self._load, job_id)
+            current = (
+                None
+                if _first_news(batch)
+                else await self._retrying("reading the status", job_id, batch, self._load, job_id)
+            )
             status, events = current, []
             for delivery in batch:
                 for report in delivery.report.implied():
@@ -231,6 +235,13 @@ class Notifier:
             message_id=event.id,
             mandatory=False,  # an announcement: nobody need be listening
         )
+
+
+def _first_news(batch: list[_Delivery]) -> bool:
+    """Whether the batch opens with the gateway's first report of a job it just declared,
+    delivered for the first time: the job can have no status yet."""
+    first = batch[0]
+    return first.report.new_job and not first.message.redelivered
 
 
 async def _settle(outcome: Awaitable[None]) -> None:
