@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
@@ -180,9 +181,17 @@ class Hold:
     then by a lease (see the module's docstring)."""
 
     def __init__(
-        self, leases: Leases, message: AbstractIncomingMessage, attempt: int, lease_after: float
+        self,
+        leases: Leases,
+        message: AbstractIncomingMessage,
+        attempt: int,
+        lease_after: float,
+        *,
+        on_leased: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_leased``: awaited once the lease is taken and the delivery acked."""
         self._leases = leases
+        self._on_leased = on_leased
         self._message = message
         self._attempt = attempt
         self._lease_after = lease_after
@@ -211,9 +220,12 @@ class Hold:
             self._taking = True
             try:
                 self._lease = await self._leases.take(self._message, self._attempt)
-                return
             except Exception as exc:
                 log.warning("leasing a long job failed (%s); trying again", exc)
+            else:
+                if self._on_leased is not None:
+                    await self._on_leased()
+                return
             finally:
                 self._taking = False
             await asyncio.sleep(self._leases.lease_time / 3)

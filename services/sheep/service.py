@@ -273,18 +273,28 @@ class Sheep:
         await _briefly(f"cancelling the consumer of {queue.name}", queue.cancel(tag))
 
     async def _work(self) -> None:
-        """Handle deliveries one at a time, in the order they arrived."""
+        """Handle deliveries one at a time, in the order they arrived.
+
+        The pool stays open while a pool job runs on its unacknowledged delivery: with a
+        prefetch of one, nothing more comes from the pool meanwhile. A job of the sheep's own
+        queue, or a pool job once leased (its delivery acked), closes it, so that no pool job
+        waits behind a busy sheep."""
         while True:
             if self._inbox.empty():
                 await self._open_pool()
             delivery = await self._inbox.get()
             if delivery is None:
                 return
-            closing = asyncio.create_task(self._close_pool(), name=f"sheep-{self.sheep_id}-pool")
+            closing = (
+                None
+                if delivery.from_pool
+                else asyncio.create_task(self._close_pool(), name=f"sheep-{self.sheep_id}-pool")
+            )
             try:
                 await self._handle(delivery.message)
             finally:
-                await closing
+                if closing is not None:
+                    await closing
 
     # -- one job ------------------------------------------------------------------------------
 
@@ -328,7 +338,13 @@ class Sheep:
             await _settle(message, "requeue")
             return
         inputs = [o for o in stored if o.key.startswith(inputs_prefix(job_id))]
-        hold = Hold(self._leases, message, attempt.number, self._config.broker.lease_after)
+        hold = Hold(
+            self._leases,
+            message,
+            attempt.number,
+            self._config.broker.lease_after,
+            on_leased=self._close_pool,
+        )
         await self._hold(hold, attempt, inputs)
 
     async def _when_connected(self, what: str, action: Callable[[], Awaitable[T]]) -> T:

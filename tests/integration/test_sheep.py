@@ -137,6 +137,32 @@ async def test_pool_jobs_go_to_an_idle_sheep_not_behind_a_busy_one(
     await echo_works(broker, storage, reports, sheep_id=None)
 
 
+@pytest.mark.parametrize("sheep_ids", [["s1", "s2"]])
+@pytest.mark.parametrize("lease_after", [60.0, 0.0], ids=["held-by-delivery", "leased"])
+async def test_a_busy_sheep_takes_no_second_pool_job(
+    sheep, configured, broker, storage, reports, job_id, lease_after
+):
+    """Whether its pool job is held by the delivery (prefetch one) or leased (the delivery
+    acked, the pool closed), the next pool job goes to the idle sheep."""
+    configured.broker.lease_after = lease_after
+    sleeper = new_id()
+    await submit(broker, storage, sleeper, "sleep", b'{"seconds": 4, "value": 1}', sheep_id=None)
+    busy = (await reports.report(sleeper, JobState.RUNNING)).sheep_id
+    if lease_after == 0:
+        await reports.progress(sleeper)  # running a while: leased by now
+
+    # Two: the broker hands pool jobs round-robin to consumers with room for one.
+    echoes = [job_id, new_id()]
+    for echo in echoes:
+        await submit(broker, storage, echo, "echo", b"[2]", sheep_id=None)
+
+    for echo in echoes:
+        done = await reports.report(echo, JobState.DONE)
+        assert done.sheep_id is not None and done.sheep_id != busy
+    assert JobState.DONE not in reports.states(sleeper)
+    await reports.report(sleeper, JobState.DONE)
+
+
 async def test_a_killed_runner_fails_its_job_and_the_next_job_gets_a_fresh_one(
     sheep, broker, storage, reports, job_id
 ):
