@@ -101,7 +101,8 @@ class ShepherdRun:
             self.out["notification_backlog_s"] = await notifications_drained(self.infra)
             log(f"  drained after {self.out['notification_backlog_s']:.1f} s")
             self.out["large"] = await self.large()
-            self.out["duty"] = await self.duty()
+            self.out["duty"] = await self.duty(pool=False)
+            self.out["duty_pool"] = await self.duty(pool=True)
             self.out["client_hwm_mib"] = (memory_of(os.getpid()) or {}).get("hwm_mib")
         finally:
             await self.amqp.close()
@@ -188,12 +189,15 @@ class ShepherdRun:
                 log(f"  {tally['mb_per_s']:.1f} MB/s, {failures(tally)} failed")
         return large
 
-    async def duty(self) -> dict[str, Any]:
+    async def duty(self, *, pool: bool) -> dict[str, Any]:
         """The backlog is queued (every ``job.queued`` seen) before the sheep starts, so that
-        what is measured is how the sheep feeds its runner, not how fast jobs arrive."""
+        what is measured is how the sheep feeds its runner, not how fast jobs arrive: in the
+        sheep's own queue (the target's "backlog on one sheep"), or in the pool."""
         count = self.cfg["duty_jobs"]
-        label = "shepherd-duty-1sheep"
-        log(f"shepherd: duty cycle, {count} jobs of {BUSY_SECONDS * 1000:.0f} ms on one sheep")
+        where = "pool" if pool else "own queue"
+        label = f"shepherd-duty-1sheep-{'pool' if pool else 'own'}"
+        log(f"shepherd: duty cycle, {count} jobs of {BUSY_SECONDS * 1000:.0f} ms, {where}")
+        target = {} if pool else {"sheep_id": "s1"}
         stack = ShepherdStack(
             self.infra, self.run_dir, label, 1, self.cfg["max_upload_bytes"], BENCH_MODELS
         )
@@ -203,14 +207,15 @@ class ShepherdRun:
             await queued.start(self.infra.amqp_url, self.infra.names.events_exchange)
             await stack.start(with_sheep=False)
             client = ShepherdClient(stack.base_url, self.events, self.cfg["inflight"])
+            job_ids = [f"duty-{'pool' if pool else 'own'}-{i:04d}" for i in range(count)]
             bodies = [
                 (
-                    f"duty-{i:04d}",
+                    job_id,
                     client.request_body(
-                        f"duty-{i:04d}", {"seconds": BUSY_SECONDS, "value": i}, BUSY
+                        job_id, {"seconds": BUSY_SECONDS, "value": i}, BUSY, **target
                     ),
                 )
-                for i in range(count)
+                for i, job_id in enumerate(job_ids)
             ]
             in_queue = [queued.expect(job_id) for job_id, _ in bodies]
             timeout = phase_timeout(count, self.cfg["quick"]) + count * BUSY_SECONDS

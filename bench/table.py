@@ -154,7 +154,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         getter = via("throughput", top, "cpu_ms_per_job", r)
         better = "low" if r == "total" else None  # roles differ between systems
         out.append(Row(f"CPU per job at {top} workers: {r} (ms)", getter, 2, better))
-    out.append(Row("runner duty cycle, 50 ms jobs, backlog on 1 sheep (%)", _duty, 1))
+    out.append(Row("runner duty cycle, 50 ms jobs, backlog on 1 sheep (%)", _duty("duty"), 1))
+    out.append(Row("runner duty cycle, the same backlog in the pool (%)", _duty("duty_pool"), 1))
     out.append(
         Row("notification backlog after throughput (s)", system("notification_backlog_s"), 1)
     )
@@ -170,9 +171,12 @@ def rows(results: dict[str, Any]) -> list[Row]:
     return out
 
 
-def _duty(results: dict[str, Any], col: Column) -> float | None:
-    value = dig(col.data(results), "duty", "model", "duty_cycle") if col.primary else None
-    return None if value is None else value * 100
+def _duty(phase: str) -> Callable[[dict[str, Any], Column], float | None]:
+    def percent(results: dict[str, Any], col: Column) -> float | None:
+        value = dig(col.data(results), phase, "model", "duty_cycle") if col.primary else None
+        return None if value is None else value * 100
+
+    return percent
 
 
 def fmt(value: Any, digits: int = 1) -> str:
