@@ -397,7 +397,8 @@ class Config(BaseSettings):
         default_factory=RegistryConfig, description="Docker registry of model images."
     )
     data_root: Path = Field(
-        default=_DEFAULT_DATA_ROOT, description="Scratch space: <data_root>/<sheep>/<job_id>/."
+        default=_DEFAULT_DATA_ROOT,
+        description="Scratch space: <data_root>/<sheep>/<job_id>.<delivery>/.",
     )
     models: dict[str, ModelDefaults] = Field(
         default_factory=dict, description="Per-model defaults, keyed by name or name:version."

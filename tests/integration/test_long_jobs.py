@@ -45,6 +45,7 @@ async def strict_broker(
     strict_node: RabbitNode, config: Config, names: Names
 ) -> AsyncIterator[Broker]:
     config.broker.url = SecretStr(strict_node.amqp_url)
+    config.broker.lease_after = 1.0  # well under the consumer timeout, as it must be
     config.sheep = {"s1": bare_sheep()}
     broker = await Broker.connect(config.broker, names, "long-jobs")
     await broker.declare(build_topology(names, config.broker.delivery_limit, ["s1"]))

@@ -10,7 +10,7 @@ from schemas.config import BareSheepConfig
 from schemas.job import ModelRef
 from services.sheep.backend import ModelNotFound
 from services.sheep.bare import BareBackend, runner_environment
-from services.sheep.service import _copy_tail
+from services.sheep.job_logs import copy_tail as _copy_tail
 
 
 async def test_a_missing_model_is_named_with_the_path_looked_at(tmp_path: Path):
