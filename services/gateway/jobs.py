@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,6 +22,8 @@ from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
 from services.gateway.intake import Declared, Intake
 from services.notifier.lookup import StatusLookup
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
 
@@ -149,9 +152,10 @@ class JobRoutes:
         return await (self.upload if request.method == "PUT" else self.input)(request)
 
     async def upload(self, request: Request) -> JSONResponse:
-        """Stream the body into ``<job_id>/inputs/<file>``, as a direct S3 upload would: the
-        store's notification queues the job once its declared inputs are all there. An
-        upload over the limit, or cut short, leaves nothing behind."""
+        """Stream the body into ``<job_id>/inputs/<file>``, then queue the job at once if its
+        declared inputs are all there, without waiting for the store's notification (which
+        then finds the job claimed). An upload over the limit, or cut short, leaves nothing
+        behind."""
         job_id = parse_job_id(request.path_params["job_id"])
         file = parse_file(request.path_params["file"])
         content_type = (
@@ -164,6 +168,10 @@ class JobRoutes:
             bounded_body(request, self.max_upload_bytes),
             content_type,
         )
+        try:
+            await self.intake.try_dispatch(job_id)
+        except Exception as exc:  # stored all the same: the notification queues the job
+            log.warning("queueing job %s after its upload failed: %s", job_id, exc)
         return JSONResponse(
             {"job_id": job_id, "file": file, "size": size},
             status_code=201,

@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from minio import Minio
 from schemas.config import Config
 from schemas.layout import pending_key
 from schemas.topology import Names
+from tests.support.jobs import unbound
 from tests.support.polling import eventually
 from tests.support.private_servers import PrivateServers, private_servers
 from tests.support.servers import build_config
@@ -241,16 +241,3 @@ async def test_a_submission_over_amqp_during_a_minio_outage_waits_and_runs(
         assert await dead.get(fail=False) is None
     held = [r for r in caplog.records if r.getMessage().startswith("cannot handle submission")]
     assert len(held) == 1
-
-
-@asynccontextmanager
-async def unbound(amqp_url: str, queue_name: str, exchange: str) -> AsyncIterator[None]:
-    """``queue_name`` deaf to ``exchange`` for the block: what is published meanwhile is lost."""
-    async with await aio_pika.connect(amqp_url) as connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        await queue.unbind(exchange, "")
-        try:
-            yield
-        finally:
-            await queue.bind(exchange, "")

@@ -12,6 +12,7 @@ from minio import Minio
 
 from services.common.storage import PART_SIZE
 from tests.conftest import delete_namespace
+from tests.support.jobs import unbound
 from tests.support.stack import bare_sheep, running_stack
 
 MIB = 1024 * 1024
@@ -140,3 +141,20 @@ async def test_small_bodies_over_the_limit_are_413_declared_or_chunked(
     assert "transfer-encoding" not in refused[0].request.headers
     assert refused[1].request.headers["transfer-encoding"] == "chunked"
     assert await leftovers(minio_client, test_bucket, f"{job_id}/") == ([], [])
+
+
+async def test_an_upload_through_the_gateway_queues_its_job_without_a_notification(
+    stack, config, names, job_id
+):
+    """The gateway stored the input itself: it queues the job at once, even while no bucket
+    notification reaches it."""
+    echo = {"name": "echo", "version": "1"}
+    declared = {"job_id": job_id, "model": echo, "inputs": ["input.json"]}
+    amqp_url = config.broker.url.get_secret_value()
+    async with unbound(amqp_url, names.inputs_queue, names.storage_exchange):
+        assert (await stack.post("/start-job", json=declared)).status_code == 202
+        put = await stack.put(f"/jobs/{job_id}/input/input.json", content=b'{"n": 1}')
+        assert put.status_code == 201
+        ready = await stack.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 20})
+    assert ready.json()["state"] == "done"
+    assert (await stack.get(f"/jobs/{job_id}/result")).content == b'{"n": 1}'

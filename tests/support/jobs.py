@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.events import StatusReport
@@ -79,3 +82,16 @@ async def submit(
 
 def new_id() -> str:
     return f"job-{uuid.uuid4().hex[:12]}"
+
+
+@asynccontextmanager
+async def unbound(amqp_url: str, queue_name: str, exchange: str) -> AsyncIterator[None]:
+    """``queue_name`` deaf to ``exchange`` for the block: what is published meanwhile is lost."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        await queue.unbind(exchange, "")
+        try:
+            yield
+        finally:
+            await queue.bind(exchange, "")
