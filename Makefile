@@ -17,7 +17,7 @@ test: services
 chaos: services
 	SHEPHERD_CHAOS_JOBS=$${SHEPHERD_CHAOS_JOBS:-500} $(PY) -m pytest -q -s tests/chaos
 
-# The real stack against a Celery baseline on the same servers: bench/results/<UTC time>.json
+# The real stack against Celery, Celery with the same guarantees and Dramatiq on the same servers: bench/results/<UTC time>.json
 # and .png, and the table in docs/performance.md (full runs). BENCH_ARGS passes options
 # (python -m bench --help); bench-quick runs fewer jobs, in under two minutes.
 bench: services $(BENCH_STAMP)
@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,examples]'
 	@touch $(STAMP)
 
-# The bench extra (Celery, matplotlib, psutil) only for the benchmark, not for make test.
+# The bench extra (the peers, matplotlib, psutil, PyJWT) only for the benchmark, not for make test.
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,examples,bench]'
 	@touch $(BENCH_STAMP)
