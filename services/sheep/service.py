@@ -246,6 +246,9 @@ class Sheep:
         inputs = [o for o in stored if o.key.startswith(inputs_prefix(attempt.job_id))]
         try:
             await self._prepare(attempt, inputs)
+        except asyncio.CancelledError:  # the sheep stops: the job goes back, its hold ends
+            await asyncio.shield(self._give_back(job))
+            raise
         except Exception:
             log.exception(
                 "sheep %s: cannot fetch the inputs of job %s; requeueing it",
@@ -333,6 +336,9 @@ class Sheep:
                 store_logs(self._storage, directory / "logs", job.job_id),
             )
             await self._when_connected("report an outcome", partial(self._publish, report))
+        except asyncio.CancelledError:  # the sheep stops before the outcome is out
+            await asyncio.shield(self._give_back(job))
+            raise
         except Exception:
             log.exception(
                 "sheep %s: job %s could not be completed; requeueing it", self.sheep_id, job.job_id
