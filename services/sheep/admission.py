@@ -103,10 +103,11 @@ class Admission:
         (requeued once the servers answer)."""
         job_id = attempt.job_id
         try:
-            ended, stored = await asyncio.gather(
-                self._ended(job_id) if _maybe_repeated(message, attempt) else _false(),
-                self._storage.list(job_prefix(job_id)),
-            )
+            listing = self._storage.list(job_prefix(job_id))
+            if _maybe_repeated(message, attempt):
+                ended, stored = await asyncio.gather(self._ended(job_id), listing)
+            else:  # a first delivery cannot have ended: one request, the listing
+                ended, stored = False, await listing
             if ended:  # a duplicate delivery of a job that is over
                 log.info("sheep %s: job %s has ended already; dropping it", self._sheep_id, job_id)
                 await settle(message, "ack")
@@ -158,7 +159,3 @@ def _maybe_repeated(message: AbstractIncomingMessage, attempt: Attempt) -> bool:
     checked against the job's status; a first delivery cannot have ended."""
     headers = message.headers or {}
     return message.redelivered or attempt.number > 1 or bool(headers.get(REDISPATCHED))
-
-
-async def _false() -> bool:
-    return False

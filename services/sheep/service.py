@@ -102,7 +102,6 @@ class Sheep:
         self._names = broker.names
         self._state_interval = state_interval
         self._stop_grace = sheep_config.stop_grace if stop_grace is None else stop_grace
-        self._jobs_root = (config.data_root / sheep_id).absolute()
         self.backend: RunnerBackend = (
             BareBackend(
                 sheep_id, sheep_config, config.data_root, reveals_secret=config.reveals_secret
@@ -403,19 +402,16 @@ class Sheep:
 
     async def _wait_for_servers(self) -> None:
         """Return once the store answers and the broker is connected."""
-        await self._wait_for_storage()
-        await self._broker.wait_connected()
-
-    async def _wait_for_storage(self) -> None:
         delay = self._config.broker.reconnect_interval
         while True:
             try:
                 await self._storage.ping()
-                return
+                break
             except Exception as exc:
                 log.warning("sheep %s: storage unreachable (%s); retrying", self.sheep_id, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
+        await self._broker.wait_connected()
 
     def _set_current_job(self, job_id: str | None) -> None:
         self._current_job = job_id
