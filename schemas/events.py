@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from schemas.job import ModelRef
+from schemas.job import JobDispatch, ModelRef
 from schemas.names import JobId, PathSegment
 from schemas.status import ErrorInfo, JobState, JobStatus, Progress
 
@@ -77,6 +77,21 @@ class StatusReport(BaseModel):
         if self.accepted_at is not None and self.state is not JobState.QUEUED:
             raise ValueError("accepted_at belongs on a queued report only")
         return self
+
+    @classmethod
+    def queued(cls, dispatch: JobDispatch, *, new_job: bool = False) -> StatusReport:
+        """The report a job's message stands for on ``<ns>.status``: queued, and accepted
+        before that (only news for a job queued by the declaration that created it)."""
+        spec = dispatch.job
+        return cls(
+            job_id=spec.job_id,
+            state=JobState.QUEUED,
+            model=spec.model,
+            sheep_id=spec.sheep_id,
+            time=dispatch.queued_at,
+            accepted_at=spec.declared_at,
+            new_job=new_job,
+        )
 
     @property
     def routing_key(self) -> str:

@@ -12,7 +12,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PositiveFloat
 from schemas.names import JobId, PathSegment, RelativePath
 
 PAYLOAD_INPUT = "input.json"
-"""Inline payloads become ``<job_id>/inputs/input.json``."""
+"""The file an inline payload becomes for the runner: ``inputs/input.json``."""
 
 
 class ModelRef(BaseModel):
@@ -40,7 +40,10 @@ class JobRequest(BaseModel):
     )
     payload: Any = Field(
         default=None,
-        description="Inline input, a string or any JSON value; stored as inputs/input.json.",
+        description="Inline input, a string or any JSON value; the runner finds it as "
+        "inputs/input.json. Up to gateway.dispatch_payload_bytes it is kept in the job record "
+        "and travels with the job; larger, or with declared inputs, it is stored as "
+        "<job_id>/inputs/input.json.",
     )
     inputs: list[RelativePath] | None = Field(
         default=None,
@@ -55,6 +58,15 @@ class JobRequest(BaseModel):
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque, echoed back.")
 
+    def payload_bytes(self) -> bytes | None:
+        """The payload as the runner reads it: a string verbatim (so pre-serialised JSON keeps
+        its bytes), any other value as compact JSON."""
+        if self.payload is None:
+            return None
+        if isinstance(self.payload, str):
+            return self.payload.encode()
+        return json.dumps(self.payload, separators=(",", ":")).encode()
+
     def digest(self) -> str:
         """Fingerprint deciding whether a repeated submission is identical (200) or not (409)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -64,7 +76,9 @@ class JobRequest(BaseModel):
 class JobSpec(BaseModel):
     """``<job_id>/job.json``: the declared job, as sheep receive it.
 
-    The payload itself is not repeated here; it lives in ``inputs/input.json``.
+    A small inline payload of a job without declared inputs is kept here (``payload``), so
+    that declaring the job is one write and queueing it one message; any other payload is
+    stored as ``inputs/input.json``.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -78,12 +92,23 @@ class JobSpec(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     request_digest: str
     declared_at: datetime
+    payload: str | None = Field(
+        default=None,
+        description="The inline payload as the runner reads it (inputs/input.json), when it "
+        "is kept here rather than stored under inputs/.",
+    )
 
     @classmethod
-    def from_request(cls, request: JobRequest, declared_at: datetime) -> JobSpec:
+    def from_request(
+        cls, request: JobRequest, declared_at: datetime, carried_bytes: int = 0
+    ) -> JobSpec:
+        """The spec of ``request``; its payload kept inline when the job declares no inputs
+        and the payload is at most ``carried_bytes`` long."""
         inputs = request.inputs
-        if request.payload is not None and inputs is not None and PAYLOAD_INPUT not in inputs:
+        payload = request.payload_bytes()
+        if payload is not None and inputs is not None and PAYLOAD_INPUT not in inputs:
             inputs = [*inputs, PAYLOAD_INPUT]
+        carried = payload is not None and inputs is None and len(payload) <= carried_bytes
         return cls(
             job_id=request.job_id,
             model=request.model,
@@ -94,6 +119,7 @@ class JobSpec(BaseModel):
             metadata=request.metadata,
             request_digest=request.digest(),
             declared_at=declared_at,
+            payload=payload.decode() if carried and payload is not None else None,
         )
 
 
@@ -106,9 +132,4 @@ class JobDispatch(BaseModel):
     queued_at: datetime
     timeout: PositiveFloat | None = Field(
         default=None, description="Effective timeout: the request's, else the model default."
-    )
-    payload: str | None = Field(
-        default=None,
-        description="inputs/input.json as stored, when it is small enough to travel with the "
-        "job (gateway.dispatch_payload_bytes): the sheep need not fetch it.",
     )

@@ -8,7 +8,9 @@ contract other-language clients rely on:
 exchange                    type     what flows
 ==========================  =======  =================================================
 ``<ns>.submit``             fanout   job requests from any AMQP client
-``<ns>.jobs``               direct   queued jobs: ``sheep.<id>`` or ``pool``
+``<ns>.jobs``               direct   queued jobs: ``sheep.<id>`` or ``pool``; also
+                                     to ``<ns>.status``: a job's message is its
+                                     ``queued`` report
 ``shepherd.storage``        fanout   S3 event notifications from MinIO
 ``<ns>.events``             topic    ``status.<state>`` reports, ``job.<state>`` events
 ``<ns>.leases``             headers  the job each sheep is running (see below)
@@ -195,6 +197,9 @@ ATTEMPTS = "shepherd-attempts"
 REDISPATCHED = "shepherd-redispatched"
 """Header of a job published again by a gateway recovering its pending jobs: it may have
 run already, so its sheep checks its status first."""
+NEW_JOB = "shepherd-new-job"
+"""Header of a job queued by the declaration that created it: no status can exist yet, so
+the notifier need not look one up."""
 
 
 def job_queue(names: Names, name: str, delivery_limit: int) -> Queue:
@@ -324,6 +329,13 @@ def build_topology(
             *(
                 Binding(names.jobs_exchange, names.sheep_queue(s), Names.job_routing_key(s))
                 for s in sheep_ids
+            ),
+            # Every queued job reaches the notifier too, as its "queued" report: one message
+            # queues the job and reports it, and the report is in the status queue before the
+            # sheep's "running" can be.
+            *(
+                Binding(names.jobs_exchange, names.status_queue, Names.job_routing_key(s))
+                for s in [None, *sheep_ids]
             ),
             *(
                 Binding(

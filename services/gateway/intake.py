@@ -1,14 +1,20 @@
 """Declaring jobs and queueing them exactly once.
 
-A job is queued when its declared inputs are all in the store. Two paths can notice that
-first: the declaration itself (``POST /start-job``, an AMQP submission) and the store's
-notification of the last upload. Both call :meth:`Intake.try_dispatch`; whichever creates
-``<job_id>/dispatch.json`` (an S3 conditional write, ``If-None-Match: *``) publishes the job,
-the other finds the claim taken and does nothing. So a job is queued once, whoever wins.
+A job that declares no ``inputs`` runs with what it has: its declaration writes job.json
+(with a small payload inside) and queues it at once, one write and one message. The client's
+answer waits for RabbitMQ's confirm; a client that got no answer repeats the declaration,
+which queues the job again (see :meth:`Intake._queue_at_once`).
 
-Every declared job is also listed under ``_shepherd/pending/`` until RabbitMQ has confirmed
-its dispatch: MinIO drops its notifications while RabbitMQ is unreachable, and a gateway may
-die between claiming a job and publishing it. :meth:`Intake.reconcile` goes through that list
+A job that declares inputs is queued when they are all in the store. Two paths can notice
+that first: the declaration itself (``POST /start-job``, an AMQP submission) and the upload
+of the last input (through the gateway, or the store's notification). Both call
+:meth:`Intake.try_dispatch`; whichever creates ``<job_id>/dispatch.json`` (an S3 conditional
+write, ``If-None-Match: *``) publishes the job, the other finds the claim taken and does
+nothing. So such a job is queued once, whoever wins.
+
+Such a job is also listed under ``_shepherd/pending/`` until RabbitMQ has confirmed its
+dispatch: MinIO drops its notifications while RabbitMQ is unreachable, and a gateway may die
+between claiming a job and publishing it. :meth:`Intake.reconcile` goes through that list
 when the gateway starts and whenever its broker connection comes back.
 """
 
@@ -32,9 +38,10 @@ from schemas.layout import (
     job_key,
     pending_job,
     pending_key,
+    status_key,
 )
 from schemas.status import JobState
-from schemas.topology import REDISPATCHED
+from schemas.topology import NEW_JOB, REDISPATCHED
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
 from services.common.recent import RecentlyUsed
@@ -66,6 +73,8 @@ class Intake:
         self.broker = broker
         self.storage = storage
         self._specs: RecentlyUsed[JobSpec] = RecentlyUsed(SPEC_CACHE_SIZE)
+        self._queued: RecentlyUsed[bool] = RecentlyUsed(SPEC_CACHE_SIZE)
+        """Jobs without declared inputs this gateway has queued: a repeat leaves them be."""
         self._carried_bytes = config.gateway.dispatch_payload_bytes
 
     async def declare(self, request: JobRequest) -> Declaration:
@@ -94,8 +103,7 @@ class Intake:
                 )
         if not self.broker.connected:
             raise BrokerUnavailable(self.broker.outage)
-        spec = JobSpec.from_request(request, datetime.now(UTC))
-        payload = None if request.payload is None else _payload_bytes(request.payload)
+        spec = JobSpec.from_request(request, datetime.now(UTC), self._carried_bytes)
         created = await self.storage.create_bytes(
             job_key(spec.job_id), spec.model_dump_json().encode(), "application/json"
         )
@@ -103,21 +111,39 @@ class Intake:
             self._specs.put(spec.job_id, spec)
         else:
             spec = await self._existing(spec)
-        if not (created and spec.inputs is None):  # else queued now, by one report for both
-            await self._report(spec, JobState.ACCEPTED, spec.declared_at, new_job=created)
+        outcome = Declared.NEW if created else Declared.REPEATED
+        payload = None if spec.payload is not None else request.payload_bytes()
+        if spec.inputs is None:
+            return Declaration(outcome, spec, await self._queue_at_once(spec, payload, created))
+        await self._report_accepted(spec, new_job=created)
         if created:  # a job.json just created has no dispatch claim yet
             await self._store_inputs(payload, spec)
         else:
             await self._store_unless_claimed(payload, spec)
-        carried = payload if len(payload or b"") <= self._carried_bytes else None
-        queued = await self.try_dispatch(
-            spec.job_id,
-            spec,
-            declaring=True,
-            payload=carried,
-            fresh=created and spec.inputs is None,
-        )
-        return Declaration(Declared.NEW if created else Declared.REPEATED, spec, queued)
+        queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
+        return Declaration(outcome, spec, queued)
+
+    async def _queue_at_once(self, spec: JobSpec, payload: bytes | None, created: bool) -> bool:
+        """Queue a job that declares no inputs: it runs with what it has, so nothing but its
+        declaration queues it, and no claim is needed. True if queued by this call.
+
+        The client's answer waits for RabbitMQ's confirm, so a declaration that was answered
+        is queued; one that was not (the gateway died in between) is repeated by its client,
+        and a repeat queues the job again unless it has ended or this gateway queued it. A
+        job queued twice runs once unless both copies are taken before either ends (a sheep
+        checks redispatched copies against the job's status).
+        """
+        if not created:
+            await self._report_accepted(spec)
+            if self._queued.get(spec.job_id) or await self._ended(spec.job_id):
+                return False
+        if payload is not None:  # too large to travel with the job
+            await self.storage.put_bytes(
+                f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}", payload, "application/json"
+            )
+        await self._publish(spec, datetime.now(UTC), redispatched=not created, new_job=created)
+        self._queued.put(spec.job_id, True)
+        return True
 
     async def _store_unless_claimed(self, payload: bytes | None, spec: JobSpec) -> None:
         if not await self._claimed(spec.job_id):
@@ -167,15 +193,11 @@ class Intake:
         spec: JobSpec | None = None,
         *,
         declaring: bool = False,
-        payload: bytes | None = None,
-        fresh: bool = False,
     ) -> bool:
         """Queue the job if it is declared, complete and not yet claimed; True if queued now.
 
         A job that declares no ``inputs`` runs with whatever its declaration found, so only
         the declaring call may queue it; the upload path waits for declared inputs only.
-        ``payload``: the stored ``inputs/input.json``, to travel with the job; ``fresh``: the
-        declaration just created the job and reported nothing yet.
         """
         spec = spec or await self.load_spec(job_id)
         if spec is None or (spec.inputs is None and not declaring):
@@ -192,7 +214,7 @@ class Intake:
         if not await self.storage.create_bytes(dispatch_key(job_id), claim, "application/json"):
             return False
         try:
-            await self._publish(spec, queued_at, payload=payload, new_job=declaring and fresh)
+            await self._publish(spec, queued_at)
         except Exception:
             # Release the claim so that a retry (client or redelivered event) can queue it.
             await self.storage.remove(dispatch_key(job_id))
@@ -205,25 +227,19 @@ class Intake:
         spec: JobSpec,
         queued_at: datetime,
         *,
-        payload: bytes | None = None,
         redispatched: bool = False,
         new_job: bool = False,
     ) -> None:
-        # Reported before the job is published, so that the notifier never sees a fast
-        # sheep's "running" first and subscribers always get job.queued.
-        await self._report(spec, JobState.QUEUED, queued_at, new_job=new_job)
+        # One message: RabbitMQ routes it to the sheep's queue and, as the job's "queued"
+        # report, to the notifier's (see schemas.topology).
+        headers = {REDISPATCHED: True} if redispatched else {NEW_JOB: True} if new_job else None
         names = self.broker.names
         await self.broker.publish(
             names.jobs_exchange,
             names.job_routing_key(spec.sheep_id),
-            JobDispatch(
-                job=spec,
-                queued_at=queued_at,
-                timeout=self._timeout(spec),
-                payload=None if payload is None else payload.decode(),
-            ),
+            JobDispatch(job=spec, queued_at=queued_at, timeout=self._timeout(spec)),
             message_id=spec.job_id,
-            headers={REDISPATCHED: True} if redispatched else None,
+            headers=headers,
         )
 
     async def reconcile(self) -> int:
@@ -252,6 +268,14 @@ class Intake:
             log.info("queued %d waiting job(s) whose inputs had all arrived", queued)
         return queued
 
+    async def _ended(self, job_id: str) -> bool:
+        """Whether the job has a status: written once it has ended."""
+        try:
+            await self.storage.stat(status_key(job_id))
+        except ObjectMissing:
+            return False
+        return True
+
     async def _claimed(self, job_id: str) -> bool:
         try:
             await self.storage.stat(dispatch_key(job_id))
@@ -264,23 +288,13 @@ class Intake:
             spec.timeout or self.config.model_defaults(spec.model.name, spec.model.version).timeout
         )
 
-    async def _report(
-        self, spec: JobSpec, state: JobState, time: datetime, *, new_job: bool = False
-    ) -> None:
+    async def _report_accepted(self, spec: JobSpec, *, new_job: bool = False) -> None:
         report = StatusReport(
             job_id=spec.job_id,
-            state=state,
+            state=JobState.ACCEPTED,
             model=spec.model,
-            time=time,
+            time=spec.declared_at,
             sheep_id=spec.sheep_id,
-            accepted_at=spec.declared_at if state is JobState.QUEUED else None,
             new_job=new_job,
         )
         await self.broker.publish(self.broker.names.events_exchange, report.routing_key, report)
-
-
-def _payload_bytes(payload: object) -> bytes:
-    """Strings are stored verbatim (so pre-serialised JSON keeps its bytes); values as JSON."""
-    if isinstance(payload, str):
-        return payload.encode()
-    return json.dumps(payload, separators=(",", ":")).encode()

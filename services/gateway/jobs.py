@@ -145,6 +145,10 @@ class JobRoutes:
         job_id = parse_job_id(request.path_params["job_id"])
         file = _file_param(request)
         await self._known_status(job_id)
+        spec = await self.intake.load_spec(job_id)
+        if spec is not None and spec.payload is not None and file in (None, PAYLOAD_INPUT):
+            # kept in job.json rather than stored (gateway.dispatch_payload_bytes)
+            return Response(spec.payload.encode(), media_type="application/json")
         return await self._file_or_listing(request, inputs_prefix(job_id), PAYLOAD_INPUT, file)
 
     async def input_file(self, request: Request) -> Response:

@@ -1,6 +1,7 @@
 """The notifier: the single writer of ``<job_id>/status.json``.
 
-It consumes the status reports on ``<ns>.status``, applies them with :mod:`.state`, writes the
+It consumes the status reports on ``<ns>.status`` (and the jobs' own messages, which stand
+for their ``queued`` reports), applies them with :mod:`.state`, writes the
 status, announces each transition as a CloudEvents ``job.<state>`` event on ``<ns>.events``,
 and only then acks the reports.
 
@@ -29,8 +30,10 @@ from pydantic import ValidationError
 from schemas.config import Config
 from schemas.errors import format_validation_error
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
+from schemas.job import JobDispatch
 from schemas.layout import status_key
 from schemas.status import JobStatus
+from schemas.topology import NEW_JOB
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
 from services.common.recent import RecentlyUsed
@@ -117,7 +120,7 @@ class Notifier:
         if self._stopping:
             return  # left unacked: the broker redelivers it once the channel closes
         try:
-            report = StatusReport.model_validate_json(message.body)
+            report = self._report(message)
         except ValidationError as exc:
             log.warning(
                 "dead-lettering status report %s (routing key %s): %s",
@@ -137,6 +140,13 @@ class Notifier:
         task = asyncio.create_task(self._work(report.job_id), name=f"notifier:{report.job_id}")
         self._workers.add(task)
         task.add_done_callback(self._workers.discard)
+
+    def _report(self, message: AbstractIncomingMessage) -> StatusReport:
+        """A status report, or a job's message: its ``queued`` report."""
+        if message.exchange != self._names.jobs_exchange:
+            return StatusReport.model_validate_json(message.body)
+        dispatch = JobDispatch.model_validate_json(message.body)
+        return StatusReport.queued(dispatch, new_job=bool((message.headers or {}).get(NEW_JOB)))
 
     async def _work(self, job_id: str) -> None:
         """Process the job's reports until none is waiting."""

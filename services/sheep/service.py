@@ -265,8 +265,8 @@ class Sheep:
             _fresh_directories, attempt.directory, *(attempt.directory / d for d in DIRECTORIES)
         )
         inputs = attempt.directory / "inputs"
-        payload = attempt.dispatch.payload
-        if payload is not None:  # it came with the job: no need to fetch it
+        payload = attempt.dispatch.job.payload
+        if payload is not None:  # kept in the job record, so it came with the job
             payload_key = inputs_prefix(job_id) + PAYLOAD_INPUT
             stored_inputs = [o for o in stored_inputs if o.key != payload_key]
             await asyncio.to_thread((inputs / PAYLOAD_INPUT).write_text, payload, "utf-8")
