@@ -1,16 +1,19 @@
 """Where a job's objects live in the bucket: one prefix per job.
 
-<job_id>/job.json        the declared job (JobSpec)
-<job_id>/dispatch.json   claimed once, with If-None-Match, by whoever queues the job
-<job_id>/inputs/...      inputs; an inline payload becomes inputs/input.json
+<job_id>/job.json        the declared job (JobSpec), with a small inline payload
+<job_id>/dispatch.json   claimed once, with If-None-Match, by whoever queues a job that
+                         declares inputs
+<job_id>/inputs/...      inputs; a larger inline payload becomes inputs/input.json
 <job_id>/outputs/...     what the runner wrote
-<job_id>/status.json     written by the notifier only
+<job_id>/status.json     the job's final status, written once it has ended, by the notifier
 <job_id>/cancel.json     a cancellation request, written by the gateway before it answers
 <job_id>/logs/...        runner stdout/stderr for this job
 
 _shepherd/...            Shepherd's own bookkeeping; no job id starts with "_", so no job
                          can collide with it:
 _shepherd/pending/<job_id>   the job waits for declared inputs (removed once it is queued)
+_shepherd/notifier/live.json   the statuses of the jobs that have not ended, as of a moment
+                               (see services.common.live)
 _shepherd/webhooks/disabled/<name>   a webhook subscription that answered 410 Gone
 """
 
@@ -58,6 +61,7 @@ def logs_prefix(job_id: str) -> str:
 
 RESERVED_PREFIX = "_shepherd/"
 PENDING_PREFIX = f"{RESERVED_PREFIX}pending/"
+LIVE_SNAPSHOT_KEY = f"{RESERVED_PREFIX}notifier/live.json"
 """The index of jobs waiting for declared inputs, so that a lost upload notification (MinIO
 drops them while RabbitMQ is down) does not leave a job waiting forever."""
 

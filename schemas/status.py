@@ -1,11 +1,12 @@
-"""Job state and status: what ``GET /jobs/{id}/status`` returns and ``status.json`` holds."""
+"""Job state and status: what ``GET /jobs/{id}/status`` returns and ``status.json`` holds
+once the job has ended."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.job import ModelRef
 from schemas.names import JobId, PathSegment, RelativePath
@@ -80,3 +81,14 @@ class JobStatus(BaseModel):
     @property
     def ready(self) -> bool:
         return self.state.terminal
+
+
+class LiveSnapshot(BaseModel):
+    """``_shepherd/notifier/live.json``: the statuses of the jobs that had not ended when the
+    notifier took it. With the job events published since ``taken_at``, it gives every
+    job's current status (see ``services.common.live``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    taken_at: AwareDatetime
+    statuses: list[JobStatus]

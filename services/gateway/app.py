@@ -22,12 +22,12 @@ from starlette.routing import Route
 from schemas.asyncapi import build_asyncapi
 from schemas.config import Config
 from services.common.broker import Broker, BrokerUnavailable
+from services.common.history import EventHistory
 from services.common.problems import Problem, problem_handler
 from services.common.storage import Storage
 from services.gateway.auth import bearer_auth
 from services.gateway.cancel import CancelRoutes
 from services.gateway.fleet import Fleet
-from services.gateway.history import EventHistory
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
 from services.gateway.openapi import build_openapi, docs_page
@@ -53,7 +53,9 @@ class Gateway:
         self.intake = Intake(config, broker, storage)
         self.uploads = UploadListener(self.intake, config.storage.bucket)
         self.submissions = SubmissionListener(self.intake, config.gateway.max_payload_bytes)
-        self.lookup = StatusLookup(broker, storage)
+        self.lookup = StatusLookup(
+            storage, EventHistory(config.broker, broker.names, reader="lookups")
+        )
         self.fleet = Fleet(config, broker)
         self.history = EventHistory(config.broker, broker.names)
         self.openapi = build_openapi()

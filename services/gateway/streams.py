@@ -4,13 +4,13 @@ GET /jobs/{job_id}/events   the job's current status (event ``status``), then ea
                             events, ending after a terminal one; 404 for an unknown job
 GET /events?types=...       every job's events from now on (or only the listed kinds)
 
-Both read the event history (``<ns>.event-stream``, see :mod:`.history`). Each event's SSE
-``id`` is its offset in that stream, its ``event`` its routing key (``job.done``) and its
-``data`` the CloudEvent exactly as published on AMQP. A client that reconnects with
-``Last-Event-ID: N`` (browsers' EventSource does by itself) gets every event after offset N,
-whichever gateway it reaches: nothing missed, nothing twice. The first ``status`` event has
-no id, so a client that loses the stream before any other event starts over from the
-current status.
+Both read the event history (``<ns>.event-stream``, see :mod:`services.common.history`).
+Each event's SSE ``id`` is its offset in that stream, its ``event`` its routing key
+(``job.done``) and its ``data`` the CloudEvent exactly as published on AMQP. A client that
+reconnects with ``Last-Event-ID: N`` (browsers' EventSource does by itself) gets every
+event after offset N, whichever gateway it reaches: nothing missed, nothing twice. The
+first ``status`` event has no id, so a client that loses the stream before any other event
+starts over from the current status.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from schemas.status import JobStatus
+from services.common.history import EventHistory, StreamedEvent, Subscription
 from services.common.params import parse_job_id
 from services.common.problems import Problem
-from services.gateway.history import EventHistory, StreamedEvent, Subscription
 from services.gateway.sse import KEEPALIVE, EventSourceResponse, frame
 from services.notifier.lookup import StatusLookup
 from services.notifier.state import PROGRESS
@@ -110,6 +110,8 @@ def _moves_on(status: JobStatus, shown: JobStatus, progress: bool) -> bool:
 
 def kinds_selector(kinds: frozenset[str] | None) -> Selector:
     def select(event: StreamedEvent) -> Verdict:
+        if not event.kind.startswith("job."):  # a notifier's replay mark (services.common.live)
+            return Verdict.SKIP
         return Verdict.SEND if kinds is None or event.kind in kinds else Verdict.SKIP
 
     return select

@@ -1,10 +1,11 @@
 """Readiness lookups for the gateway: a job's status, and waiting until it is terminal.
 
-Every gateway replica can answer for every job: the status comes from storage, and the
-wake-up from the notifier's terminal ``job.<state>`` events, which each replica receives on a
-queue of its own.
+Every gateway replica can answer for every job: a final status comes from storage
+(``<job_id>/status.json``), the status of a job that has not ended from the job events, which
+each replica follows in the event history (``<ns>.event-stream``) into a table of its own
+(:mod:`services.common.live`), and the wake-up from the terminal events it reads there.
 
-    lookup = StatusLookup(broker, storage)
+    lookup = StatusLookup(storage, EventHistory(config.broker, names))
     await lookup.start()
     status = await lookup.wait_terminal(job_id, timeout=30)
 """
@@ -14,76 +15,111 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from pydantic import ValidationError
 
 from schemas.errors import format_validation_error
-from schemas.events import JobEvent
 from schemas.job import JobSpec
 from schemas.layout import inputs_prefix, job_key, status_key
 from schemas.names import is_job_id
-from schemas.status import TERMINAL_STATES, JobState, JobStatus
-from services.common.broker import Broker
+from schemas.status import JobState, JobStatus
+from services.common.history import EventHistory, Offset, StreamedEvent
+from services.common.live import LiveStatuses, load_snapshot, replay_start
 from services.common.metrics import invalid_reason, reject
 from services.common.storage import ObjectMissing, Storage
+from services.notifier.outages import FIRST_DELAY, MAX_DELAY, OUTAGES
 
 log = logging.getLogger(__name__)
 
 _Waiter = asyncio.Future[JobStatus | None]
-"""Resolved with the terminal status, or with None: "look again" (events may have been lost)."""
+"""Resolved with the terminal status, or with None: "look again" (the lookup stopped)."""
 
 
 class StatusLookup:
-    def __init__(self, broker: Broker, storage: Storage) -> None:
-        self._broker = broker
+    def __init__(self, storage: Storage, history: EventHistory) -> None:
         self._storage = storage
+        self._history = history
+        self._live = LiveStatuses()
         self._waiters: dict[str, set[_Waiter]] = {}
-        self._channel: AbstractRobustChannel | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._closed = False
 
     async def start(self) -> None:
-        """Listen to terminal job events on an exclusive queue that goes away with us."""
+        """Follow the event history, from the notifier's last snapshot on."""
         self._closed = False
-        channel = await self._broker.listen(
-            [f"job.{state.value}" for state in sorted(TERMINAL_STATES)], self._on_event
-        )
-        # Events published while we were disconnected are lost: waiters look again.
-        channel.reopen_callbacks.add(self._wake_all)
-        self._channel = channel
+        self._follower = asyncio.create_task(self._follow(), name="lookup-follower")
 
     async def stop(self) -> None:
-        """Stop listening; waiters return the current status at once."""
+        """Stop following; waiters return the current status at once."""
         self._closed = True
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            await channel.close()
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        await self._history.close()
         self._wake_all()
 
+    async def _follow(self) -> None:
+        """Read the history for good, resuming after the last event read whenever the
+        subscription ends (the broker went away), and retrying through outages."""
+        start: Offset | None = None
+        delay = FIRST_DELAY
+        while True:
+            try:
+                if start is None:
+                    snapshot = await load_snapshot(self._storage)
+                    self._live.restore(snapshot)
+                    start = replay_start(snapshot)
+                subscription = await self._history.subscribe(start)
+            except OUTAGES as exc:
+                log.warning("cannot follow the job events yet (%r); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY)
+                continue
+            delay = FIRST_DELAY
+            try:
+                while (event := await subscription.get()) is not None:
+                    start = event.offset + 1
+                    self._take(event)
+            finally:
+                await subscription.close()
+
+    def _take(self, event: StreamedEvent) -> None:
+        try:
+            status = self._live.apply(event)
+        except ValidationError as exc:
+            log.warning(
+                "ignoring job event (routing key %s): %s",
+                event.kind,
+                format_validation_error(exc),
+            )
+            reject("job-events", invalid_reason(exc))
+            return
+        if status is not None and status.ready:
+            self._wake(status.job_id, status)
+
     async def status(self, job_id: str) -> JobStatus | None:
-        """The job's status; ``accepted`` from job.json before the notifier has written
-        status.json; None for an unknown job."""
+        """The job's status: final from status.json, else as the job events tell, else
+        ``accepted`` from job.json; None for an unknown job."""
         if not is_job_id(job_id):
             raise ValueError(f"invalid job id {job_id!r}")
-        spec: JobSpec | None = None
         try:
-            status = JobStatus.model_validate_json(
-                await self._storage.get_bytes(status_key(job_id))
-            )
+            return JobStatus.model_validate_json(await self._storage.get_bytes(status_key(job_id)))
         except ObjectMissing:
-            spec = await self._spec(job_id)
-            if spec is None:
-                return None
-            status = JobStatus(
-                job_id=job_id,
-                state=JobState.ACCEPTED,
-                model=spec.model,
-                sheep_id=spec.sheep_id,
-                accepted_at=spec.declared_at,
-            )
-        if status.state is not JobState.ACCEPTED:
+            pass
+        status = self._live.get(job_id)
+        if status is not None and status.state is not JobState.ACCEPTED:
             return status
-        spec = spec or await self._spec(job_id)
-        if spec is None or spec.inputs is None:
+        spec = await self._spec(job_id)
+        if spec is None:
+            return status
+        status = status or JobStatus(
+            job_id=job_id,
+            state=JobState.ACCEPTED,
+            model=spec.model,
+            sheep_id=spec.sheep_id,
+            accepted_at=spec.declared_at,
+        )
+        if spec.inputs is None:
             return status
         prefix = inputs_prefix(job_id)
         present = {obj.key.removeprefix(prefix) for obj in await self._storage.list(prefix)}
@@ -133,19 +169,11 @@ class StatusLookup:
         for job_id in list(self._waiters):
             self._wake(job_id, None)
 
-    async def _on_event(self, message: AbstractIncomingMessage) -> None:
+    async def _stored(self, job_id: str) -> JobStatus | None:
         try:
-            event = JobEvent.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.warning(
-                "ignoring job event (routing key %s): %s",
-                message.routing_key,
-                format_validation_error(exc),
-            )
-            reject("job-events", invalid_reason(exc))
-            return
-        if event.data.ready:
-            self._wake(event.data.job_id, event.data)
+            return JobStatus.model_validate_json(await self._storage.get_bytes(status_key(job_id)))
+        except ObjectMissing:
+            return None
 
     async def _spec(self, job_id: str) -> JobSpec | None:
         try:

@@ -1,9 +1,12 @@
-"""The notifier: the single writer of ``<job_id>/status.json``.
+"""The notifier: the keeper of every job's status.
 
 It consumes the status reports on ``<ns>.status`` (and the jobs' own messages, which stand
-for their ``queued`` reports), applies them with :mod:`.state`, writes the
-status, announces each transition as a CloudEvents ``job.<state>`` event on ``<ns>.events``,
-and only then acks the reports.
+for their ``queued`` reports), applies them with :mod:`.state`, announces each transition as
+a CloudEvents ``job.<state>`` event on ``<ns>.events``, and only then acks the reports. The
+status of a job that has not ended lives in memory (:mod:`services.common.live`): rebuilt
+from the last snapshot and the event history before the first report is applied, and
+snapshotted every few seconds while it changes. A final status is written once, to
+``<job_id>/status.json``, before its event is published.
 
     notifier = Notifier(config, broker, storage)
     await notifier.start()
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -34,11 +38,19 @@ from schemas.job import JobDispatch
 from schemas.layout import status_key
 from schemas.status import JobStatus
 from schemas.topology import NEW_JOB
-from services.common.broker import Broker
+from services.common.broker import Broker, BrokerUnavailable
+from services.common.history import EventHistory
+from services.common.live import (
+    SNAPSHOT_INTERVAL,
+    LiveStatuses,
+    load_snapshot,
+    replay_start,
+    save_snapshot,
+)
 from services.common.metrics import invalid_reason, reject
 from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage
-from services.notifier.outages import Abandoned, holding
+from services.notifier.outages import OUTAGES, Abandoned, holding
 from services.notifier.state import apply, replay
 
 log = logging.getLogger(__name__)
@@ -70,8 +82,14 @@ class Notifier:
         self._prefetch = prefetch
         self._retry_delay = retry_delay
         self._stop_grace = stop_grace
+        self.live = LiveStatuses()
+        """The statuses of the jobs that have not ended; trusted once restored."""
         self.cache: RecentlyUsed[JobStatus] = RecentlyUsed(cache_size)
-        """Statuses this notifier wrote or read: coherent, as it is their only writer."""
+        """Final statuses this notifier wrote or read: coherent, as it is their only writer."""
+        self._history = EventHistory(config.broker, broker.names, reader="notifier-replay")
+        self._restoring: asyncio.Task[None] | None = None
+        self._snapshots: asyncio.Task[None] | None = None
+        self._snapshot_changes = -1
         self.source = f"/{config.broker.namespace}/notifier"
         """CloudEvents ``source`` of every event this notifier publishes."""
         self._consumer: tuple[AbstractRobustChannel, str] | None = None
@@ -89,6 +107,7 @@ class Notifier:
         # have written statuses in between, so what is cached can no longer be trusted.
         channel.reopen_callbacks.add(self._forget)
         self._consumer = (channel, tag)
+        self._snapshots = asyncio.create_task(self._take_snapshots(), name="notifier-snapshots")
 
     async def stop(self) -> None:
         """Stop consuming, let the reports in hand finish (for ``stop_grace`` seconds at most;
@@ -96,6 +115,10 @@ class Notifier:
         self._stopping = True
         if self._consumer is None:
             return
+        for task in (self._snapshots, self._restoring):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         channel, tag = self._consumer
         self._consumer = None
         try:
@@ -109,10 +132,79 @@ class Notifier:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self._snapshot()
+        self._restoring = None
+        await self._history.close()
         await channel.close()
 
     def _forget(self, *_: object) -> None:
+        """After a reconnect, another notifier may have been active meanwhile: statuses are
+        restored again before the next report."""
         self.cache.clear()
+        self._restoring = None
+
+    @property
+    def _restored(self) -> bool:
+        task = self._restoring
+        return task is not None and task.done() and not task.cancelled() and not task.exception()
+
+    async def _ensure_restored(self) -> None:
+        """Wait for the live statuses to be restored; the first caller starts it, and a
+        caller after a failed attempt starts another."""
+        task = self._restoring
+        if task is None or (task.done() and not self._restored):
+            task = self._restoring = asyncio.create_task(self._restore(), name="notifier-restore")
+        await asyncio.shield(task)
+
+    async def _restore(self) -> None:
+        """The snapshot, then every event published since (from a little before it), up to
+        a mark this call appends to the history: the statuses as the last notifier left
+        them, since no other notifier publishes meanwhile (one consumes at a time)."""
+        snapshot = await load_snapshot(self._storage)
+        subscription = await self._history.subscribe(replay_start(snapshot))
+        try:
+            mark = uuid.uuid4().hex
+            await self._broker.publish(
+                "", self._names.event_stream, b"", content_type=None, message_id=mark
+            )
+            self.live.restore(snapshot)
+            replayed = 0
+            while (event := await subscription.get()) is not None:
+                if event.message_id == mark:
+                    break
+                try:
+                    self.live.apply(event)
+                except ValidationError as exc:
+                    log.warning("skipping event %d of the history: %s", event.offset, exc)
+                replayed += 1
+            else:
+                raise BrokerUnavailable("the event history ended before its replay did")
+        finally:
+            await subscription.close()
+        log.info(
+            "restored %d live job statuses (snapshot of %s, %d events replayed)",
+            len(self.live),
+            "none" if snapshot is None else snapshot.taken_at.isoformat(),
+            replayed,
+        )
+
+    async def _take_snapshots(self) -> None:
+        """Every SNAPSHOT_INTERVAL seconds, the live statuses, if they changed (a background
+        timer, off the path of any job)."""
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            await self._snapshot()
+
+    async def _snapshot(self) -> None:
+        if not self._restored or self.live.changes == self._snapshot_changes:
+            return
+        changes = self.live.changes
+        try:
+            await save_snapshot(self._storage, self.live.snapshot())
+        except OUTAGES as exc:
+            log.warning("could not save the live statuses (next time, then): %r", exc)
+            return
+        self._snapshot_changes = changes
 
     async def _receive(self, message: AbstractIncomingMessage) -> None:
         """Hand a report to its job's worker. Runs in delivery order and must not await
@@ -160,6 +252,10 @@ class Notifier:
 
     async def _process(self, job_id: str, batch: list[_Delivery]) -> None:
         try:
+            if not self._restored:
+                await self._retrying(
+                    "restoring the live statuses", job_id, batch, self._ensure_restored
+                )
             current = (
                 None
                 if _first_news(batch)
@@ -212,7 +308,7 @@ class Notifier:
         )
 
     async def _load(self, job_id: str) -> JobStatus | None:
-        cached = self.cache.get(job_id)
+        cached = self.live.get(job_id) or self.cache.get(job_id)
         if cached is not None:
             return cached
         try:
@@ -232,9 +328,13 @@ class Notifier:
         return status
 
     async def _save(self, status: JobStatus) -> None:
-        data = status.model_dump_json().encode()
-        await self._storage.put_bytes(status_key(status.job_id), data, "application/json")
-        self.cache.put(status.job_id, status)
+        """A final status is stored (before its event, so that whoever hears the event finds
+        it); any other lives in memory."""
+        if status.state.terminal:
+            data = status.model_dump_json().encode()
+            await self._storage.put_bytes(status_key(status.job_id), data, "application/json")
+            self.cache.put(status.job_id, status)
+        self.live.set(status)
 
     async def _publish(self, event: JobEvent) -> None:
         await self._broker.publish(

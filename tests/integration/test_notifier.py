@@ -16,17 +16,18 @@ from starlette.applications import Starlette
 from schemas.config import Config
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
 from schemas.job import JobSpec, ModelRef
-from schemas.layout import job_key, status_key
-from schemas.status import ErrorInfo, JobState, JobStatus, Progress
+from schemas.layout import LIVE_SNAPSHOT_KEY, job_key, status_key
+from schemas.status import ErrorInfo, JobState, JobStatus, LiveSnapshot, Progress
 from schemas.topology import Names
 from services.common.broker import Broker
+from services.common.history import EventHistory
 from services.common.problems import PROBLEM_JSON, Problem, problem_handler
 from services.common.storage import ObjectMissing, Storage
 from services.notifier.lookup import StatusLookup
 from services.notifier.routes import routes
 from services.notifier.service import Notifier
 from tests.support.metrics import rejected
-from tests.support.polling import take
+from tests.support.polling import eventually, take
 
 MODEL = ModelRef(name="echo", version="1")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -63,8 +64,8 @@ async def notifier(config: Config, broker: Broker, storage: Storage) -> AsyncIte
 
 
 @pytest.fixture
-async def lookup(broker: Broker, storage: Storage) -> AsyncIterator[StatusLookup]:
-    lookup = StatusLookup(broker, storage)
+async def lookup(config: Config, names: Names, storage: Storage) -> AsyncIterator[StatusLookup]:
+    lookup = StatusLookup(storage, EventHistory(config.broker, names))
     await lookup.start()
     yield lookup
     await lookup.stop()
@@ -256,15 +257,43 @@ async def test_a_storage_outage_is_retried_without_losing_the_report(
     await assert_quiet(events, 0.2)
 
 
-async def test_a_status_read_after_a_restart_continues_from_storage(
+async def test_only_a_final_status_is_stored(broker, storage, notifier, lookup, events, job_id):
+    await send(broker, report(job_id, ACCEPTED), report(job_id, QUEUED, t=1))
+    await send(broker, report(job_id, RUNNING, t=2, sheep_id="gpu-1"))
+    await next_events(events, 3)
+    with pytest.raises(ObjectMissing):
+        await stored_status(storage, job_id)
+    running = await wait_for_state(lookup, job_id, RUNNING)
+    assert running.enqueued_at == T0 + timedelta(seconds=1) and running.sheep_id == "gpu-1"
+
+    await send(broker, report(job_id, DONE, t=3, sheep_id="gpu-1"))
+    [done] = await next_events(events, 1)
+    assert await stored_status(storage, job_id) == done.data
+    assert await lookup.status(job_id) == done.data
+
+
+async def wait_for_state(lookup: StatusLookup, job_id: str, state: JobState) -> JobStatus:
+    """The lookup's answer once it has read the events up to ``state``."""
+
+    async def answer() -> JobStatus | None:
+        status = await lookup.status(job_id)
+        return status if status is not None and status.state is state else None
+
+    return await eventually(answer, within=10)
+
+
+async def test_a_restarted_notifier_continues_from_its_snapshot(
     config, broker, storage, events, job_id
 ):
-    """The cache is only a cache: a fresh notifier reads status.json on a miss."""
+    """Stopping writes a snapshot of the statuses of the jobs that have not ended; the next
+    notifier starts from it (and the events published since)."""
     first = Notifier(config, broker, storage)
     await first.start()
     await send(broker, report(job_id, ACCEPTED), report(job_id, QUEUED, t=1))
     await next_events(events, 2)
     await first.stop()
+    snapshot = LiveSnapshot.model_validate_json(await storage.get_bytes(LIVE_SNAPSHOT_KEY))
+    assert [s.state for s in snapshot.statuses if s.job_id == job_id] == [QUEUED]
 
     second = Notifier(config, broker, storage)
     await second.start()
@@ -274,6 +303,35 @@ async def test_a_status_read_after_a_restart_continues_from_storage(
     finally:
         await second.stop()
     assert event.data.state is RUNNING and event.data.enqueued_at == T0 + timedelta(seconds=1)
+
+
+async def test_a_notifier_killed_before_its_snapshot_is_replayed_from_the_event_history(
+    config, broker, storage, events, job_id
+):
+    """The statuses of jobs that have not ended are nowhere in the store: a notifier that
+    dies leaves the events it published, and the next one replays them."""
+    first = Notifier(config, broker, storage)
+    await first.start()
+    await send(broker, report(job_id, QUEUED, t=1), report(job_id, RUNNING, t=2, sheep_id="a"))
+    await next_events(events, 2)
+    await first.stop()
+    # As if the notifier had died before its snapshot: none, or an older one, is found.
+    stale = LiveSnapshot(taken_at=datetime.now(UTC), statuses=[report_status(job_id, QUEUED)])
+    await storage.put_bytes(LIVE_SNAPSHOT_KEY, stale.model_dump_json().encode())
+    second = Notifier(config, broker, storage)
+    await second.start()
+    try:
+        await send(broker, report(job_id, None, t=3, progress=Progress(fraction=0.5)))
+        [event] = await next_events(events, 1)
+    finally:
+        await second.stop()
+    assert event.type == "io.shepherd.job.progress"
+    assert event.data.state is RUNNING and event.data.sheep_id == "a"
+    assert event.data.enqueued_at == T0 + timedelta(seconds=1)
+
+
+def report_status(job_id: str, state: JobState) -> JobStatus:
+    return JobStatus(job_id=job_id, state=state, model=MODEL)
 
 
 async def test_stop_cancels_the_consumer_and_leaves_new_reports_queued(
@@ -325,8 +383,10 @@ async def test_wait_terminal_returns_the_current_status_after_the_timeout(
     assert 0.5 <= elapsed < 2
 
 
-async def test_lookup_stop_releases_waiters(broker, storage, events, notifier, job_id):
-    lookup = StatusLookup(broker, storage)
+async def test_lookup_stop_releases_waiters(
+    config, names, broker, storage, events, notifier, job_id
+):
+    lookup = StatusLookup(storage, EventHistory(config.broker, names))
     await lookup.start()
     await send(broker, report(job_id, RUNNING))
     await next_events(events, 1)

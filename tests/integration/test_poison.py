@@ -20,6 +20,7 @@ from schemas.job import JobDispatch, JobRequest, JobSpec, ModelRef
 from schemas.layout import status_key
 from schemas.status import JobState, JobStatus
 from services.common.broker import Broker
+from services.common.history import EventHistory
 from services.common.storage import Storage
 from services.gateway.fleet import Fleet
 from services.gateway.intake import Intake
@@ -169,14 +170,14 @@ async def test_malformed_sheep_announcements_are_dropped_and_the_fleet_still_rep
 
 
 async def test_malformed_job_events_are_dropped_and_waiters_still_wake(
-    broker, storage, names, job_id, caplog
+    config, broker, storage, names, job_id, caplog
 ):
     caplog.set_level(logging.WARNING, logger="services.notifier.lookup")
     running = JobStatus(job_id=job_id, state=JobState.RUNNING, model=MODEL)
     await storage.put_bytes(
         status_key(job_id), running.model_dump_json().encode(), "application/json"
     )
-    lookup = StatusLookup(broker, storage)
+    lookup = StatusLookup(storage, EventHistory(config.broker, names))
     await lookup.start()
     before = rejected("job-events", "not-json"), rejected("job-events", "invalid")
     try:

@@ -13,8 +13,8 @@ from starlette.applications import Starlette
 from schemas.events import JobEvent
 from schemas.job import ModelRef
 from schemas.status import ErrorInfo, JobState, JobStatus, Progress
+from services.common.history import Offset, StreamedEvent
 from services.common.problems import Problem, problem_handler
-from services.gateway.history import Offset, StreamedEvent
 from services.gateway.sse import KEEPALIVE, frame
 from services.gateway.streams import JobSelector, StreamRoutes, Verdict, kinds_selector
 

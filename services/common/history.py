@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import aio_pika
@@ -34,9 +35,10 @@ from services.common.broker import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
-Offset = int | Literal["next"]
-"""Where a subscription starts: an offset of the stream (inclusive), or "next", the first
-event published after it attached."""
+Offset = int | datetime | Literal["first", "next"]
+"""Where a subscription starts: an offset of the stream (inclusive), the first event stored
+at or after a time (to the granularity of the stream's chunks, so possibly a few earlier),
+"first", the oldest event kept, or "next", the first event published after it attached."""
 
 PREFETCH = 64
 OFFSET_HEADER = "x-stream-offset"
@@ -56,6 +58,7 @@ class StreamedEvent:
     """The routing key it was published with, ``job.<state>``."""
     body: bytes
     """The CloudEvent as the notifier published it."""
+    message_id: str | None = None
 
 
 class Subscription:
@@ -96,6 +99,7 @@ class Subscription:
             offset=int(message.headers[OFFSET_HEADER]),  # type: ignore[arg-type]
             kind=message.routing_key or "",
             body=message.body,
+            message_id=message.message_id,
         )
 
     async def close(self) -> None:
@@ -113,11 +117,17 @@ class Subscription:
 
 
 class EventHistory:
-    def __init__(self, config: BrokerConfig, names: Names, prefetch: int = PREFETCH) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        names: Names,
+        prefetch: int = PREFETCH,
+        reader: str = "live-streams",
+    ) -> None:
         self._url = config.url.get_secret_value()
         self._timeout = config.publish_timeout
         self._queue = names.event_stream
-        self.connection_name = f"{names.namespace}-live-streams"
+        self.connection_name = f"{names.namespace}-{reader}"
         """What RabbitMQ's management UI calls the connection."""
         self._prefetch = prefetch
         self._connection: AbstractConnection | None = None
