@@ -79,6 +79,13 @@ class BrokerConfig(_Section):
         "leases it; shorter jobs cost no lease. Keep it well under RabbitMQ's "
         "consumer_timeout (30 minutes by default), which cuts off older deliveries.",
     )
+    report_running_after: NonNegativeFloat = Field(
+        default=0.2,
+        description="Seconds a job runs before its sheep reports it running (at once if it "
+        "reports progress). A quicker job is reported once, when it ends: the notifier "
+        "announces job.running and the outcome together, stamped with the real times. "
+        "0: at once.",
+    )
 
     @field_validator("url")
     @classmethod

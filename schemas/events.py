@@ -66,6 +66,11 @@ class StatusReport(BaseModel):
         description="On a queued report: when the job was accepted. One report then tells "
         "both transitions, and the notifier announces job.accepted first if it has not yet.",
     )
+    started_at: datetime | None = Field(
+        default=None,
+        description="On an outcome report: when the job started, if its running report was "
+        "not sent (it ended quickly). One report then tells both transitions.",
+    )
     new_job: bool = Field(
         default=False,
         description="Set by the gateway on its first report of a job it has just declared: no "
@@ -73,9 +78,11 @@ class StatusReport(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _accepted_only_when_queued(self) -> StatusReport:
+    def _implied_transitions_fit(self) -> StatusReport:
         if self.accepted_at is not None and self.state is not JobState.QUEUED:
             raise ValueError("accepted_at belongs on a queued report only")
+        if self.started_at is not None and not (self.state and self.state.terminal):
+            raise ValueError("started_at belongs on an outcome report only")
         return self
 
     @classmethod
@@ -99,16 +106,14 @@ class StatusReport(BaseModel):
 
     def implied(self) -> list[StatusReport]:
         """This report as the reports it stands for, in lifecycle order."""
-        if self.accepted_at is None:
+        if self.accepted_at is not None:
+            state, time = JobState.ACCEPTED, self.accepted_at
+        elif self.started_at is not None:
+            state, time = JobState.RUNNING, self.started_at
+        else:
             return [self]
-        accepted = StatusReport(
-            job_id=self.job_id,
-            state=JobState.ACCEPTED,
-            model=self.model,
-            sheep_id=self.sheep_id,
-            time=self.accepted_at,
-        )
-        return [accepted, self.model_copy(update={"accepted_at": None})]
+        plain = self.model_copy(update={"accepted_at": None, "started_at": None})
+        return [plain.model_copy(update={"state": state, "time": time, "error": None}), plain]
 
 
 class JobEvent(BaseModel):

@@ -41,14 +41,15 @@ class JobRequest(BaseModel):
     payload: Any = Field(
         default=None,
         description="Inline input, a string or any JSON value; the runner finds it as "
-        "inputs/input.json. Up to gateway.dispatch_payload_bytes it is kept in the job record "
-        "and travels with the job; larger, or with declared inputs, it is stored as "
-        "<job_id>/inputs/input.json.",
+        "inputs/input.json. Up to gateway.dispatch_payload_bytes, in a job that declares no "
+        "inputs, it is kept in the job record and travels with the job; otherwise it is "
+        "stored as <job_id>/inputs/input.json, a declared input.",
     )
     inputs: list[RelativePath] | None = Field(
         default=None,
-        description="Input files the job waits for under <job_id>/inputs/. Omitted: whatever "
-        "is there at submission (plus input.json for a payload).",
+        description="Input files the job waits for under <job_id>/inputs/ (input.json, for "
+        "a payload, is added). Omitted: the payload is the only input, or without one, "
+        "whatever is there when the job starts.",
     )
     callback_url: AnyHttpUrl | None = Field(
         default=None, description="Webhook notified when the job reaches a terminal state."
@@ -76,9 +77,10 @@ class JobRequest(BaseModel):
 class JobSpec(BaseModel):
     """``<job_id>/job.json``: the declared job, as sheep receive it.
 
-    A small inline payload of a job without declared inputs is kept here (``payload``), so
-    that declaring the job is one write and queueing it one message; any other payload is
-    stored as ``inputs/input.json``.
+    A small inline payload of a job without declared inputs is kept here (``payload``) and
+    is the job's only input, so that declaring the job is one write, queueing it one message,
+    and its sheep reads nothing to run it. Any other payload is stored as
+    ``inputs/input.json`` and declared (``inputs``), so the job waits for it.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -95,7 +97,7 @@ class JobSpec(BaseModel):
     payload: str | None = Field(
         default=None,
         description="The inline payload as the runner reads it (inputs/input.json), when it "
-        "is kept here rather than stored under inputs/.",
+        "is kept here rather than stored under inputs/: then the job's only input.",
     )
 
     @classmethod
@@ -103,12 +105,12 @@ class JobSpec(BaseModel):
         cls, request: JobRequest, declared_at: datetime, carried_bytes: int = 0
     ) -> JobSpec:
         """The spec of ``request``; its payload kept inline when the job declares no inputs
-        and the payload is at most ``carried_bytes`` long."""
+        and the payload is at most ``carried_bytes`` long, else a declared input."""
         inputs = request.inputs
         payload = request.payload_bytes()
-        if payload is not None and inputs is not None and PAYLOAD_INPUT not in inputs:
-            inputs = [*inputs, PAYLOAD_INPUT]
         carried = payload is not None and inputs is None and len(payload) <= carried_bytes
+        if payload is not None and not carried and PAYLOAD_INPUT not in (inputs or []):
+            inputs = [*(inputs or []), PAYLOAD_INPUT]
         return cls(
             job_id=request.job_id,
             model=request.model,

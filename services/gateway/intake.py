@@ -112,9 +112,9 @@ class Intake:
         else:
             spec = await self._existing(spec)
         outcome = Declared.NEW if created else Declared.REPEATED
-        payload = None if spec.payload is not None else request.payload_bytes()
         if spec.inputs is None:
-            return Declaration(outcome, spec, await self._queue_at_once(spec, payload, created))
+            return Declaration(outcome, spec, await self._queue_at_once(spec, created))
+        payload = request.payload_bytes()
         await self._report_accepted(spec, new_job=created)
         if created:  # a job.json just created has no dispatch claim yet
             await self._store_inputs(payload, spec)
@@ -123,9 +123,10 @@ class Intake:
         queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
         return Declaration(outcome, spec, queued)
 
-    async def _queue_at_once(self, spec: JobSpec, payload: bytes | None, created: bool) -> bool:
-        """Queue a job that declares no inputs: it runs with what it has, so nothing but its
-        declaration queues it, and no claim is needed. True if queued by this call.
+    async def _queue_at_once(self, spec: JobSpec, created: bool) -> bool:
+        """Queue a job that declares no inputs: it runs with what it has (its payload, or
+        what is in the store), so nothing but its declaration queues it, and no claim is
+        needed. True if queued by this call.
 
         The client's answer waits for RabbitMQ's confirm, so a declaration that was answered
         is queued; one that was not (the gateway died in between) is repeated by its client,
@@ -137,10 +138,6 @@ class Intake:
             await self._report_accepted(spec)
             if self._queued.get(spec.job_id) or await self._ended(spec.job_id):
                 return False
-        if payload is not None:  # too large to travel with the job
-            await self.storage.put_bytes(
-                f"{inputs_prefix(spec.job_id)}{PAYLOAD_INPUT}", payload, "application/json"
-            )
         await self._publish(spec, datetime.now(UTC), redispatched=not created, new_job=created)
         self._queued.put(spec.job_id, True)
         return True

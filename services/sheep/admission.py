@@ -103,11 +103,14 @@ class Admission:
         (requeued once the servers answer)."""
         job_id = attempt.job_id
         try:
-            listing = self._storage.list(job_prefix(job_id))
             if _maybe_repeated(message, attempt):
-                ended, stored = await asyncio.gather(self._ended(job_id), listing)
+                ended, stored = await asyncio.gather(
+                    self._ended(job_id), self._storage.list(job_prefix(job_id))
+                )
+            elif self._knows_enough(attempt):
+                ended, stored = False, []
             else:  # a first delivery cannot have ended: one request, the listing
-                ended, stored = False, await listing
+                ended, stored = False, await self._storage.list(job_prefix(job_id))
             if ended:  # a duplicate delivery of a job that is over
                 log.info("sheep %s: job %s has ended already; dropping it", self._sheep_id, job_id)
                 await settle(message, "ack")
@@ -125,6 +128,13 @@ class Admission:
             await settle(message, "requeue")
             return None
         return stored
+
+    def _knows_enough(self, attempt: Attempt) -> bool:
+        """Whether a first delivery needs nothing from the store: the job carries its only
+        input, and this sheep has heard every cancellation since the job was declared (its
+        marker would say nothing more)."""
+        spec = attempt.dispatch.job
+        return spec.payload is not None and self._cancellations.heard_all_since(spec.declared_at)
 
     def ending(self, attempt: Attempt, stored: Collection[str]) -> StatusReport | None:
         """The terminal report of a job that must not run (again); None if it may run.

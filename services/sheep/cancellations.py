@@ -4,11 +4,14 @@ the ``cancel.json`` marker the gateway writes before it answers a cancellation.
     cancellations = Cancellations(broker)
     await cancellations.start()
     if cancellations.requested(job_id, keys): ...      # before starting a job (keys: its objects)
+    if cancellations.heard_all_since(declared_at): ... # then no need to look for the marker
     with cancellations.watch(job_id) as cancelled:     # while running it
         await cancelled.wait()
 
 The marker makes "the gateway said cancelled, so it never runs" hold even when the report
-arrives late; the reports stop a running job within moments.
+arrives late or this sheep was not listening; the reports stop a running job within moments.
+A sheep that has listened without a break since before a job was declared has heard every
+cancellation of it but one still on its way (published, not yet received).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from pydantic import ValidationError
 
-from schemas.events import StatusReport
+from schemas.events import StatusReport, utcnow
 from schemas.layout import cancel_key
 from schemas.status import JobState
 from services.common.broker import Broker
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 
 REMEMBERED = 10_000
 """Cancelled job ids kept in memory; older ones are still found through their marker."""
+CLOCK_MARGIN = timedelta(seconds=5)
+"""How much the gateway's clock (which stamps a job declared) may run behind this sheep's."""
 
 
 class Cancellations:
@@ -40,11 +46,28 @@ class Cancellations:
         self._known: OrderedDict[str, None] = OrderedDict()
         self._watched: dict[str, asyncio.Event] = {}
         self._channel: AbstractRobustChannel | None = None
+        self._listening_since: datetime | None = None
 
     async def start(self) -> None:
         self._channel = await self._broker.listen(
             [f"status.{JobState.CANCELLED.value}"], self._on_report
         )
+        self._listening_since = utcnow()
+        # Reports published while the channel is down are lost to it.
+        self._channel.close_callbacks.add(self._deaf)
+        self._channel.reopen_callbacks.add(self._listening)
+
+    def _deaf(self, *_: object) -> None:
+        self._listening_since = None
+
+    def _listening(self, *_: object) -> None:
+        self._listening_since = utcnow()
+
+    def heard_all_since(self, moment: datetime) -> bool:
+        """Whether every cancellation published after ``moment`` reached this sheep (or is
+        about to): it has listened without a break since before then."""
+        since = self._listening_since
+        return since is not None and moment >= since + CLOCK_MARGIN
 
     async def stop(self) -> None:
         channel, self._channel = self._channel, None

@@ -50,6 +50,7 @@ from services.sheep.driver import JobCancelled, RunnerDriver
 from services.sheep.job_logs import cut_logs, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
 from services.sheep.runner_client import ProgressCallback
+from services.sheep.running import RunningReport
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +281,14 @@ class Sheep:
             return ending
         self._set_current_job(attempt.job_id)
         marks = log_marks(self.backend.log_files)
-        announced = asyncio.create_task(self._publish(attempt.report(JobState.RUNNING)))
+        running = RunningReport(
+            attempt.report(JobState.RUNNING),
+            self._publish,
+            self._config.broker.report_running_after,
+        )
         try:
             try:
-                error = await self._run(attempt)
+                error = await self._run(attempt, running)
             except JobCancelled:
                 message = f"cancelled on sheep {self.sheep_id}"
                 report = attempt.report(
@@ -293,8 +298,7 @@ class Sheep:
                 state = JobState.DONE if error is None else JobState.FAILED
                 report = attempt.report(state, error=error)
             await cut_logs(self.backend.log_files, marks, attempt.directory / "logs")
-            await announced
-            return report
+            return await running.outcome(report)
         except asyncio.CancelledError:
             log.warning("sheep %s: job %s interrupted; requeueing it", self.sheep_id, job.job_id)
             await asyncio.shield(self._give_back(job))
@@ -304,10 +308,10 @@ class Sheep:
             await self._give_back(job, wait=True)
             return None
         finally:
-            announced.cancel()
+            running.close()
             self._set_current_job(None)
 
-    async def _run(self, attempt: Attempt) -> ErrorInfo | None:
+    async def _run(self, attempt: Attempt, running: RunningReport) -> ErrorInfo | None:
         """Run the job on the runner; the error if it failed."""
         model = attempt.dispatch.job.model
         timeout = (
@@ -318,7 +322,7 @@ class Sheep:
         request = Run(job_id=attempt.job_id, inputs_dir=inputs, outputs_dir=outputs)
         with self._cancellations.watch(attempt.job_id) as cancelled:
             return await self._driver.run(
-                request, model, timeout, self._progress_forwarder(attempt), cancelled
+                request, model, timeout, self._progress_forwarder(attempt, running), cancelled
             )
 
     def _finish_later(self, job: _Job, report: StatusReport) -> None:
@@ -362,8 +366,9 @@ class Sheep:
             log.warning("sheep %s: settling job %s: %s", self.sheep_id, job.job_id, exc)
         await asyncio.to_thread(shutil.rmtree, job.attempt.directory, ignore_errors=True)
 
-    def _progress_forwarder(self, attempt: Attempt) -> ProgressCallback:
-        """A progress callback publishing at most one report per ``PROGRESS_INTERVAL``."""
+    def _progress_forwarder(self, attempt: Attempt, running: RunningReport) -> ProgressCallback:
+        """A progress callback publishing at most one report per ``PROGRESS_INTERVAL``, the
+        job's running report first."""
         loop = asyncio.get_running_loop()
         last = -PROGRESS_INTERVAL
 
@@ -374,6 +379,7 @@ class Sheep:
             last = loop.time()
             progress = Progress(fraction=update.fraction, message=update.message)
             try:
+                await running.send()
                 await self._publish(attempt.report(progress=progress))
             except Exception as exc:  # progress is a courtesy: never fail a job over it
                 log.warning(

@@ -259,3 +259,23 @@ def test_a_queued_report_that_accepts_the_job_announces_accepted_first():
 def test_only_a_queued_report_may_accept_the_job():
     with pytest.raises(ValueError, match="accepted_at belongs on a queued report only"):
         report(RUNNING, accepted_at=at(0))
+
+
+def test_an_outcome_that_started_the_job_announces_running_first():
+    """A sheep reports a job that ended quickly once: both events still go out, in order."""
+    queued, _ = run(report(QUEUED, t=1))
+    error = ErrorInfo(type="ValueError", message="bad input")
+    failed = report(FAILED, t=3, started_at=at(2), sheep_id="s1", error=error)
+    status, kinds = run(*failed.implied(), start=queued)
+    assert kinds == ["running", "failed"]
+    assert status is not None
+    assert (status.started_at, status.finished_at, status.error) == (at(2), at(3), error)
+    # Repeated, or after a running report that did go out, it announces running no more.
+    assert run(*failed.implied(), start=status)[1] == []
+    running, _ = run(report(RUNNING, t=2, sheep_id="s1"), start=queued)
+    assert run(*failed.implied(), start=running)[1] == ["failed"]
+
+
+def test_only_an_outcome_may_say_when_the_job_started():
+    with pytest.raises(ValueError, match="started_at belongs on an outcome report only"):
+        report(RUNNING, started_at=at(0))
