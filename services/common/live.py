@@ -4,9 +4,12 @@ Only a job's final status is stored (``<job_id>/status.json``, written once by t
 Until then its status lives in memory: in the notifier, which changes it, and in every
 gateway, which follows the job events to answer lookups. Every job event carries the job's
 whole status, so the last event of a job *is* its status; a table is rebuilt from the
-notifier's latest snapshot (``_shepherd/notifier/live.json``, taken every
-:data:`SNAPSHOT_INTERVAL` seconds while statuses change) and the events of
-``<ns>.event-stream`` from a little before it was taken.
+notifier's latest snapshot (``_shepherd/notifier/live.json``) and the events of
+``<ns>.event-stream`` from a little before it was taken. The notifier takes one every
+:data:`SNAPSHOT_EVERY` changes, at least every :data:`SNAPSHOT_MAX_AGE` seconds while
+statuses change, and when it stops: so a rebuild replays a bounded stretch of history, and a
+job that outlives the stream's retention (a day) is still in a snapshot. A job costs no
+snapshot of its own.
 
     live = LiveStatuses()
     live.restore(await load_snapshot(storage))
@@ -30,9 +33,12 @@ from services.common.storage import ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_INTERVAL = 30.0
-"""Seconds between the notifier's snapshots (while statuses change): what a rebuild replays
-is this much history, plus :data:`REPLAY_MARGIN`."""
+SNAPSHOT_EVERY = 10_000
+"""Changes of the statuses after which the notifier takes a snapshot: a rebuild replays
+about this many events at most (a few seconds' work)."""
+SNAPSHOT_MAX_AGE = 3600.0
+"""Seconds after which the notifier takes a snapshot anyway, if statuses changed: far
+within the event history's retention of a day."""
 REPLAY_MARGIN = timedelta(minutes=1)
 """How much earlier than a snapshot a rebuild starts replaying: for the skew between the
 notifier's clock and RabbitMQ's, and the stream's chunk granularity. Replaying more is

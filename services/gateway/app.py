@@ -53,10 +53,12 @@ class Gateway:
         self.intake = Intake(config, broker, storage)
         self.uploads = UploadListener(self.intake, config.storage.bucket)
         self.submissions = SubmissionListener(self.intake, config.gateway.max_payload_bytes)
-        self.lookup = StatusLookup(
-            storage, EventHistory(config.broker, broker.names, reader="lookups")
-        )
         self.fleet = Fleet(config, broker)
+        self.lookup = StatusLookup(
+            storage,
+            EventHistory(config.broker, broker.names, reader="lookups"),
+            on_status=self.fleet.saw,
+        )
         self.history = EventHistory(config.broker, broker.names)
         self.openapi = build_openapi()
         self.asyncapi = build_asyncapi(broker.names, _broker_host(config))

@@ -1,4 +1,6 @@
-"""What ``GET /status`` reports about every sheep, built from their ``sheep.<id>`` announcements."""
+"""What ``GET /status`` reports about every sheep, built from their ``sheep.<id>`` announcements
+and the job events that name them (a sheep busy reporting on jobs skips its periodic
+announcement: those reports tell that it lives)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pydantic import ValidationError
 from schemas.config import Config
 from schemas.errors import format_validation_error
 from schemas.events import SheepState
+from schemas.status import JobStatus
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
 
@@ -23,6 +26,8 @@ class Fleet:
         self.config = config
         self.broker = broker
         self.states: dict[str, SheepState] = {}
+        self._heard: dict[str, datetime] = {}
+        """When each sheep was last named by a job event."""
         self._channel: AbstractChannel | None = None
 
     async def start(self) -> None:
@@ -46,6 +51,15 @@ class Fleet:
             return
         self.states[state.sheep_id] = state
 
+    def saw(self, status: JobStatus) -> None:
+        """A job event naming a sheep: it lived then."""
+        if status.sheep_id is not None:
+            self._heard[status.sheep_id] = datetime.now(UTC)
+
+    def _last_seen(self, sheep_id: str, state: SheepState) -> datetime:
+        heard = self._heard.get(sheep_id)
+        return state.time if heard is None else max(state.time, heard)
+
     async def queue_depth(self, queue_name: str) -> int | None:
         """Messages ready in a queue (passive declare); None if it does not exist yet, or
         while RabbitMQ is unreachable (opening a channel would wait for it)."""
@@ -67,14 +81,15 @@ class Fleet:
         sheep = {}
         for sheep_id, sheep_config in self.config.sheep.items():
             state = self.states.get(sheep_id)
-            alive = state is not None and now - state.time < timedelta(seconds=3 * state.interval)
+            seen = None if state is None else self._last_seen(sheep_id, state)
+            alive = bool(state and seen and now - seen < timedelta(seconds=3 * state.interval))
             sheep[sheep_id] = {
                 "type": sheep_config.type,
                 "alive": alive,
                 "runner_alive": bool(alive and state and state.runner_alive),
                 "model": state.model.model_dump() if alive and state and state.model else None,
                 "current_job": state.current_job if alive and state else None,
-                "last_seen": state.time.isoformat() if state else None,
+                "last_seen": seen.isoformat() if seen else None,
                 "queue_depth": await self.queue_depth(names.sheep_queue(sheep_id)),
             }
         return {"sheep": sheep, "pool": {"queue_depth": await self.queue_depth(names.pool_queue)}}

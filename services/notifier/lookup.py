@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -35,9 +36,16 @@ _Waiter = asyncio.Future[JobStatus | None]
 
 
 class StatusLookup:
-    def __init__(self, storage: Storage, history: EventHistory) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        history: EventHistory,
+        on_status: Callable[[JobStatus], None] | None = None,
+    ) -> None:
+        """``on_status``: called with the status every job event carries, as it is read."""
         self._storage = storage
         self._history = history
+        self._on_status = on_status
         self._live = LiveStatuses()
         self._waiters: dict[str, set[_Waiter]] = {}
         self._follower: asyncio.Task[None] | None = None
@@ -94,7 +102,11 @@ class StatusLookup:
             )
             reject("job-events", invalid_reason(exc))
             return
-        if status is not None and status.ready:
+        if status is None:
+            return
+        if self._on_status is not None:
+            self._on_status(status)
+        if status.ready:
             self._wake(status.job_id, status)
 
     async def status(self, job_id: str) -> JobStatus | None:

@@ -5,7 +5,7 @@ for their ``queued`` reports), applies them with :mod:`.state`, announces each t
 a CloudEvents ``job.<state>`` event on ``<ns>.events``, and only then acks the reports. The
 status of a job that has not ended lives in memory (:mod:`services.common.live`): rebuilt
 from the last snapshot and the event history before the first report is applied, and
-snapshotted every few seconds while it changes. A final status is written once, to
+snapshotted now and then. A final status is written once, to
 ``<job_id>/status.json``, before its event is published.
 
     notifier = Notifier(config, broker, storage)
@@ -21,6 +21,7 @@ applied together and written once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,8 @@ from schemas.topology import NEW_JOB
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.history import EventHistory
 from services.common.live import (
-    SNAPSHOT_INTERVAL,
+    SNAPSHOT_EVERY,
+    SNAPSHOT_MAX_AGE,
     LiveStatuses,
     load_snapshot,
     replay_start,
@@ -89,7 +91,8 @@ class Notifier:
         self._history = EventHistory(config.broker, broker.names, reader="notifier-replay")
         self._restoring: asyncio.Task[None] | None = None
         self._snapshots: asyncio.Task[None] | None = None
-        self._snapshot_changes = -1
+        self._snapshot_changes = 0
+        self._snapshot_due = asyncio.Event()
         self.source = f"/{config.broker.namespace}/notifier"
         """CloudEvents ``source`` of every event this notifier publishes."""
         self._consumer: tuple[AbstractRobustChannel, str] | None = None
@@ -189,10 +192,12 @@ class Notifier:
         )
 
     async def _take_snapshots(self) -> None:
-        """Every SNAPSHOT_INTERVAL seconds, the live statuses, if they changed (a background
-        timer, off the path of any job)."""
+        """A snapshot when enough changed, or SNAPSHOT_MAX_AGE seconds after the last one
+        (off the path of any job)."""
         while True:
-            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._snapshot_due.wait(), SNAPSHOT_MAX_AGE)
+            self._snapshot_due.clear()
             await self._snapshot()
 
     async def _snapshot(self) -> None:
@@ -335,6 +340,8 @@ class Notifier:
             await self._storage.put_bytes(status_key(status.job_id), data, "application/json")
             self.cache.put(status.job_id, status)
         self.live.set(status)
+        if self.live.changes - self._snapshot_changes >= SNAPSHOT_EVERY:
+            self._snapshot_due.set()
 
     async def _publish(self, event: JobEvent) -> None:
         await self._broker.publish(

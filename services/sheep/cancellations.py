@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 REMEMBERED = 10_000
 """Cancelled job ids kept in memory; older ones are still found through their marker."""
-CLOCK_MARGIN = timedelta(seconds=5)
-"""How much the gateway's clock (which stamps a job declared) may run behind this sheep's."""
+CLOCK_MARGIN = timedelta(seconds=1)
+"""How much the gateway's clock (which stamps a job declared) may run behind this sheep's:
+far more than NTP lets machines drift apart."""
 
 
 class Cancellations:

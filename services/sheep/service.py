@@ -279,11 +279,10 @@ class Sheep:
         attempt = job.attempt
         if (ending := self._admission.ending(attempt, ())) is not None:  # cancelled while it waited
             return ending
-        self._set_current_job(attempt.job_id)
         marks = log_marks(self.backend.log_files)
         running = RunningReport(
             attempt.report(JobState.RUNNING),
-            self._publish,
+            self._report_running,
             self._config.broker.report_running_after,
         )
         try:
@@ -392,6 +391,7 @@ class Sheep:
 
     async def _publish(self, report: StatusReport) -> None:
         await self._broker.publish(self._names.events_exchange, report.routing_key, report)
+        self._announcer.reported()
 
     async def _when_connected(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """``action``, tried again once RabbitMQ is back if it is away. A reconnecting broker
@@ -420,8 +420,15 @@ class Sheep:
         await self._broker.wait_connected()
 
     def _set_current_job(self, job_id: str | None) -> None:
-        self._current_job = job_id
-        self._announcer.changed()
+        if job_id != self._current_job:
+            self._current_job = job_id
+            self._announcer.changed()
+
+    async def _report_running(self, report: StatusReport) -> None:
+        """A job reported running (it runs a while) is announced as the sheep's current job
+        too; quicker ones cost no announcement."""
+        self._set_current_job(report.job_id)
+        await self._publish(report)
 
 
 def _fresh_directories(root: Path, *directories: Path) -> None:

@@ -1,0 +1,70 @@
+"""The fleet view (``GET /status``): a sheep busy with jobs stays alive without announcing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from schemas.events import SheepState
+from schemas.job import ModelRef
+from schemas.status import JobState, JobStatus
+from services.gateway.fleet import Fleet
+from services.sheep.announcer import Announcer
+from tests.support.polling import eventually
+from tests.support.stack import bare_sheep
+
+WAIT = 10
+
+
+async def test_a_sheep_named_by_job_events_is_alive_without_announcing(config, broker, names):
+    config.sheep = {"s1": bare_sheep()}
+    fleet = Fleet(config, broker)
+    await fleet.start()
+    try:
+        long_ago = datetime.now(UTC) - timedelta(seconds=60)
+        state = SheepState(sheep_id="s1", kind="bare", runner_alive=True, interval=5, time=long_ago)
+        await broker.publish(names.events_exchange, state.routing_key, state)
+
+        async def heard() -> bool:
+            return "s1" in fleet.states
+
+        await eventually(heard, within=WAIT)
+        assert (await fleet.report())["sheep"]["s1"]["alive"] is False
+
+        model = ModelRef(name="echo")
+        fleet.saw(JobStatus(job_id="j1", state=JobState.DONE, model=model, sheep_id="s1"))
+        sheep = (await fleet.report())["sheep"]["s1"]
+        assert sheep["alive"] is True
+        assert datetime.fromisoformat(sheep["last_seen"]) > long_ago
+    finally:
+        await fleet.stop()
+
+
+async def test_a_sheep_that_reports_jobs_skips_its_periodic_announcement(broker, names):
+    announced: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    channel = await broker.connection.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(names.events_exchange, "sheep.s1")
+    await queue.consume(announced.put, no_ack=True)
+
+    def state() -> SheepState:
+        return SheepState(sheep_id="s1", kind="bare", runner_alive=True, interval=0.3)
+
+    announcer = Announcer(broker, state, interval=0.3)
+    announcer.start()
+    try:
+        await asyncio.wait_for(announced.get(), WAIT)  # the sheep is announced at start
+        await asyncio.sleep(1.5)  # the announcement gap (1 s), then an idle interval
+        announced_idle = announced.qsize()
+        for _ in range(15):  # busy: a report every 0.1 s
+            announcer.reported()
+            await asyncio.sleep(0.1)
+        assert announced_idle >= 1 and announced.qsize() == announced_idle
+        announcer.changed()  # a change is announced all the same
+        await asyncio.sleep(0.2)
+        assert announced.qsize() == announced_idle + 1
+    finally:
+        await announcer.stop()
+        await channel.close()
