@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -276,10 +276,20 @@ class Notifier:
                             events.append(JobEvent.of(status, self.source, transition.kind))
                     elif delivery.message.redelivered and (kind := replay(status, report)):
                         events.append(JobEvent.of(status, self.source, kind))
+            # A final status is stored before it is announced (whoever hears the event
+            # finds it), while the transitions before it are announced.
+            earlier = [e for e in events if not e.data.ready]
+            final = [e for e in events if e.data.ready]
+            storing = None
             if status is not None and status is not current:
-                await self._retrying("writing the status", job_id, batch, self._save, status)
-            for event in events:
-                await self._retrying("publishing the event", job_id, batch, self._publish, event)
+                if status.state.terminal:
+                    storing = self._retrying(
+                        "writing the final status", job_id, batch, self._store, status
+                    )
+                else:  # in memory only
+                    self._remember(status)
+            await _together(storing, self._announce(job_id, batch, earlier))
+            await self._announce(job_id, batch, final)
         except Abandoned:
             return
         except Exception:
@@ -332,16 +342,23 @@ class Notifier:
         self.cache.put(status.job_id, status)
         return status
 
-    async def _save(self, status: JobStatus) -> None:
-        """A final status is stored (before its event, so that whoever hears the event finds
-        it); any other lives in memory."""
-        if status.state.terminal:
-            data = status.model_dump_json().encode()
-            await self._storage.put_bytes(status_key(status.job_id), data, "application/json")
-            self.cache.put(status.job_id, status)
+    async def _store(self, status: JobStatus) -> None:
+        """A final status, kept in memory once stored: a report redelivered after a failed
+        write writes it again."""
+        data = status.model_dump_json().encode()
+        await self._storage.put_bytes(status_key(status.job_id), data, "application/json")
+        self.cache.put(status.job_id, status)
+        self._remember(status)
+
+    def _remember(self, status: JobStatus) -> None:
         self.live.set(status)
         if self.live.changes - self._snapshot_changes >= SNAPSHOT_EVERY:
             self._snapshot_due.set()
+
+    async def _announce(self, job_id: str, batch: list[_Delivery], events: list[JobEvent]) -> None:
+        """The events, one after the other, in lifecycle order."""
+        for event in events:
+            await self._retrying("publishing the event", job_id, batch, self._publish, event)
 
     async def _publish(self, event: JobEvent) -> None:
         await self._broker.publish(
@@ -352,6 +369,17 @@ class Notifier:
             message_id=event.id,
             mandatory=False,  # an announcement: nobody need be listening
         )
+
+
+async def _together(*steps: Coroutine[object, object, object] | None) -> None:
+    """Run the ``steps`` concurrently; if one fails, the others are cancelled."""
+    tasks = [asyncio.ensure_future(step) for step in steps if step is not None]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _first_news(batch: list[_Delivery]) -> bool:

@@ -375,7 +375,7 @@ async def test_wait_terminal_returns_the_current_status_after_the_timeout(
     broker, events, notifier, lookup, job_id
 ):
     await send(broker, report(job_id, RUNNING))
-    await next_events(events, 1)
+    await wait_for_state(lookup, job_id, RUNNING)  # the lookup has read the event
     started = time.monotonic()
     status = await lookup.wait_terminal(job_id, timeout=0.5)
     elapsed = time.monotonic() - started
