@@ -47,7 +47,7 @@ from services.sheep.cancellations import Cancellations
 from services.sheep.containers import DockerBackend
 from services.sheep.deliveries import MAX_RETRY_DELAY, Deliveries, briefly
 from services.sheep.driver import JobCancelled, RunnerDriver
-from services.sheep.job_logs import cut_logs, log_marks, store_logs
+from services.sheep.job_logs import log_marks, store_logs
 from services.sheep.lease import Hold, Leases
 from services.sheep.runner_client import ProgressCallback
 from services.sheep.running import RunningReport
@@ -65,12 +65,14 @@ DIRECTORIES = ("inputs", "outputs", "logs")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Job:
     """A job this sheep holds, its inputs fetched."""
 
     attempt: Attempt
     hold: Hold
+    logs: tuple[list[int], list[int]] = ([], [])
+    """Where its part of the runner's log files starts and ends, once it has run."""
 
     @property
     def job_id(self) -> str:
@@ -274,8 +276,9 @@ class Sheep:
         await self._storage.download(stored_inputs, inputs_prefix(job_id), inputs)
 
     async def _run_held(self, job: _Job) -> StatusReport | None:
-        """Run a prepared job on the runner and cut its logs; the report of its outcome, or
-        None if it was given back (it could not be completed, or the sheep stops)."""
+        """Run a prepared job on the runner, marking its part of the logs; the report of its
+        outcome, or None if it was given back (it could not be completed, or the sheep
+        stops)."""
         attempt = job.attempt
         if (ending := self._admission.ending(attempt, ())) is not None:  # cancelled while it waited
             return ending
@@ -296,7 +299,7 @@ class Sheep:
             else:
                 state = JobState.DONE if error is None else JobState.FAILED
                 report = attempt.report(state, error=error)
-            await cut_logs(self.backend.log_files, marks, attempt.directory / "logs")
+            job.logs = (marks, log_marks(self.backend.log_files))
             return await running.outcome(report)
         except asyncio.CancelledError:
             log.warning("sheep %s: job %s interrupted; requeueing it", self.sheep_id, job.job_id)
@@ -333,9 +336,17 @@ class Sheep:
         """Store what the job wrote, report its outcome, and only then let go of it."""
         directory = job.attempt.directory
         try:
+            start, end = job.logs
             await asyncio.gather(
                 self._storage.upload_tree(directory / "outputs", outputs_prefix(job.job_id)),
-                store_logs(self._storage, directory / "logs", job.job_id),
+                store_logs(
+                    self._storage,
+                    self.backend.log_files,
+                    start,
+                    end,
+                    directory / "logs",
+                    job.job_id,
+                ),
             )
             await self._when_connected("report an outcome", partial(self._publish, report))
         except asyncio.CancelledError:  # the sheep stops before the outcome is out

@@ -10,7 +10,7 @@ from schemas.config import BareSheepConfig
 from schemas.job import ModelRef
 from services.sheep.backend import ModelNotFound
 from services.sheep.bare import BareBackend, runner_environment
-from services.sheep.job_logs import copy_tail as _copy_tail
+from services.sheep.job_logs import copy_part
 
 
 async def test_a_missing_model_is_named_with_the_path_looked_at(tmp_path: Path):
@@ -40,15 +40,19 @@ def test_a_job_gets_the_part_of_a_log_written_during_it(tmp_path: Path):
     start = log.stat().st_size
     with log.open("ab") as out:
         out.write(b"this job\n")
-    _copy_tail(log, start, part)
+    end = log.stat().st_size
+    with log.open("ab") as out:
+        out.write(b"the next job, already\n")
+    copy_part(log, start, end, part)
     assert part.read_bytes() == b"this job\n"
 
-    log.write_bytes(b"rotated\n")  # shorter than where the job started: take it all
-    _copy_tail(log, start, part)
+    log.write_bytes(b"rotated\n")  # shorter than where the job started: from the start
+    copy_part(log, start, log.stat().st_size, part)
     assert part.read_bytes() == b"rotated\n"
 
-    _copy_tail(log, log.stat().st_size, part)  # nothing printed during the job: no file
+    part.unlink()
+    copy_part(log, end, end, part)  # nothing printed during the job: no file
     assert not part.exists()
 
-    _copy_tail(tmp_path / "missing.log", 0, part)
+    copy_part(tmp_path / "missing.log", 0, 5, part)
     assert not part.exists()
