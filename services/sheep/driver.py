@@ -66,10 +66,16 @@ class RunnerDriver:
         """Run the job; the error if it failed. Raises :class:`JobCancelled` once
         ``cancelled`` is set (its runner stopped)."""
         try:
-            client = await _unless(cancelled, self._runner_for(model))
+            if self._client is not None and self.backend.model == model:
+                client = self._client  # at once: the runner gets the job without a detour
+            else:
+                client = await _unless(cancelled, self._runner_for(model))
+            if cancelled.is_set():
+                raise JobCancelled
             try:
                 async with asyncio.timeout(time_limit):
-                    verdict = await _unless(cancelled, client.run(request, progress))
+                    await client.start(request)
+                    verdict = await _unless(cancelled, client.verdict(request, progress))
             except TimeoutError:
                 raise RunnerLost.of("Timeout", f"timed out after {time_limit:g} s") from None
         except JobCancelled:

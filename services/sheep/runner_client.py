@@ -90,9 +90,17 @@ class RunnerClient:
         self._socket.close(linger=0)
 
     async def run(self, request: Run, on_progress: ProgressCallback) -> Done | Failed:
-        """Run one job; the runner's verdict, or :class:`RunnerLost`."""
+        """Run one job: :meth:`start`, then :meth:`verdict`."""
+        await self.start(request)
+        return await self.verdict(request, on_progress)
+
+    async def start(self, request: Run) -> None:
+        """Hand the runner a job: no wait on the event loop while the socket takes it."""
         await self._drain()
         await self._send(request)
+
+    async def verdict(self, request: Run, on_progress: ProgressCallback) -> Done | Failed:
+        """The runner's verdict on the job it was handed, or :class:`RunnerLost`."""
         while True:
             message = await self._receive(self._heartbeat_timeout)
             if message is None:
