@@ -38,8 +38,15 @@ async def store_logs(
 ) -> None:
     """Copy each file's part between the marks into ``directory``, and store those that are
     not empty."""
-    for source, first, last, name in zip(log_files, start, end, LOG_NAMES, strict=True):
-        await asyncio.to_thread(copy_part, source, first, last, directory / name)
+    parts = [
+        (source, first, last, directory / name)
+        for source, first, last, name in zip(log_files, start, end, LOG_NAMES, strict=True)
+        if last != first
+    ]
+    if not parts:  # the usual case: the model printed nothing
+        return
+    for part in parts:
+        await asyncio.to_thread(copy_part, *part)
     await storage.upload_tree(directory, logs_prefix(job_id))
 
 
