@@ -7,10 +7,12 @@ import io
 import json
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 
 import aio_pika
 import pytest
 
+from schemas.job import JobRequest, JobSpec
 from tests.support.stack import bare_sheep
 
 
@@ -72,6 +74,36 @@ async def test_identical_repeat_is_200_and_a_different_request_is_409(stack, job
     assert job_id in conflict.json()["detail"]
     await wait_done(stack, job_id)
     assert (await stack.get(f"/jobs/{job_id}/result")).content == b"a"
+
+
+async def test_a_repeat_queues_a_job_whose_gateway_died_before_queueing_it(
+    stack, config, minio_client, test_bucket, job_id
+):
+    """The gateway wrote job.json and died before RabbitMQ confirmed the job: the client,
+    never answered, repeats the declaration, and the repeat queues the job."""
+    request = JobRequest.model_validate(echo(job_id, payload={"n": 1}))
+    spec = JobSpec.from_request(request, datetime.now(UTC), config.gateway.dispatch_payload_bytes)
+    await put(minio_client, test_bucket, f"{job_id}/job.json", spec.model_dump_json().encode())
+    repeat = await stack.post("/start-job", json=echo(job_id, payload={"n": 1}))
+    assert repeat.status_code == 200 and repeat.json()["state"] == "queued"
+    assert (await wait_done(stack, job_id))["state"] == "done"
+    assert (await stack.get(f"/jobs/{job_id}/result")).json() == {"n": 1}
+    # A repeat of a job that ended queues nothing.
+    again = await stack.post("/start-job", json=echo(job_id, payload={"n": 1}))
+    assert again.status_code == 200 and again.json()["state"] is None
+
+
+async def test_a_small_payload_is_kept_in_the_job_record(stack, minio_client, test_bucket, job_id):
+    """Not stored under inputs/ (which would cost a notification), and the job's input all
+    the same: for the runner and for GET /jobs/{id}/input."""
+    assert (await stack.post("/start-job", json=echo(job_id, payload="[1]"))).status_code == 202
+    assert (await wait_done(stack, job_id))["state"] == "done"
+    assert (await stack.get(f"/jobs/{job_id}/result")).content == b"[1]"
+    assert (await stack.get(f"/jobs/{job_id}/input")).content == b"[1]"
+    stored = await asyncio.to_thread(
+        lambda: [o.object_name for o in minio_client.list_objects(test_bucket, f"{job_id}/", True)]
+    )
+    assert f"{job_id}/inputs/input.json" not in stored
 
 
 async def test_seed_flow_inputs_uploaded_first(stack, minio_client, test_bucket, job_id):
