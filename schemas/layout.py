@@ -12,7 +12,8 @@
 _shepherd/...            Shepherd's own bookkeeping; no job id starts with "_", so no job
                          can collide with it:
 _shepherd/pending/<job_id>   the job waits for declared inputs (removed once it is queued)
-_shepherd/notifier/live.json   the statuses of the jobs that have not ended, as of a moment
+_shepherd/notifier/<namespace>/live.json   the statuses of the jobs that have not ended, as
+                                          of a moment
                                (see services.common.live)
 _shepherd/webhooks/disabled/<name>   a webhook subscription that answered 410 Gone
 """
@@ -61,7 +62,14 @@ def logs_prefix(job_id: str) -> str:
 
 RESERVED_PREFIX = "_shepherd/"
 PENDING_PREFIX = f"{RESERVED_PREFIX}pending/"
-LIVE_SNAPSHOT_KEY = f"{RESERVED_PREFIX}notifier/live.json"
+
+
+def live_snapshot_key(namespace: str) -> str:
+    """The notifier's snapshot of the statuses of jobs that have not ended, per namespace
+    (each has its event history)."""
+    return f"{RESERVED_PREFIX}notifier/{namespace}/live.json"
+
+
 """The index of jobs waiting for declared inputs, so that a lost upload notification (MinIO
 drops them while RabbitMQ is down) does not leave a job waiting forever."""
 

@@ -85,10 +85,11 @@ class JobStatus(BaseModel):
 
 class LiveSnapshot(BaseModel):
     """``_shepherd/notifier/live.json``: the statuses of the jobs that had not ended when the
-    notifier took it. With the job events published since ``taken_at``, it gives every
+    notifier took it. With the job events of the history from ``offset`` on, it gives every
     job's current status (see ``services.common.live``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     taken_at: AwareDatetime
+    offset: int = Field(ge=0, description="Where in <ns>.event-stream a replay starts.")
     statuses: list[JobStatus]

@@ -2,6 +2,7 @@
 
     history = EventHistory(config.broker, names)
     subscription = await history.subscribe(start=1234)   # or "next": from now on
+    end = await history.mark()                          # the offset of a mark appended now
     while (event := await subscription.get()) is not None:
         ...  # event.offset, event.kind, event.body
     await subscription.close()
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -155,6 +157,33 @@ class EventHistory:
             await subscription.close()
             raise
         return subscription
+
+    async def mark(self) -> int:
+        """Append a mark to the history and return its offset: every event published before
+        this call lies before it. (A mark is no event: its routing key is the stream's name,
+        and readers skip it.)"""
+        subscription = await self.subscribe("next")
+        try:
+            mark = uuid.uuid4().hex
+            try:
+                async with asyncio.timeout(self._timeout):
+                    channel = await (await self._connect()).channel(publisher_confirms=True)
+                    try:
+                        await channel.default_exchange.publish(
+                            aio_pika.Message(b"", message_id=mark), routing_key=self._queue
+                        )
+                    finally:
+                        await channel.close()
+            except (OSError, AMQPError, TimeoutError) as exc:
+                raise BrokerUnavailable(
+                    f"cannot mark the event history ({type(exc).__name__})"
+                ) from None
+            while (event := await subscription.get()) is not None:
+                if event.message_id == mark:
+                    return event.offset
+        finally:
+            await subscription.close()
+        raise BrokerUnavailable("the event history ended before its mark came back")
 
     async def _connect(self) -> AbstractConnection:
         async with self._lock:

@@ -5,30 +5,33 @@ Until then its status lives in memory: in the notifier, which changes it, and in
 gateway, which follows the job events to answer lookups. Every job event carries the job's
 whole status, so the last event of a job *is* its status; a table is rebuilt from the
 notifier's latest snapshot (``_shepherd/notifier/live.json``) and the events of
-``<ns>.event-stream`` from a little before it was taken. The notifier takes one every
+``<ns>.event-stream`` from the offset it names: that of a mark the notifier appended to the
+stream just before it copied its table (no clock involved). The notifier takes one every
 :data:`SNAPSHOT_EVERY` changes, at least every :data:`SNAPSHOT_MAX_AGE` seconds while
 statuses change, and when it stops: so a rebuild replays a bounded stretch of history, and a
 job that outlives the stream's retention (a day) is still in a snapshot. A job costs no
 snapshot of its own.
 
     live = LiveStatuses()
-    live.restore(await load_snapshot(storage))
-    subscription = await history.subscribe(replay_start(snapshot))
-    live.apply(await subscription.get())       # for each event: its status
+    live.restore(snapshot := await load_snapshot(storage, namespace))
+    end = await history.mark()
+    await replay_history(history, live, replay_start(snapshot, end), end)
+    live.apply(event)                          # then event by event: its status
     live.get(job_id)                           # None: unknown here, or ended
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
 from schemas.events import STATUS_KINDS, JobEvent
-from schemas.layout import LIVE_SNAPSHOT_KEY
+from schemas.layout import live_snapshot_key
 from schemas.status import JobStatus, LiveSnapshot
-from services.common.history import Offset, StreamedEvent
+from services.common.broker import BrokerUnavailable
+from services.common.history import EventHistory, Offset, StreamedEvent
 from services.common.storage import ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
@@ -39,10 +42,6 @@ about this many events at most (a few seconds' work)."""
 SNAPSHOT_MAX_AGE = 3600.0
 """Seconds after which the notifier takes a snapshot anyway, if statuses changed: far
 within the event history's retention of a day."""
-REPLAY_MARGIN = timedelta(minutes=1)
-"""How much earlier than a snapshot a rebuild starts replaying: for the skew between the
-notifier's clock and RabbitMQ's, and the stream's chunk granularity. Replaying more is
-harmless: the events of a job are replayed in order, so its last one wins."""
 _STATUS_KINDS = frozenset(f"job.{kind}" for kind in STATUS_KINDS)
 
 
@@ -66,8 +65,11 @@ class LiveStatuses:
     def __len__(self) -> int:
         return len(self._statuses)
 
-    def snapshot(self) -> LiveSnapshot:
-        return LiveSnapshot(taken_at=datetime.now(UTC), statuses=list(self._statuses.values()))
+    def snapshot(self, offset: int) -> LiveSnapshot:
+        """The table now, which holds every event of the history before ``offset``."""
+        return LiveSnapshot(
+            taken_at=datetime.now(UTC), offset=offset, statuses=list(self._statuses.values())
+        )
 
     def restore(self, snapshot: LiveSnapshot | None) -> None:
         """Start over from ``snapshot`` (empty without one)."""
@@ -85,24 +87,47 @@ class LiveStatuses:
         return status
 
 
-def replay_start(snapshot: LiveSnapshot | None) -> Offset:
-    """Where to replay the history from, after ``snapshot``."""
-    return "first" if snapshot is None else snapshot.taken_at - REPLAY_MARGIN
-
-
-async def load_snapshot(storage: Storage) -> LiveSnapshot | None:
+async def replay_history(history: EventHistory, live: LiveStatuses, start: Offset, end: int) -> int:
+    """Apply the events of the history from ``start`` up to offset ``end`` (a mark); how
+    many."""
+    subscription = await history.subscribe(start)
     try:
-        raw = await storage.get_bytes(LIVE_SNAPSHOT_KEY)
+        replayed = 0
+        while (event := await subscription.get()) is not None:
+            if event.offset >= end:
+                return replayed
+            try:
+                live.apply(event)
+            except ValidationError as exc:
+                log.warning("skipping event %d of the history: %s", event.offset, exc)
+            replayed += 1
+    finally:
+        await subscription.close()
+    raise BrokerUnavailable("the event history ended before its replay did")
+
+
+def replay_start(snapshot: LiveSnapshot | None, end: int) -> Offset:
+    """Where to replay the history from, after ``snapshot``, for a history that ends at
+    ``end``: the whole of it when the snapshot is of another (a stream deleted since)."""
+    if snapshot is None or snapshot.offset > end:
+        return "first"
+    return snapshot.offset
+
+
+async def load_snapshot(storage: Storage, namespace: str) -> LiveSnapshot | None:
+    key = live_snapshot_key(namespace)
+    try:
+        raw = await storage.get_bytes(key)
     except ObjectMissing:
         return None
     try:
         return LiveSnapshot.model_validate_json(raw)
     except ValidationError as exc:
-        log.error("%s is unreadable, replaying the whole history: %s", LIVE_SNAPSHOT_KEY, exc)
+        log.error("%s is unreadable, replaying the whole history: %s", key, exc)
         return None
 
 
-async def save_snapshot(storage: Storage, snapshot: LiveSnapshot) -> None:
+async def save_snapshot(storage: Storage, namespace: str, snapshot: LiveSnapshot) -> None:
     await storage.put_bytes(
-        LIVE_SNAPSHOT_KEY, snapshot.model_dump_json().encode(), "application/json"
+        live_snapshot_key(namespace), snapshot.model_dump_json().encode(), "application/json"
     )

@@ -57,6 +57,7 @@ class Gateway:
         self.lookup = StatusLookup(
             storage,
             EventHistory(config.broker, broker.names, reader="lookups"),
+            broker.names.namespace,
             on_status=self.fleet.saw,
         )
         self.history = EventHistory(config.broker, broker.names)

@@ -5,7 +5,7 @@ Every gateway replica can answer for every job: a final status comes from storag
 each replica follows in the event history (``<ns>.event-stream``) into a table of its own
 (:mod:`services.common.live`), and the wake-up from the terminal events it reads there.
 
-    lookup = StatusLookup(storage, EventHistory(config.broker, names))
+    lookup = StatusLookup(storage, EventHistory(config.broker, names), names.namespace)
     await lookup.start()
     status = await lookup.wait_terminal(job_id, timeout=30)
 """
@@ -40,11 +40,13 @@ class StatusLookup:
         self,
         storage: Storage,
         history: EventHistory,
+        namespace: str,
         on_status: Callable[[JobStatus], None] | None = None,
     ) -> None:
         """``on_status``: called with the status every job event carries, as it is read."""
         self._storage = storage
         self._history = history
+        self._namespace = namespace
         self._on_status = on_status
         self._live = LiveStatuses()
         self._waiters: dict[str, set[_Waiter]] = {}
@@ -74,9 +76,10 @@ class StatusLookup:
         while True:
             try:
                 if start is None:
-                    snapshot = await load_snapshot(self._storage)
+                    snapshot = await load_snapshot(self._storage, self._namespace)
+                    end = await self._history.mark()
                     self._live.restore(snapshot)
-                    start = replay_start(snapshot)
+                    start = replay_start(snapshot, end)
                 subscription = await self._history.subscribe(start)
             except OUTAGES as exc:
                 log.warning("cannot follow the job events yet (%r); retrying", exc)

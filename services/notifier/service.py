@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -39,13 +38,14 @@ from schemas.job import JobDispatch
 from schemas.layout import status_key
 from schemas.status import JobStatus
 from schemas.topology import NEW_JOB
-from services.common.broker import Broker, BrokerUnavailable
+from services.common.broker import Broker
 from services.common.history import EventHistory
 from services.common.live import (
     SNAPSHOT_EVERY,
     SNAPSHOT_MAX_AGE,
     LiveStatuses,
     load_snapshot,
+    replay_history,
     replay_start,
     save_snapshot,
 )
@@ -160,34 +160,17 @@ class Notifier:
         await asyncio.shield(task)
 
     async def _restore(self) -> None:
-        """The snapshot, then every event published since (from a little before it), up to
-        a mark this call appends to the history: the statuses as the last notifier left
-        them, since no other notifier publishes meanwhile (one consumes at a time)."""
-        snapshot = await load_snapshot(self._storage)
-        subscription = await self._history.subscribe(replay_start(snapshot))
-        try:
-            mark = uuid.uuid4().hex
-            await self._broker.publish(
-                "", self._names.event_stream, b"", content_type=None, message_id=mark
-            )
-            self.live.restore(snapshot)
-            replayed = 0
-            while (event := await subscription.get()) is not None:
-                if event.message_id == mark:
-                    break
-                try:
-                    self.live.apply(event)
-                except ValidationError as exc:
-                    log.warning("skipping event %d of the history: %s", event.offset, exc)
-                replayed += 1
-            else:
-                raise BrokerUnavailable("the event history ended before its replay did")
-        finally:
-            await subscription.close()
+        """The snapshot, then every event published since, up to a mark appended to the
+        history now: the statuses as the last notifier left them, since no other notifier
+        publishes meanwhile (one consumes at a time)."""
+        snapshot = await load_snapshot(self._storage, self._names.namespace)
+        end = await self._history.mark()
+        self.live.restore(snapshot)
+        replayed = await replay_history(self._history, self.live, replay_start(snapshot, end), end)
         log.info(
-            "restored %d live job statuses (snapshot of %s, %d events replayed)",
+            "restored %d live job statuses (snapshot at offset %s, %d events replayed)",
             len(self.live),
-            "none" if snapshot is None else snapshot.taken_at.isoformat(),
+            "none" if snapshot is None else snapshot.offset,
             replayed,
         )
 
@@ -205,7 +188,8 @@ class Notifier:
             return
         changes = self.live.changes
         try:
-            await save_snapshot(self._storage, self.live.snapshot())
+            offset = await self._history.mark()
+            await save_snapshot(self._storage, self._names.namespace, self.live.snapshot(offset))
         except OUTAGES as exc:
             log.warning("could not save the live statuses (next time, then): %r", exc)
             return

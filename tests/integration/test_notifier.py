@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from schemas.config import Config
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
 from schemas.job import JobSpec, ModelRef
-from schemas.layout import LIVE_SNAPSHOT_KEY, job_key, status_key
+from schemas.layout import job_key, live_snapshot_key, status_key
 from schemas.status import ErrorInfo, JobState, JobStatus, LiveSnapshot, Progress
 from schemas.topology import Names
 from services.common.broker import Broker
@@ -65,7 +65,7 @@ async def notifier(config: Config, broker: Broker, storage: Storage) -> AsyncIte
 
 @pytest.fixture
 async def lookup(config: Config, names: Names, storage: Storage) -> AsyncIterator[StatusLookup]:
-    lookup = StatusLookup(storage, EventHistory(config.broker, names))
+    lookup = StatusLookup(storage, EventHistory(config.broker, names), names.namespace)
     await lookup.start()
     yield lookup
     await lookup.stop()
@@ -283,7 +283,7 @@ async def wait_for_state(lookup: StatusLookup, job_id: str, state: JobState) -> 
 
 
 async def test_a_restarted_notifier_continues_from_its_snapshot(
-    config, broker, storage, events, job_id
+    config, names, broker, storage, events, job_id
 ):
     """Stopping writes a snapshot of the statuses of the jobs that have not ended; the next
     notifier starts from it (and the events published since)."""
@@ -292,7 +292,9 @@ async def test_a_restarted_notifier_continues_from_its_snapshot(
     await send(broker, report(job_id, ACCEPTED), report(job_id, QUEUED, t=1))
     await next_events(events, 2)
     await first.stop()
-    snapshot = LiveSnapshot.model_validate_json(await storage.get_bytes(LIVE_SNAPSHOT_KEY))
+    snapshot = LiveSnapshot.model_validate_json(
+        await storage.get_bytes(live_snapshot_key(names.namespace))
+    )
     assert [s.state for s in snapshot.statuses if s.job_id == job_id] == [QUEUED]
 
     second = Notifier(config, broker, storage)
@@ -306,7 +308,7 @@ async def test_a_restarted_notifier_continues_from_its_snapshot(
 
 
 async def test_a_notifier_killed_before_its_snapshot_is_replayed_from_the_event_history(
-    config, broker, storage, events, job_id
+    config, names, broker, storage, events, job_id
 ):
     """The statuses of jobs that have not ended are nowhere in the store: a notifier that
     dies leaves the events it published, and the next one replays them."""
@@ -315,9 +317,12 @@ async def test_a_notifier_killed_before_its_snapshot_is_replayed_from_the_event_
     await send(broker, report(job_id, QUEUED, t=1), report(job_id, RUNNING, t=2, sheep_id="a"))
     await next_events(events, 2)
     await first.stop()
-    # As if the notifier had died before its snapshot: none, or an older one, is found.
-    stale = LiveSnapshot(taken_at=datetime.now(UTC), statuses=[report_status(job_id, QUEUED)])
-    await storage.put_bytes(LIVE_SNAPSHOT_KEY, stale.model_dump_json().encode())
+    # As if the notifier had died before its snapshot: an older one is found, from before
+    # the job ran (the start of the history, here).
+    stale = LiveSnapshot(
+        taken_at=datetime.now(UTC), offset=0, statuses=[report_status(job_id, QUEUED)]
+    )
+    await storage.put_bytes(live_snapshot_key(names.namespace), stale.model_dump_json().encode())
     second = Notifier(config, broker, storage)
     await second.start()
     try:
@@ -386,7 +391,7 @@ async def test_wait_terminal_returns_the_current_status_after_the_timeout(
 async def test_lookup_stop_releases_waiters(
     config, names, broker, storage, events, notifier, job_id
 ):
-    lookup = StatusLookup(storage, EventHistory(config.broker, names))
+    lookup = StatusLookup(storage, EventHistory(config.broker, names), names.namespace)
     await lookup.start()
     await send(broker, report(job_id, RUNNING))
     await next_events(events, 1)

@@ -177,7 +177,7 @@ async def test_malformed_job_events_are_dropped_and_waiters_still_wake(
     await storage.put_bytes(
         status_key(job_id), running.model_dump_json().encode(), "application/json"
     )
-    lookup = StatusLookup(storage, EventHistory(config.broker, names))
+    lookup = StatusLookup(storage, EventHistory(config.broker, names), names.namespace)
     await lookup.start()
     before = rejected("job-events", "not-json"), rejected("job-events", "invalid")
     try:
