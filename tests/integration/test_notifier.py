@@ -335,6 +335,28 @@ async def test_a_notifier_killed_before_its_snapshot_is_replayed_from_the_event_
     assert event.data.enqueued_at == T0 + timedelta(seconds=1)
 
 
+async def test_a_snapshot_of_another_history_means_replaying_all_of_this_one(
+    config, names, broker, storage, events, job_id
+):
+    """A snapshot whose offset lies past the end of the stream (deleted and declared again
+    since) cannot be continued: the whole history is replayed instead of waiting forever."""
+    first = Notifier(config, broker, storage)
+    await first.start()
+    await send(broker, report(job_id, QUEUED, t=1), report(job_id, RUNNING, t=2, sheep_id="a"))
+    await next_events(events, 2)
+    await first.stop()
+    other = LiveSnapshot(taken_at=datetime.now(UTC), offset=10**9, statuses=[])
+    await storage.put_bytes(live_snapshot_key(names.namespace), other.model_dump_json().encode())
+    second = Notifier(config, broker, storage)
+    await second.start()
+    try:
+        await send(broker, report(job_id, DONE, t=3, sheep_id="a"))
+        [event] = await next_events(events, 1)
+    finally:
+        await second.stop()
+    assert event.data.state is DONE and event.data.started_at == T0 + timedelta(seconds=2)
+
+
 def report_status(job_id: str, state: JobState) -> JobStatus:
     return JobStatus(job_id=job_id, state=state, model=MODEL)
 
