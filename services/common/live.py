@@ -76,15 +76,15 @@ class LiveStatuses:
         self._statuses = {} if snapshot is None else {s.job_id: s for s in snapshot.statuses}
         self.changes += 1
 
-    def apply(self, event: StreamedEvent) -> JobStatus | None:
-        """Take the status an event of the history carries, and return it; None for other
-        messages (``job.rejected``, a notifier's mark). Raises ValidationError for an event
-        that is not one."""
+    def apply(self, event: StreamedEvent) -> JobEvent | None:
+        """Take the status an event of the history carries, and return the event; None for
+        other messages (``job.rejected``, a notifier's mark). Raises ValidationError for an
+        event that is not one."""
         if event.kind not in _STATUS_KINDS:
             return None
-        status = JobEvent.model_validate_json(event.body).data
-        self.set(status)
-        return status
+        job_event = JobEvent.model_validate_json(event.body)
+        self.set(job_event.data)
+        return job_event
 
 
 async def replay_history(history: EventHistory, live: LiveStatuses, start: Offset, end: int) -> int:

@@ -58,7 +58,7 @@ class Gateway:
             storage,
             EventHistory(config.broker, broker.names, reader="lookups"),
             broker.names.namespace,
-            on_status=self.fleet.saw,
+            on_event=self.fleet.saw,
         )
         self.history = EventHistory(config.broker, broker.names)
         self.openapi = build_openapi()

@@ -13,8 +13,7 @@ from pydantic import ValidationError
 
 from schemas.config import Config
 from schemas.errors import format_validation_error
-from schemas.events import SheepState
-from schemas.status import JobStatus
+from schemas.events import JobEvent, SheepState
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
 
@@ -51,10 +50,11 @@ class Fleet:
             return
         self.states[state.sheep_id] = state
 
-    def saw(self, status: JobStatus) -> None:
-        """A job event naming a sheep: it lived then."""
-        if status.sheep_id is not None:
-            self._heard[status.sheep_id] = datetime.now(UTC)
+    def saw(self, event: JobEvent) -> None:
+        """A job event naming a sheep: it lived when the event was published."""
+        sheep_id = event.data.sheep_id
+        if sheep_id is not None:
+            self._heard[sheep_id] = max(event.time, self._heard.get(sheep_id, event.time))
 
     def _last_seen(self, sheep_id: str, state: SheepState) -> datetime:
         heard = self._heard.get(sheep_id)

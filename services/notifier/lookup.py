@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from schemas.errors import format_validation_error
+from schemas.events import JobEvent
 from schemas.job import JobSpec
 from schemas.layout import inputs_prefix, job_key, status_key
 from schemas.names import is_job_id
@@ -41,13 +42,13 @@ class StatusLookup:
         storage: Storage,
         history: EventHistory,
         namespace: str,
-        on_status: Callable[[JobStatus], None] | None = None,
+        on_event: Callable[[JobEvent], None] | None = None,
     ) -> None:
-        """``on_status``: called with the status every job event carries, as it is read."""
+        """``on_event``: called with every job event, as it is read."""
         self._storage = storage
         self._history = history
         self._namespace = namespace
-        self._on_status = on_status
+        self._on_event = on_event
         self._live = LiveStatuses()
         self._waiters: dict[str, set[_Waiter]] = {}
         self._follower: asyncio.Task[None] | None = None
@@ -96,7 +97,7 @@ class StatusLookup:
 
     def _take(self, event: StreamedEvent) -> None:
         try:
-            status = self._live.apply(event)
+            job_event = self._live.apply(event)
         except ValidationError as exc:
             log.warning(
                 "ignoring job event (routing key %s): %s",
@@ -105,12 +106,12 @@ class StatusLookup:
             )
             reject("job-events", invalid_reason(exc))
             return
-        if status is None:
+        if job_event is None:
             return
-        if self._on_status is not None:
-            self._on_status(status)
-        if status.ready:
-            self._wake(status.job_id, status)
+        if self._on_event is not None:
+            self._on_event(job_event)
+        if job_event.data.ready:
+            self._wake(job_event.subject, job_event.data)
 
     async def status(self, job_id: str) -> JobStatus | None:
         """The job's status: final from status.json, else as the job events tell, else

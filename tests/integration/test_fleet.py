@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from schemas.events import SheepState
+from schemas.events import JobEvent, SheepState
 from schemas.job import ModelRef
 from schemas.status import JobState, JobStatus
 from services.gateway.fleet import Fleet
@@ -34,7 +34,12 @@ async def test_a_sheep_named_by_job_events_is_alive_without_announcing(config, b
         assert (await fleet.report())["sheep"]["s1"]["alive"] is False
 
         model = ModelRef(name="echo")
-        fleet.saw(JobStatus(job_id="j1", state=JobState.DONE, model=model, sheep_id="s1"))
+        done = JobStatus(job_id="j1", state=JobState.DONE, model=model, sheep_id="s1")
+        # An event read long after it was published (a gateway replaying the history) is
+        # no news of the sheep; one published now is.
+        fleet.saw(JobEvent.of(done, "/test").model_copy(update={"time": long_ago}))
+        assert (await fleet.report())["sheep"]["s1"]["alive"] is False
+        fleet.saw(JobEvent.of(done, "/test"))
         sheep = (await fleet.report())["sheep"]["s1"]
         assert sheep["alive"] is True
         assert datetime.fromisoformat(sheep["last_seen"]) > long_ago
