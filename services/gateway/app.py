@@ -50,9 +50,6 @@ class Gateway:
         self.config = config
         self.broker = broker
         self.storage = storage
-        self.intake = Intake(config, broker, storage)
-        self.uploads = UploadListener(self.intake, config.storage.bucket)
-        self.submissions = SubmissionListener(self.intake, config.gateway.max_payload_bytes)
         self.fleet = Fleet(config, broker)
         self.lookup = StatusLookup(
             storage,
@@ -60,6 +57,9 @@ class Gateway:
             broker.names.namespace,
             on_event=self.fleet.saw,
         )
+        self.intake = Intake(config, broker, storage, queued_elsewhere=self.lookup.queued)
+        self.uploads = UploadListener(self.intake, config.storage.bucket)
+        self.submissions = SubmissionListener(self.intake, config.gateway.max_payload_bytes)
         self.history = EventHistory(config.broker, broker.names)
         self.openapi = build_openapi()
         self.asyncapi = build_asyncapi(broker.names, _broker_host(config))

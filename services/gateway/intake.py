@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -68,13 +69,21 @@ SPEC_CACHE_SIZE = 10_000
 
 
 class Intake:
-    def __init__(self, config: Config, broker: Broker, storage: Storage) -> None:
+    def __init__(
+        self,
+        config: Config,
+        broker: Broker,
+        storage: Storage,
+        queued_elsewhere: Callable[[str], bool] = lambda job_id: False,
+    ) -> None:
+        """``queued_elsewhere``: whether the job events show a job queued (by any gateway)."""
         self.config = config
         self.broker = broker
         self.storage = storage
         self._specs: RecentlyUsed[JobSpec] = RecentlyUsed(SPEC_CACHE_SIZE)
         self._queued: RecentlyUsed[bool] = RecentlyUsed(SPEC_CACHE_SIZE)
         """Jobs without declared inputs this gateway has queued: a repeat leaves them be."""
+        self._queued_elsewhere = queued_elsewhere
         self._carried_bytes = config.gateway.dispatch_payload_bytes
 
     async def declare(self, request: JobRequest) -> Declaration:
@@ -130,13 +139,18 @@ class Intake:
 
         The client's answer waits for RabbitMQ's confirm, so a declaration that was answered
         is queued; one that was not (the gateway died in between) is repeated by its client,
-        and a repeat queues the job again unless it has ended or this gateway queued it. A
-        job queued twice runs once unless both copies are taken before either ends (a sheep
-        checks redispatched copies against the job's status).
+        and a repeat queues the job again unless it was queued (by this gateway, or as the
+        job events show) or has ended. A job queued twice runs once unless both copies are
+        taken before either ends (a sheep checks redispatched copies against the job's
+        status).
         """
         if not created:
             await self._report_accepted(spec)
-            if self._queued.get(spec.job_id) or await self._ended(spec.job_id):
+            if (
+                self._queued.get(spec.job_id)
+                or self._queued_elsewhere(spec.job_id)
+                or await self._ended(spec.job_id)
+            ):
                 return False
         await self._publish(spec, datetime.now(UTC), redispatched=not created, new_job=created)
         self._queued.put(spec.job_id, True)

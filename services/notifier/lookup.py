@@ -113,6 +113,12 @@ class StatusLookup:
         if job_event.data.ready:
             self._wake(job_event.subject, job_event.data)
 
+    def queued(self, job_id: str) -> bool:
+        """Whether the job events read so far show the job queued, and not ended (a final
+        status is read from the store)."""
+        status = self._live.get(job_id)
+        return status is not None and status.state is not JobState.ACCEPTED
+
     async def status(self, job_id: str) -> JobStatus | None:
         """The job's status: final from status.json, else as the job events tell, else
         ``accepted`` from job.json; None for an unknown job."""

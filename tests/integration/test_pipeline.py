@@ -13,6 +13,11 @@ import aio_pika
 import pytest
 
 from schemas.job import JobRequest, JobSpec
+from services.common.history import EventHistory
+from services.common.storage import Storage
+from services.gateway.intake import Declared, Intake
+from services.notifier.lookup import StatusLookup
+from tests.support.polling import eventually
 from tests.support.stack import bare_sheep
 
 
@@ -91,6 +96,35 @@ async def test_a_repeat_queues_a_job_whose_gateway_died_before_queueing_it(
     # A repeat of a job that ended queues nothing.
     again = await stack.post("/start-job", json=echo(job_id, payload={"n": 1}))
     assert again.status_code == 200 and again.json()["state"] is None
+
+
+async def test_a_repeat_through_another_gateway_leaves_a_queued_job_be(
+    stack, config, broker, names, job_id
+):
+    """A gateway that did not queue a job (another one, or itself before a restart) learns
+    from the job events that it is queued, and does not queue it a second time."""
+    busy, waiting = f"{job_id}-busy", f"{job_id}-waits"
+    sleep = {"name": "sleep", "version": "1"}
+    for one in (busy, waiting):
+        body = {"job_id": one, "model": sleep, "sheep_id": "s1", "payload": {"seconds": 3}}
+        assert (await stack.post("/start-job", json=body)).status_code == 202
+    storage = Storage(config.storage)
+    lookup = StatusLookup(storage, EventHistory(config.broker, names), names.namespace)
+    await lookup.start()
+    try:
+
+        async def seen_queued() -> bool:
+            return lookup.queued(waiting)
+
+        await eventually(seen_queued, within=10)
+        other = Intake(config, broker, storage, queued_elsewhere=lookup.queued)
+        repeat = JobRequest(job_id=waiting, model=sleep, sheep_id="s1", payload={"seconds": 3})
+        declaration = await other.declare(repeat)
+    finally:
+        await lookup.stop()
+    assert declaration.outcome is Declared.REPEATED and not declaration.queued
+    for one in (busy, waiting):
+        await stack.post(f"/jobs/{one}/cancel")
 
 
 async def test_a_small_payload_is_kept_in_the_job_record(stack, minio_client, test_bucket, job_id):
