@@ -488,8 +488,12 @@ async def test_status_and_ready_routes(broker, events, notifier, client, job_id)
 
     await send(broker, report(job_id, RUNNING, sheep_id="gpu-1"))
     [event] = await next_events(events, 1)
-    response = await client.get(f"/jobs/{job_id}/status")
-    assert response.status_code == 200
+
+    async def known() -> httpx.Response | None:  # the lookups read the events after us
+        response = await client.get(f"/jobs/{job_id}/status")
+        return response if response.status_code == 200 else None
+
+    response = await eventually(known, within=5)
     assert response.json() == event.data.model_dump(mode="json")
     response = await client.get(f"/jobs/{job_id}/ready")
     assert response.json() == {"ready": False, "state": "running"}
@@ -516,6 +520,11 @@ async def test_wait_ready_long_polls(broker, events, notifier, client, job_id):
 
     await send(broker, report(job_id, RUNNING))
     await next_events(events, 1)
+
+    async def known() -> bool:  # the gateway's lookups read the events after us
+        return (await client.get(f"/jobs/{job_id}/status")).status_code == 200
+
+    await eventually(known, within=5)
     started = time.monotonic()
     response = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": "0.3"})
     assert response.status_code == 202 and response.json()["state"] == "running"
