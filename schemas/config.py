@@ -242,9 +242,9 @@ class GatewayConfig(_Section):
     dispatch_payload_bytes: NonNegativeInt = Field(
         default=64 * 1024,
         description="Inline payloads up to this size (in bytes), of jobs that declare no "
-        "inputs, are kept in job.json and travel in the job's message instead of being "
-        "stored as inputs/input.json: the job costs one write less and its sheep need not "
-        "fetch them; 0: never.",
+        "inputs, are kept in job.json and travel in the job's message: the job's only input, "
+        "which costs no object of its own and no read. Larger ones are stored as "
+        "inputs/input.json, a declared input; 0: always.",
     )
     max_upload_bytes: PositiveInt = Field(
         default=1024**3,
