@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from schemas.job import JobDispatch, ModelRef
+from schemas.job import JobDispatch, JobSpec, ModelRef
 from schemas.names import JobId, PathSegment
 from schemas.status import ErrorInfo, JobState, JobStatus, Progress
 
@@ -84,6 +84,18 @@ class StatusReport(BaseModel):
         if self.started_at is not None and not (self.state and self.state.terminal):
             raise ValueError("started_at belongs on an outcome report only")
         return self
+
+    @classmethod
+    def accepted(cls, spec: JobSpec, *, new_job: bool = False) -> StatusReport:
+        """The gateway's report of a job it declared."""
+        return cls(
+            job_id=spec.job_id,
+            state=JobState.ACCEPTED,
+            model=spec.model,
+            sheep_id=spec.sheep_id,
+            time=spec.declared_at,
+            new_job=new_job,
+        )
 
     @classmethod
     def queued(cls, dispatch: JobDispatch, *, new_job: bool = False) -> StatusReport:

@@ -41,7 +41,6 @@ from schemas.layout import (
     pending_key,
     status_key,
 )
-from schemas.status import JobState
 from schemas.topology import NEW_JOB, REDISPATCHED
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
@@ -300,12 +299,5 @@ class Intake:
         )
 
     async def _report_accepted(self, spec: JobSpec, *, new_job: bool = False) -> None:
-        report = StatusReport(
-            job_id=spec.job_id,
-            state=JobState.ACCEPTED,
-            model=spec.model,
-            time=spec.declared_at,
-            sheep_id=spec.sheep_id,
-            new_job=new_job,
-        )
+        report = StatusReport.accepted(spec, new_job=new_job)
         await self.broker.publish(self.broker.names.events_exchange, report.routing_key, report)
