@@ -1,4 +1,5 @@
-"""The runner's ZMQ loop: one ROUTER socket facing the sheep, one job at a time.
+"""The runner's ZMQ loop: one ROUTER socket facing the sheep, one job at a time, and the next
+one held, to start the moment the current one ends.
 
 Every message is a single JSON frame (``schemas.runner``); the ROUTER sees
 ``[sheep identity, frame]``. The main thread owns the ROUTER and the PULL end of an inproc
@@ -8,6 +9,7 @@ only thread that ever writes to the sheep.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
@@ -20,7 +22,7 @@ import zmq
 from pydantic import ValidationError
 
 from runner.base import Runner
-from runner.worker import Outbox, error_info, start_job
+from runner.worker import Outbox, error_info, log_offsets, start_job
 from schemas.errors import format_validation_error
 from schemas.names import is_job_id
 from schemas.runner import (
@@ -32,6 +34,9 @@ from schemas.runner import (
     Ready,
     Run,
     RunnerMessage,
+    Started,
+    Withdraw,
+    Withdrawn,
     runner_message,
     sheep_message,
 )
@@ -45,6 +50,9 @@ HELLO_GRACE_SECONDS = 1.0
 FAREWELL_LINGER_MS = 1000
 """How long closing may wait to deliver that last ``failed`` frame."""
 OUTCOME_SEND_TIMEOUT_MS = 1000
+HELD_JOBS = 1
+"""Jobs the runner holds besides the one it runs: the sheep hands the next one over while the
+current one runs, so that the model never waits for a round trip to the sheep."""
 
 
 def _startup_failure(model: str, reason: str) -> StartupError:
@@ -87,6 +95,7 @@ class RunnerServer:
         self._peer: bytes | None = None
         """Routing id of the sheep: whoever last said hello or sent a job."""
         self._job_id: str | None = None
+        self._held: collections.deque[Run] = collections.deque()
 
     def __enter__(self) -> RunnerServer:
         return self
@@ -154,6 +163,8 @@ class RunnerServer:
             return
         if isinstance(message, Hello):
             self._hello(identity, message)
+        elif isinstance(message, Withdraw):
+            self._withdraw(identity, message)
         else:
             self._run(identity, message)
 
@@ -164,15 +175,30 @@ class RunnerServer:
         self._send(identity, ready)
 
     def _run(self, identity: bytes, run: Run) -> None:
-        assert self._runner is not None, "serve() before load()"
-        if self._job_id is not None:
+        self._peer = identity
+        if self._job_id is None:
+            self._start(run)
+        elif len(self._held) < HELD_JOBS:
+            self._held.append(run)
+        else:
             busy = ErrorInfo(type="RunnerBusy", message=f"busy with job {self._job_id}")
             self._send(identity, Failed(job_id=run.job_id, error=busy))
-            return
+
+    def _start(self, run: Run) -> None:
+        assert self._runner is not None, "serve() before load()"
         log.debug("job %s started", run.job_id)  # a job's log holds what its model printed
-        self._peer = identity
         self._job_id = run.job_id
+        self._to_peer(Started(job_id=run.job_id, logs=log_offsets()))
         start_job(self._runner, run, self._outbox)
+
+    def _withdraw(self, identity: bytes, withdraw: Withdraw) -> None:
+        """Drop a held job; a job that has started already is left alone (its ``started`` is
+        on its way to the sheep, which stops the runner if it must)."""
+        for run in self._held:
+            if run.job_id == withdraw.job_id:
+                self._held.remove(run)
+                self._send(identity, Withdrawn(job_id=run.job_id))
+                return
 
     def _forward(self, frame: bytes) -> None:
         """Pass a job event on to the sheep, dropping progress of a job that already ended."""
@@ -184,6 +210,8 @@ class RunnerServer:
         if isinstance(message, Done | Failed):
             self._job_id = None
         self._to_peer(message)
+        if self._job_id is None and self._held:
+            self._start(self._held.popleft())
 
     def _protocol_error(self, identity: bytes, job_id: str | None, problem: str) -> None:
         log.warning("refusing a malformed message: %s", problem)

@@ -7,7 +7,9 @@ The worker never touches the ROUTER socket: it reports progress and the outcome 
 from __future__ import annotations
 
 import logging
+import os
 import resource
+import stat
 import sys
 import threading
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 import zmq
 
 from runner.base import JobContext, Runner
-from schemas.runner import Accounting, Done, Failed, ProgressUpdate, Run
+from schemas.runner import Accounting, Done, Failed, LogOffsets, ProgressUpdate, Run
 from schemas.status import ErrorInfo
 
 log = logging.getLogger(__name__)
@@ -82,14 +84,30 @@ def _work(runner: Runner, run: Run, outbox: Outbox) -> None:
         outputs_dir.mkdir(parents=True, exist_ok=True)
         runner.run_job(job, Path(run.inputs_dir), outputs_dir, outbox.progress)
     except BaseException as exc:  # even sys.exit() in model code only fails the job
-        outbox.outcome(Failed(job_id=run.job_id, error=error_info(exc)))
+        outbox.outcome(Failed(job_id=run.job_id, error=error_info(exc), logs=log_offsets()))
         return
     accounting = Accounting(
         wall_seconds=time.monotonic() - started_wall,
         cpu_seconds=max(0.0, _cpu_seconds() - started_cpu),
         max_rss_bytes=_max_rss_bytes(),
     )
-    outbox.outcome(Done(job_id=run.job_id, accounting=accounting))
+    outbox.outcome(Done(job_id=run.job_id, accounting=accounting, logs=log_offsets()))
+
+
+def log_offsets() -> LogOffsets | None:
+    """How long the files behind stdout and stderr are, once flushed; None unless both are
+    regular files. The sheep cuts a job's logs from them at these offsets."""
+    sizes = []
+    for stream, descriptor in ((sys.stdout, 1), (sys.stderr, 2)):
+        try:
+            stream.flush()
+            status = os.fstat(descriptor)
+        except (OSError, ValueError, AttributeError):  # closed, or replaced by the model
+            return None
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        sizes.append(status.st_size)
+    return sizes[0], sizes[1]
 
 
 def _cpu_seconds() -> float:

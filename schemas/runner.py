@@ -1,16 +1,21 @@
 """Messages between a sheep (ZMQ DEALER) and its runner (ZMQ ROUTER), one JSON object a frame.
 
 Sheep -> runner: ``hello`` (right after connecting; ZMQ queues it until the runner binds,
-so the runner learns whom to answer), ``run``.
-Runner -> sheep: ``ready`` (answering ``hello`` once the model is loaded), ``progress``,
-``heartbeat``, ``done``, ``failed``.
+so the runner learns whom to answer), ``run``, ``withdraw``.
+Runner -> sheep: ``ready`` (answering ``hello`` once the model is loaded), ``started``,
+``progress``, ``heartbeat``, ``done``, ``failed``, ``withdrawn``.
+
+A runner runs one job and holds the next one (``run`` while busy): it starts it the moment
+the current one ends, with no round trip to the sheep in between, and says ``started``. A
+held job that is cancelled is ``withdraw``-n: ``withdrawn`` if it had not started yet,
+nothing if it had (its ``started`` is then on its way).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter
 
 from schemas.names import JobId
 from schemas.status import ErrorInfo
@@ -43,6 +48,29 @@ class Run(_Message):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
+class Withdraw(_Message):
+    """Drop a job handed over ahead of its turn, unless it has started."""
+
+    type: Literal["withdraw"] = "withdraw"
+    job_id: JobId
+
+
+LogOffsets = tuple[NonNegativeInt, NonNegativeInt]
+"""How long the runner's stdout and stderr files are at a moment, flushed: where a job's part
+of them starts or ends. Absent when they are not files (a container writes to pipes)."""
+
+
+class Started(_Message):
+    type: Literal["started"] = "started"
+    job_id: JobId
+    logs: LogOffsets | None = None
+
+
+class Withdrawn(_Message):
+    type: Literal["withdrawn"] = "withdrawn"
+    job_id: JobId
+
+
 class ProgressUpdate(_Message):
     type: Literal["progress"] = "progress"
     job_id: JobId
@@ -67,6 +95,7 @@ class Done(_Message):
     type: Literal["done"] = "done"
     job_id: JobId
     accounting: Accounting
+    logs: LogOffsets | None = None
 
 
 class Failed(_Message):
@@ -78,12 +107,14 @@ class Failed(_Message):
     type: Literal["failed"] = "failed"
     job_id: JobId | None = None
     error: ErrorInfo
+    logs: LogOffsets | None = None
 
 
 RunnerMessage = Annotated[
-    Ready | ProgressUpdate | Heartbeat | Done | Failed, Field(discriminator="type")
+    Ready | Started | ProgressUpdate | Heartbeat | Done | Failed | Withdrawn,
+    Field(discriminator="type"),
 ]
-SheepMessage = Annotated[Hello | Run, Field(discriminator="type")]
+SheepMessage = Annotated[Hello | Run | Withdraw, Field(discriminator="type")]
 
 runner_message = TypeAdapter(RunnerMessage)
 sheep_message = TypeAdapter(SheepMessage)

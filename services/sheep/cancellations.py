@@ -5,8 +5,9 @@ the ``cancel.json`` marker the gateway writes before it answers a cancellation.
     await cancellations.start()
     if cancellations.requested(job_id, keys): ...      # before starting a job (keys: its objects)
     if cancellations.heard_all_since(declared_at): ... # then no need to look for the marker
-    with cancellations.watch(job_id) as cancelled:     # while running it
-        await cancelled.wait()
+    cancelled = cancellations.watch(job_id)            # while holding it
+    await cancelled.wait()
+    cancellations.unwatch(job_id)                      # once it is let go
 
 The marker makes "the gateway said cancelled, so it never runs" hold even when the report
 arrives late or this sheep was not listening; the reports stop a running job within moments.
@@ -19,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
@@ -85,17 +85,17 @@ class Cancellations:
         self._remember(job_id)
         return True
 
-    @contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
-        """An event set when ``job_id`` is cancelled (at once if it already was)."""
+    def watch(self, job_id: str) -> asyncio.Event:
+        """An event set when ``job_id`` is cancelled (at once if it already was), until
+        :meth:`unwatch`."""
         event = asyncio.Event()
         if job_id in self._known:
             event.set()
         self._watched[job_id] = event
-        try:
-            yield event
-        finally:
-            self._watched.pop(job_id, None)
+        return event
+
+    def unwatch(self, job_id: str) -> None:
+        self._watched.pop(job_id, None)
 
     async def _on_report(self, message: AbstractIncomingMessage) -> None:
         try:

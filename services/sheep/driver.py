@@ -2,26 +2,34 @@
 (re)started by the backend as needed, and stopped whenever a job leaves it in doubt.
 
     driver = RunnerDriver("gpu0", backend, sheep_config, on_change=announcer.changed)
-    error = await driver.run(request, model, timeout, progress, cancelled)  # None: done
+    ran = await driver.run(request, model, timeout, progress, cancelled)  # ran.error None: done
+    await driver.hand_over(next_request, model, next_cancelled)  # while a job runs: next up
+    await driver.take_back(job_id)  # a job handed over that will not run after all
     await driver.discard()      # stop the runner (SIGTERM, then SIGKILL after a grace)
 
 A runner that died, hung or overran the job's timeout is stopped, so the next job gets a
-fresh one; a cancelled job's runner gets ``CANCEL_GRACE`` seconds to exit.
+fresh one; a cancelled job's runner gets ``CANCEL_GRACE`` seconds to exit. A job handed over
+ahead of its turn starts on the runner the moment the one before it ends; if it is cancelled
+first, it is withdrawn without disturbing the runner, and if its runner goes, it is handed to
+the next runner when its turn comes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import zmq
 import zmq.asyncio
 
 from schemas.config import SheepConfig
 from schemas.job import ModelRef
-from schemas.runner import Failed, Run
+from schemas.runner import Failed, LogOffsets, Run, Withdrawn
 from schemas.status import ErrorInfo
 from services.sheep.backend import ModelNotFound, RunnerBackend
 from services.sheep.runner_client import ProgressCallback, RunnerClient, RunnerLost
@@ -36,6 +44,15 @@ T = TypeVar("T")
 
 class JobCancelled(Exception):
     """The job was cancelled while it ran."""
+
+
+@dataclass(frozen=True)
+class Ran:
+    """How a job went: ``error`` None if it was done."""
+
+    error: ErrorInfo | None
+    logs: tuple[LogOffsets, LogOffsets] | None = None
+    """Where its part of the runner's log files starts and ends, if the runner said."""
 
 
 class RunnerDriver:
@@ -54,6 +71,54 @@ class RunnerDriver:
         self._on_change = on_change
         self._zmq = zmq.asyncio.Context()
         self._client: RunnerClient | None = None
+        self._held: dict[str, asyncio.Task[None]] = {}
+        """Jobs handed to the current runner ahead of their turn, each with the task that
+        withdraws it when it is cancelled."""
+
+    @property
+    def held(self) -> Collection[str]:
+        """The jobs handed to the runner ahead of their turn."""
+        return self._held.keys()
+
+    async def hand_over(self, request: Run, model: ModelRef, cancelled: asyncio.Event) -> None:
+        """Give the runner the job after the one it runs, so that it starts it the moment that
+        one ends; nothing happens unless the runner is up with the job's model and holds no
+        other. :meth:`run` then picks the job up, or :meth:`take_back` takes it back."""
+        client = self._client
+        if client is None or self.backend.model != model or self._held or cancelled.is_set():
+            return
+        try:
+            await client.start(request)
+        except zmq.ZMQError:  # the runner went meanwhile: the job waits for its turn
+            return
+        if client is self._client:
+            self._held[request.job_id] = asyncio.create_task(
+                self._withdraw_on(cancelled, client, request.job_id),
+                name=f"withdraw-{request.job_id}",
+            )
+
+    async def take_back(self, job_id: str) -> None:
+        """Make sure a job handed over does not run: withdrawn, or its runner stopped."""
+        if self._held.pop(job_id, None) is None or self._client is None:
+            return
+        if not await self._withdrawn(self._client, job_id):
+            log.info("sheep %s: job %s started before it was withdrawn", self._sheep_id, job_id)
+            await self.discard(grace=CANCEL_GRACE)
+
+    async def _withdraw_on(
+        self, cancelled: asyncio.Event, client: RunnerClient, job_id: str
+    ) -> None:
+        await cancelled.wait()
+        with contextlib.suppress(zmq.ZMQError):
+            await client.withdraw(job_id)
+
+    async def _withdrawn(self, client: RunnerClient, job_id: str) -> bool:
+        """Withdraw a held job; whether it never ran, so that its runner may go on."""
+        try:
+            await client.withdraw(job_id)
+            return await client.withdrawn(job_id)
+        except (RunnerLost, zmq.ZMQError):
+            return False
 
     async def run(
         self,
@@ -62,54 +127,69 @@ class RunnerDriver:
         time_limit: float | None,
         progress: ProgressCallback,
         cancelled: asyncio.Event,
-    ) -> ErrorInfo | None:
-        """Run the job; the error if it failed. Raises :class:`JobCancelled` once
-        ``cancelled`` is set (its runner stopped)."""
+    ) -> Ran:
+        """Run the job (or see through the one handed over). Raises :class:`JobCancelled` once
+        ``cancelled`` is set (its runner stopped if the job had started)."""
+        watcher = self._held.pop(request.job_id, None)
+        held = watcher is not None and self._client is not None
+        if watcher is not None:
+            watcher.cancel()
         try:
-            if self._client is not None and self.backend.model == model:
+            if held or (self._client is not None and self.backend.model == model):
                 client = self._client  # at once: the runner gets the job without a detour
             else:
                 client = await _unless(cancelled, self._runner_for(model))
+            assert client is not None
             if cancelled.is_set():
                 raise JobCancelled
             try:
                 async with asyncio.timeout(time_limit):
-                    await client.start(request)
+                    if not held:
+                        await client.start(request)
                     verdict = await _unless(cancelled, client.verdict(request, progress))
             except TimeoutError:
                 raise RunnerLost.of("Timeout", f"timed out after {time_limit:g} s") from None
         except JobCancelled:
-            log.info("sheep %s: job %s cancelled; stopping it", self._sheep_id, request.job_id)
-            await self.discard(grace=CANCEL_GRACE)
+            if not (held and await self._withdrawn(client, request.job_id)):
+                log.info("sheep %s: job %s cancelled; stopping it", self._sheep_id, request.job_id)
+                await self.discard(grace=CANCEL_GRACE)
             raise
         except ModelNotFound as exc:
-            return ErrorInfo(type="ModelNotFound", message=str(exc))
+            return Ran(ErrorInfo(type="ModelNotFound", message=str(exc)))
         except RunnerLost as exc:
             log.warning("sheep %s: %s", self._sheep_id, exc)
             await self.discard()
             if exc.error.type != "RunnerExited":
-                return exc.error
+                return Ran(exc.error)
             last_words = await asyncio.to_thread(_tail, self.backend.log_files[1])
-            return exc.error.model_copy(
-                update={"message": f"{exc.error.message}; its last output:\n{last_words}"}
+            return Ran(
+                exc.error.model_copy(
+                    update={"message": f"{exc.error.message}; its last output:\n{last_words}"}
+                )
             )
         except BaseException:
             await self.discard()
             raise
-        if isinstance(verdict, Failed):
-            return verdict.error
+        outcome = verdict.outcome
+        if isinstance(outcome, Withdrawn):  # cancelled, and withdrawn before it started
+            raise JobCancelled
+        if isinstance(outcome, Failed):
+            return Ran(outcome.error, verdict.logs)
         log.info(
             "sheep %s: job %s took %.2f s wall, %.2f s CPU, %d bytes max RSS",
             self._sheep_id,
             request.job_id,
-            verdict.accounting.wall_seconds,
-            verdict.accounting.cpu_seconds,
-            verdict.accounting.max_rss_bytes,
+            outcome.accounting.wall_seconds,
+            outcome.accounting.cpu_seconds,
+            outcome.accounting.max_rss_bytes,
         )
-        return None
+        return Ran(None, verdict.logs)
 
     async def discard(self, grace: float | None = None) -> None:
         """Stop the runner, if any (the backend's default grace when None)."""
+        for watcher in self._held.values():
+            watcher.cancel()
+        self._held.clear()  # they went with the runner: each is handed over again in its turn
         if self._client is not None:
             self._client.close()
             self._client = None

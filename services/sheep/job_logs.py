@@ -1,9 +1,9 @@
 """A job's logs: what its runner printed to stdout and stderr while the job ran, cut from the
 runner's log files (which outlive jobs) and stored under ``<job_id>/logs/``.
 
-    start = log_marks(backend.log_files)        # before the job starts
+    before = log_marks(backend.log_files)       # before the job starts
     ...                                         # the job runs
-    end = log_marks(backend.log_files)          # as it ends: no I/O but two stats
+    start, end = job_span(before, ran.logs, backend.log_files)  # as it ends: two stats at most
     ...                                         # the next job may run meanwhile:
                                                 # the files are only ever appended to
     await store_logs(storage, backend.log_files, start, end, directory, job_id)
@@ -14,9 +14,11 @@ A stream the runner printed nothing to during the job is not stored.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from schemas.layout import logs_prefix
+from schemas.runner import LogOffsets
 from services.common.storage import Storage
 
 LOG_NAMES = ("stdout.txt", "stderr.txt")
@@ -28,11 +30,28 @@ def log_marks(log_files: tuple[Path, Path]) -> list[int]:
     return [_size(path) for path in log_files]
 
 
+def job_span(
+    before: list[int], said: tuple[LogOffsets, LogOffsets] | None, log_files: tuple[Path, Path]
+) -> tuple[Sequence[int], Sequence[int]]:
+    """Where a job's part of the log files starts and ends.
+
+    ``said``: where the runner said the job started and ended, exact even when the runner
+    started it before the sheep turned to it (held behind the job before). The part starts at
+    the earlier of that and ``before`` (the sheep's marks before it ran, which take in a runner
+    starting up for the job). When the runner does not say (a container's output reaches the
+    files through docker, a little late), the sheep's marks before and now are all there is.
+    """
+    if said is None:
+        return before, log_marks(log_files)
+    started, ended = said
+    return [min(pair) for pair in zip(before, started, strict=True)], ended
+
+
 async def store_logs(
     storage: Storage,
     log_files: tuple[Path, Path],
-    start: list[int],
-    end: list[int],
+    start: Sequence[int],
+    end: Sequence[int],
     directory: Path,
     job_id: str,
 ) -> None:

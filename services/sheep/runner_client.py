@@ -1,5 +1,6 @@
 """The sheep's end of the runner protocol (``schemas.runner``): one DEALER socket per runner
-process, a hello/ready handshake, then one ``run`` at a time until ``done`` or ``failed``.
+process, a hello/ready handshake, then jobs: the one that runs and at most one held behind
+it, each until ``done``, ``failed`` or (held, then withdrawn) ``withdrawn``.
 
 Every wait races the socket against the runner process's exit, so a dead runner is noticed
 at once, and is bounded by the heartbeat timeout, so a hung one is noticed too.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
@@ -19,12 +21,17 @@ from schemas.errors import format_validation_error
 from schemas.runner import (
     Done,
     Failed,
+    Heartbeat,
     Hello,
+    LogOffsets,
     ProgressUpdate,
     Ready,
     Run,
     RunnerMessage,
     SheepMessage,
+    Started,
+    Withdraw,
+    Withdrawn,
     runner_message,
 )
 from schemas.status import ErrorInfo
@@ -49,6 +56,13 @@ class RunnerLost(Exception):
         return cls(ErrorInfo(type=error_type, message=message))
 
 
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Done | Failed | Withdrawn
+    logs: tuple[LogOffsets, LogOffsets] | None
+    """Where the job's part of the runner's log files starts and ends, if the runner said."""
+
+
 class RunnerClient:
     """A connection to one runner process; discard it (:meth:`close`) when the process goes."""
 
@@ -65,6 +79,10 @@ class RunnerClient:
         self._socket.setsockopt(zmq.ROUTING_ID, ROUTING_ID)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(address)
+        self._handed: dict[str, Started | None] = {}
+        """The jobs handed over and not concluded, with their ``started`` once heard."""
+        self._early: list[RunnerMessage] = []
+        """What the runner said of a held job while the sheep awaited another job's verdict."""
 
     @classmethod
     async def connect(
@@ -89,32 +107,48 @@ class RunnerClient:
     def close(self) -> None:
         self._socket.close(linger=0)
 
-    async def run(self, request: Run, on_progress: ProgressCallback) -> Done | Failed:
+    async def run(self, request: Run, on_progress: ProgressCallback) -> Verdict:
         """Run one job: :meth:`start`, then :meth:`verdict`."""
         await self.start(request)
         return await self.verdict(request, on_progress)
 
     async def start(self, request: Run) -> None:
-        """Hand the runner a job: no wait on the event loop while the socket takes it."""
-        await self._drain()
+        """Hand the runner a job: it starts it at once, or the moment the job it runs ends."""
+        if not self._handed:
+            await self._drain()
+        self._handed[request.job_id] = None
         await self._send(request)
 
-    async def verdict(self, request: Run, on_progress: ProgressCallback) -> Done | Failed:
-        """The runner's verdict on the job it was handed, or :class:`RunnerLost`."""
+    async def withdraw(self, job_id: str) -> None:
+        """Ask the runner to drop a job handed over ahead of its turn (see :meth:`withdrawn`)."""
+        await self._send(Withdraw(job_id=job_id))
+
+    async def verdict(self, request: Run, on_progress: ProgressCallback) -> Verdict:
+        """The runner's verdict on a job it was handed, or :class:`RunnerLost`."""
+        job_id = request.job_id
         while True:
-            message = await self._receive(self._heartbeat_timeout)
-            if message is None:
-                raise RunnerLost.of(
-                    "RunnerUnresponsive",
-                    f"runner stopped answering (no heartbeat for {self._heartbeat_timeout:g} s)",
-                )
-            if isinstance(message, Done) and message.job_id == request.job_id:
-                return message
-            # A failure without job id: the runner could not even read our request.
-            if isinstance(message, Failed) and message.job_id in (None, request.job_id):
-                return message
-            if isinstance(message, ProgressUpdate) and message.job_id == request.job_id:
+            message = await self._about(job_id)
+            if isinstance(message, Started):
+                self._handed[job_id] = message
+            elif isinstance(message, ProgressUpdate):
                 await on_progress(message)
+            elif isinstance(message, Done | Failed | Withdrawn):
+                started = self._handed.pop(job_id, None)
+                start = started.logs if started is not None else None
+                end = None if isinstance(message, Withdrawn) else message.logs
+                return Verdict(message, None if start is None or end is None else (start, end))
+
+    async def withdrawn(self, job_id: str) -> bool:
+        """After :meth:`withdraw`: whether the job never ran (withdrawn in time, or over
+        already); False once it has started, and then it runs until the runner stops."""
+        while self._handed.get(job_id, True) is None:
+            message = await self._about(job_id)
+            if isinstance(message, Started):
+                self._handed[job_id] = message
+            elif isinstance(message, Withdrawn | Done | Failed):
+                del self._handed[job_id]
+                return True
+        return job_id not in self._handed
 
     async def _handshake(self, sheep_id: str, load_timeout: float) -> Ready:
         await self._send(Hello(sheep_id=sheep_id))
@@ -133,6 +167,30 @@ class RunnerClient:
                 raise RunnerLost(
                     error.model_copy(update={"message": f"runner failed to start: {error.message}"})
                 )
+
+    async def _about(self, job_id: str) -> RunnerMessage:
+        """The runner's next word on ``job_id`` (heard early, or next on the socket); words on
+        another held job are kept for later, all others dropped."""
+        for message in self._early:
+            if getattr(message, "job_id", None) == job_id:
+                self._early.remove(message)
+                return message
+        while True:
+            message = await self._receive(self._heartbeat_timeout)
+            if message is None:
+                raise RunnerLost.of(
+                    "RunnerUnresponsive",
+                    f"runner stopped answering (no heartbeat for {self._heartbeat_timeout:g} s)",
+                )
+            if isinstance(message, Heartbeat | Ready):
+                continue
+            if message.job_id == job_id:
+                return message
+            # A failure without job id: the runner could not even read our request.
+            if isinstance(message, Failed) and message.job_id is None:
+                return message
+            if message.job_id in self._handed:
+                self._early.append(message)
 
     async def _send(self, message: SheepMessage) -> None:
         await self._socket.send(message.model_dump_json().encode())

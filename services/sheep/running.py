@@ -1,4 +1,5 @@
-"""A job's "running" report, sent only if the job runs long enough to need it.
+"""A job's "running" report, sent only if the job runs long enough to need it, and its
+progress reports, a few a second at most.
 
 A job that ends within ``broker.report_running_after`` seconds is reported once: its outcome
 report says when it started (``StatusReport.started_at``), and the notifier announces
@@ -7,7 +8,7 @@ progress, is reported running at that point, stamped with the moment the runner 
 
     running = RunningReport(attempt.report(JobState.RUNNING), publish, delay=0.2)
     try:
-        ...                                   # the job runs; progress: await running.send()
+        ...                                   # the job runs; progress: await running.progress(u)
         report = await running.outcome(report)
     finally:
         running.close()
@@ -16,9 +17,17 @@ progress, is reported running at that point, stamped with the moment the runner 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
-from schemas.events import StatusReport
+from schemas.events import StatusReport, utcnow
+from schemas.runner import ProgressUpdate
+from schemas.status import Progress
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.25
+"""Seconds between two progress reports of one job; the ones in between are dropped."""
 
 
 class RunningReport:
@@ -31,7 +40,9 @@ class RunningReport:
         self._report = report
         self._publish = publish
         self._sending: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(delay, self.send)
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(delay, self.send)
+        self._last_progress = -PROGRESS_INTERVAL
 
     def send(self) -> asyncio.Task[None]:
         """Publish the report now, once; the task confirms it."""
@@ -39,6 +50,21 @@ class RunningReport:
         if self._sending is None:
             self._sending = asyncio.create_task(self._publish(self._report))
         return self._sending
+
+    async def progress(self, update: ProgressUpdate) -> None:
+        """Report the job's progress, after its running report, unless the last progress
+        report went out less than ``PROGRESS_INTERVAL`` ago (the last update always goes)."""
+        now = self._loop.time()
+        if now - self._last_progress < PROGRESS_INTERVAL and update.fraction < 1.0:
+            return
+        self._last_progress = now
+        progress = Progress(fraction=update.fraction, message=update.message)
+        report = self._report.model_copy(update={"state": None, "progress": progress})
+        try:
+            await self.send()
+            await self._publish(report.model_copy(update={"time": utcnow()}))
+        except Exception as exc:  # progress is a courtesy: never fail a job over it
+            log.warning("progress of job %s lost: %s", update.job_id, exc)
 
     async def outcome(self, report: StatusReport) -> StatusReport:
         """The outcome ``report``, saying when the job started unless the running report went

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,10 +32,10 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.config import BareSheepConfig, Config
 from schemas.events import SheepState, StatusReport
-from schemas.job import PAYLOAD_INPUT
+from schemas.job import PAYLOAD_INPUT, ModelRef
 from schemas.layout import inputs_prefix, outputs_prefix
-from schemas.runner import ProgressUpdate, Run
-from schemas.status import ErrorInfo, JobState, Progress
+from schemas.runner import Run
+from schemas.status import ErrorInfo, JobState
 from schemas.topology import build_topology
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.storage import Storage, StoredObject
@@ -46,16 +46,13 @@ from services.sheep.bare import BareBackend
 from services.sheep.cancellations import Cancellations
 from services.sheep.containers import DockerBackend
 from services.sheep.deliveries import MAX_RETRY_DELAY, Deliveries, briefly
-from services.sheep.driver import JobCancelled, RunnerDriver
-from services.sheep.job_logs import log_marks, store_logs
+from services.sheep.driver import JobCancelled, Ran, RunnerDriver
+from services.sheep.job_logs import job_span, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
-from services.sheep.runner_client import ProgressCallback
 from services.sheep.running import RunningReport
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 0.25
-"""Seconds between two progress reports of one job; the ones in between are dropped."""
 BROKER_TRIES = 3
 """Tries of a publish that RabbitMQ refuses for being away, waiting for it in between."""
 
@@ -71,12 +68,17 @@ class _Job:
 
     attempt: Attempt
     hold: Hold
-    logs: tuple[list[int], list[int]] = ([], [])
+    cancelled: asyncio.Event
+    logs: tuple[Sequence[int], Sequence[int]] = ((), ())
     """Where its part of the runner's log files starts and ends, once it has run."""
 
     @property
     def job_id(self) -> str:
         return self.attempt.job_id
+
+    @property
+    def model(self) -> ModelRef:
+        return self.attempt.dispatch.job.model
 
 
 class Sheep:
@@ -223,6 +225,7 @@ class Sheep:
             finally:
                 self._admitting = False
             if job is not None:
+                await self._driver.hand_over(_request(job.attempt), job.model, job.cancelled)
                 return job
         return None
 
@@ -244,7 +247,7 @@ class Sheep:
             on_leased=self._deliveries.close_pool,
         )
         hold.start()
-        job = _Job(attempt, hold)
+        job = _Job(attempt, hold, self._cancellations.watch(attempt.job_id))
         inputs = [o for o in stored if o.key.startswith(inputs_prefix(attempt.job_id))]
         try:
             await self._prepare(attempt, inputs)
@@ -281,6 +284,7 @@ class Sheep:
         stops)."""
         attempt = job.attempt
         if (ending := self._admission.ending(attempt, ())) is not None:  # cancelled while it waited
+            await self._driver.take_back(job.job_id)
             return ending
         marks = log_marks(self.backend.log_files)
         running = RunningReport(
@@ -290,16 +294,17 @@ class Sheep:
         )
         try:
             try:
-                error = await self._run(attempt, running)
+                ran = await self._run(job, running)
             except JobCancelled:
                 message = f"cancelled on sheep {self.sheep_id}"
                 report = attempt.report(
                     JobState.CANCELLED, error=ErrorInfo(type="Cancelled", message=message)
                 )
+                job.logs = job_span(marks, None, self.backend.log_files)
             else:
-                state = JobState.DONE if error is None else JobState.FAILED
-                report = attempt.report(state, error=error)
-            job.logs = (marks, log_marks(self.backend.log_files))
+                state = JobState.DONE if ran.error is None else JobState.FAILED
+                report = attempt.report(state, error=ran.error)
+                job.logs = job_span(marks, ran.logs, self.backend.log_files)
             return await running.outcome(report)
         except asyncio.CancelledError:
             log.warning("sheep %s: job %s interrupted; requeueing it", self.sheep_id, job.job_id)
@@ -313,19 +318,16 @@ class Sheep:
             running.close()
             self._set_current_job(None)
 
-    async def _run(self, attempt: Attempt, running: RunningReport) -> ErrorInfo | None:
-        """Run the job on the runner; the error if it failed."""
-        model = attempt.dispatch.job.model
+    async def _run(self, job: _Job, running: RunningReport) -> Ran:
+        """Run the job on the runner."""
+        attempt, model = job.attempt, job.model
         timeout = (
             attempt.dispatch.timeout
             or self._config.model_defaults(model.name, model.version).timeout
         )
-        inputs, outputs = (str(attempt.directory / d) for d in ("inputs", "outputs"))
-        request = Run(job_id=attempt.job_id, inputs_dir=inputs, outputs_dir=outputs)
-        with self._cancellations.watch(attempt.job_id) as cancelled:
-            return await self._driver.run(
-                request, model, timeout, self._progress_forwarder(attempt, running), cancelled
-            )
+        return await self._driver.run(
+            _request(attempt), model, timeout, running.progress, job.cancelled
+        )
 
     def _finish_later(self, job: _Job, report: StatusReport) -> None:
         task = asyncio.create_task(self._finish(job, report), name=f"finish-{job.job_id}")
@@ -365,6 +367,7 @@ class Sheep:
     async def _give_back(self, job: _Job, *, wait: bool = False) -> None:
         """Queue the job again: at once, or (``wait``) once the servers answer, so that an
         outage does not use up its bounded deliveries in a tight loop."""
+        await self._driver.take_back(job.job_id)
         if wait:
             await self._wait_for_servers()
         await self._let_go(job, job.hold.give_back())
@@ -374,29 +377,8 @@ class Sheep:
             await settling
         except Exception as exc:  # a lost channel or an expiring copy requeues the job
             log.warning("sheep %s: settling job %s: %s", self.sheep_id, job.job_id, exc)
+        self._cancellations.unwatch(job.job_id)
         await asyncio.to_thread(shutil.rmtree, job.attempt.directory, ignore_errors=True)
-
-    def _progress_forwarder(self, attempt: Attempt, running: RunningReport) -> ProgressCallback:
-        """A progress callback publishing at most one report per ``PROGRESS_INTERVAL``, the
-        job's running report first."""
-        loop = asyncio.get_running_loop()
-        last = -PROGRESS_INTERVAL
-
-        async def forward(update: ProgressUpdate) -> None:
-            nonlocal last
-            if loop.time() - last < PROGRESS_INTERVAL and update.fraction < 1.0:
-                return
-            last = loop.time()
-            progress = Progress(fraction=update.fraction, message=update.message)
-            try:
-                await running.send()
-                await self._publish(attempt.report(progress=progress))
-            except Exception as exc:  # progress is a courtesy: never fail a job over it
-                log.warning(
-                    "sheep %s: progress of job %s lost: %s", self.sheep_id, attempt.job_id, exc
-                )
-
-        return forward
 
     # -- the servers --------------------------------------------------------------------------
 
@@ -440,6 +422,11 @@ class Sheep:
         too; quicker ones cost no announcement."""
         self._set_current_job(report.job_id)
         await self._publish(report)
+
+
+def _request(attempt: Attempt) -> Run:
+    inputs, outputs = (str(attempt.directory / d) for d in ("inputs", "outputs"))
+    return Run(job_id=attempt.job_id, inputs_dir=inputs, outputs_dir=outputs)
 
 
 def _fresh_directories(root: Path, *directories: Path) -> None:

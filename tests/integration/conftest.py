@@ -12,6 +12,7 @@ from schemas.config import Config
 from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import Storage
+from services.sheep.service import Sheep
 from tests.support.jobs import Listener
 from tests.support.stack import bare_sheep
 
@@ -52,3 +53,15 @@ async def reports(channel: aio_pika.abc.AbstractChannel, broker: Broker, names: 
     await queue.bind(names.events_exchange, "status.#")
     await queue.consume(listener.collect, no_ack=True)
     return listener
+
+
+@pytest.fixture
+async def sheep(
+    configured: Config, broker: Broker, storage: Storage, sheep_ids: list[str], reports: Listener
+) -> AsyncIterator[dict[str, Sheep]]:
+    flock = {sheep_id: Sheep(sheep_id, configured, broker, storage) for sheep_id in sheep_ids}
+    for one in flock.values():
+        await one.start()
+    yield flock
+    for one in flock.values():
+        await one.stop()

@@ -228,12 +228,12 @@ async def test_garbage_cancellation_reports_are_dropped_and_the_next_is_heard(
     cancellations = Cancellations(broker)
     await cancellations.start()
     try:
-        with cancellations.watch(job_id) as cancelled:
-            for body in (b"not json", b'{"job_id": "../x", "state": "cancelled"}'):
-                await broker.publish(names.events_exchange, "status.cancelled", body)
-            report = StatusReport(job_id=job_id, model=MODEL, state=JobState.CANCELLED)
-            await broker.publish(names.events_exchange, report.routing_key, report)
-            await asyncio.wait_for(cancelled.wait(), WAIT)
+        cancelled = cancellations.watch(job_id)
+        for body in (b"not json", b'{"job_id": "../x", "state": "cancelled"}'):
+            await broker.publish(names.events_exchange, "status.cancelled", body)
+        report = StatusReport(job_id=job_id, model=MODEL, state=JobState.CANCELLED)
+        await broker.publish(names.events_exchange, report.routing_key, report)
+        await asyncio.wait_for(cancelled.wait(), WAIT)
     finally:
         await cancellations.stop()
     assert caplog.text.count("ignoring an invalid cancellation report") == 2

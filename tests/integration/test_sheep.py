@@ -7,14 +7,12 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from schemas.config import Config
 from schemas.events import SheepState
 from schemas.job import ModelRef
 from schemas.status import ErrorInfo, JobState
@@ -25,18 +23,6 @@ from services.sheep.service import Sheep
 from tests.support.jobs import WAIT, Listener, new_id, submit
 from tests.support.metrics import rejected
 from tests.support.stack import MODELS
-
-
-@pytest.fixture
-async def sheep(
-    configured: Config, broker: Broker, storage: Storage, sheep_ids: list[str], reports: Listener
-) -> AsyncIterator[dict[str, Sheep]]:
-    flock = {sheep_id: Sheep(sheep_id, configured, broker, storage) for sheep_id in sheep_ids}
-    for one in flock.values():
-        await one.start()
-    yield flock
-    for one in flock.values():
-        await one.stop()
 
 
 async def echo_works(broker: Broker, storage: Storage, reports: Listener, **kw: Any) -> None:

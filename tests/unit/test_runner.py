@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import zmq
@@ -111,7 +111,9 @@ def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
 
 
 @contextmanager
-def runner_process(model_dir: Path) -> Iterator[RunnerProcess]:
+def runner_process(
+    model_dir: Path, stdout: IO[bytes] | None = None, stderr: IO[bytes] | int = subprocess.PIPE
+) -> Iterator[RunnerProcess]:
     """``shepherd-runner`` in ``model_dir`` on a private ipc address, stopped afterwards."""
     socket_dir = tempfile.mkdtemp(prefix="shr-")  # ipc paths must stay short
     address = f"ipc://{socket_dir}/runner.sock"
@@ -126,7 +128,8 @@ def runner_process(model_dir: Path) -> Iterator[RunnerProcess]:
             str(HEARTBEAT),
         ],
         cwd=model_dir,
-        stderr=subprocess.PIPE,
+        stdout=stdout,
+        stderr=stderr,
     )
     runner = RunnerProcess(process, address)
     try:
@@ -271,16 +274,82 @@ def test_heartbeats_and_progress_while_a_job_runs(sleeper: Sheep, tmp_path: Path
     assert idle["job_id"] is None
 
 
-def test_run_while_busy_is_refused(sleeper: Sheep, tmp_path: Path):
+def test_the_next_job_is_held_and_started_the_moment_the_current_one_ends(
+    sleeper: Sheep, tmp_path: Path
+):
     sleeper.run(tmp_path, "job-long", b'{"seconds": 0.5, "value": 1}')
-    sleeper.run(tmp_path, "job-extra", b'{"seconds": 0, "value": 2}')
-    busy, _ = sleeper.recv_until("failed", "done")
-    assert busy["type"] == "failed"
-    assert busy["job_id"] == "job-extra"
+    sleeper.run(tmp_path, "job-next", b'{"seconds": 0, "value": 2}')
+    sleeper.run(tmp_path, "job-extra", b'{"seconds": 0, "value": 3}')
+    busy, before = sleeper.recv_until("failed", "done")
+    assert (busy["type"], busy["job_id"]) == ("failed", "job-extra")
     assert busy["error"]["type"] == "RunnerBusy"
+    assert [m["job_id"] for m in before if m["type"] == "started"] == ["job-long"]
+
     done, _ = sleeper.recv_until("done", "failed")
-    assert done["type"] == "done"
-    assert done["job_id"] == "job-long"
+    assert (done["type"], done["job_id"]) == ("done", "job-long")
+    started = sleeper.recv()  # no word from the sheep in between
+    assert (started["type"], started["job_id"]) == ("started", "job-next")
+    done, _ = sleeper.recv_until("done", "failed")
+    assert (done["type"], done["job_id"]) == ("done", "job-next")
+    output = tmp_path / "job-next" / "outputs" / "output.json"
+    assert json.loads(output.read_bytes()) == {"value": 2}
+
+
+def test_a_held_job_is_withdrawn_and_a_started_one_is_not(sleeper: Sheep, tmp_path: Path):
+    sleeper.run(tmp_path, "job-long", b'{"seconds": 0.5, "value": 1}')
+    sleeper.run(tmp_path, "job-held", b'{"seconds": 0, "value": 2}')
+    sleeper.send({"type": "withdraw", "job_id": "job-held"})
+    sleeper.send({"type": "withdraw", "job_id": "job-long"})  # it runs: left alone
+    withdrawn, before = sleeper.recv_until("withdrawn", "done", "failed")
+    assert (withdrawn["type"], withdrawn["job_id"]) == ("withdrawn", "job-held")
+    done, between = sleeper.recv_until("done", "failed")
+    assert (done["type"], done["job_id"]) == ("done", "job-long")
+    idle, after = sleeper.recv_until("heartbeat")
+    assert idle["job_id"] is None
+    said = before + between + after
+    assert [m["job_id"] for m in said if m["type"] in ("started", "withdrawn")] == ["job-long"]
+    assert not (tmp_path / "job-held" / "outputs").exists()
+
+
+def test_log_offsets_bound_what_each_job_printed(context, tmp_path: Path):
+    """With stdout and stderr in files, ``started`` and the outcome say where each job's
+    part of them starts and ends, even when the next job was held and started at once."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "shepherd-runner.yaml").write_text("runner: talk:Talk\n")
+    (model / "talk.py").write_text(
+        "import sys\n\nfrom runner import Runner\n\n\nclass Talk(Runner):\n"
+        "    def process(self, inputs_dir, outputs_dir):\n"
+        "        word = (inputs_dir / 'input.json').read_text()\n"
+        "        print('out ' + word)\n"
+        "        print('err ' + word, file=sys.stderr)\n"
+    )
+    logs = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with (
+        logs[0].open("ab") as stdout,
+        logs[1].open("ab") as stderr,
+        runner_process(model, stdout=stdout, stderr=stderr) as runner,
+    ):
+        sheep = Sheep(context, runner.address)
+        try:
+            assert sheep.hello()["type"] == "ready"
+            for word in ("one", "two"):  # the second held behind the first
+                sheep.run(tmp_path, f"job-{word}", word.encode())
+            spans: dict[str, list[list[int]]] = {}
+            while len(spans) < 3 or any(len(s) < 2 for s in spans.values()):
+                message, _ = sheep.recv_until("started", "done", "failed")
+                assert message["type"] != "failed", message
+                spans.setdefault(message["job_id"], []).append(message["logs"])
+                if message["job_id"] == "job-one" and message["type"] == "done":
+                    sheep.run(tmp_path, "job-three", b"three")
+        finally:
+            sheep.close()
+        runner.stop()
+    texts = [path.read_bytes() for path in logs]
+    for word in ("one", "two", "three"):
+        (start_out, start_err), (end_out, end_err) = spans[f"job-{word}"]
+        assert texts[0][start_out:end_out] == f"out {word}\n".encode()
+        assert texts[1][start_err:end_err] == f"err {word}\n".encode()
 
 
 def test_iris_predicts_known_flowers(iris: Sheep, tmp_path: Path):

@@ -20,6 +20,9 @@ from schemas.runner import (
     Ready,
     Run,
     RunnerMessage,
+    Started,
+    Withdraw,
+    Withdrawn,
     sheep_message,
 )
 from schemas.status import ErrorInfo
@@ -41,7 +44,7 @@ class Peer:
         self.address = f"tcp://127.0.0.1:{port}"
         self.identity = b""
 
-    async def receive(self) -> Hello | Run:
+    async def receive(self) -> Hello | Run | Withdraw:
         self.identity, frame = await self.socket.recv_multipart()
         return sheep_message.validate_json(frame)
 
@@ -118,7 +121,7 @@ async def test_run_forwards_progress_and_ignores_what_is_not_about_its_job(conte
     other_done = Done(job_id="job-0", accounting=DONE.accounting)
     await peer.send(b"\xff", stale, Heartbeat(job_id="job-1"), mine, other_done, DONE)
 
-    assert await running == DONE
+    assert (await running).outcome == DONE
     assert progress == [mine]
     client.close()
 
@@ -144,7 +147,7 @@ async def test_garbage_during_a_run_is_counted_and_ignored(context, peer, exited
     await peer.receive()
     await peer.socket.send_multipart([peer.identity, *garbage])
     await peer.send(DONE)
-    assert await running == DONE
+    assert (await running).outcome == DONE
     assert rejected("runner", reason) >= before + 1
     client.close()
 
@@ -180,7 +183,58 @@ async def test_a_failure_without_job_id_ends_the_run(context, peer, exited):
     await peer.receive()
     failed = Failed(error=ErrorInfo(type="ProtocolError", message="malformed message: x"))
     await peer.send(failed)
-    assert await running == failed
+    assert (await running).outcome == failed
+    client.close()
+
+
+HELD = Run(job_id="job-2", inputs_dir="/in2", outputs_dir="/out2")
+
+
+async def test_a_held_job_is_told_apart_and_its_words_kept_for_its_turn(context, peer, exited):
+    script = asyncio.create_task(handshake(peer))
+    client, _ = await connect(context, peer, exited)
+    await script
+    await client.start(RUN)
+    await client.start(HELD)
+    assert [await peer.receive(), await peer.receive()] == [RUN, HELD]
+    done_held = Done(job_id="job-2", accounting=DONE.accounting, logs=(9, 4))
+    half = ProgressUpdate(job_id="job-2", fraction=0.5)
+    await peer.send(
+        Started(job_id="job-1", logs=(0, 0)),
+        Withdrawn(job_id="job-7"),  # about no job of ours: dropped
+        DONE.model_copy(update={"logs": (5, 3)}),
+        Started(job_id="job-2", logs=(6, 3)),
+        half,
+        done_held,
+    )
+    first = await client.verdict(RUN, _ignore)
+    assert (first.outcome.job_id, first.logs) == ("job-1", ((0, 0), (5, 3)))
+    progress: list[ProgressUpdate] = []
+
+    async def on_progress(update: ProgressUpdate) -> None:
+        progress.append(update)
+
+    second = await client.verdict(HELD, on_progress)
+    assert (second.outcome, second.logs) == (done_held, ((6, 3), (9, 4)))
+    assert progress == [half]
+    client.close()
+
+
+@pytest.mark.parametrize("in_time", [True, False], ids=["in-time", "too-late"])
+async def test_withdrawing_a_held_job_says_whether_it_never_ran(context, peer, exited, in_time):
+    script = asyncio.create_task(handshake(peer))
+    client, _ = await connect(context, peer, exited)
+    await script
+    await client.start(RUN)
+    await client.start(HELD)
+    await client.withdraw("job-2")
+    assert [await peer.receive() for _ in range(3)] == [RUN, HELD, Withdraw(job_id="job-2")]
+    if in_time:  # the runner's answer may come before the running job's outcome
+        await peer.send(Withdrawn(job_id="job-2"), DONE)
+    else:
+        await peer.send(DONE, Started(job_id="job-2"))
+    assert (await client.verdict(RUN, _ignore)).outcome == DONE
+    assert await client.withdrawn("job-2") is in_time
     client.close()
 
 
