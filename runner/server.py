@@ -9,7 +9,6 @@ only thread that ever writes to the sheep.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import sys
@@ -22,7 +21,8 @@ import zmq
 from pydantic import ValidationError
 
 from runner.base import Runner
-from runner.worker import Outbox, error_info, log_offsets, start_job
+from runner.jobs import JobQueue
+from runner.worker import Outbox, error_info, start_worker
 from schemas.errors import format_validation_error
 from schemas.names import is_job_id
 from schemas.runner import (
@@ -94,8 +94,9 @@ class RunnerServer:
         self._load_seconds = 0.0
         self._peer: bytes | None = None
         """Routing id of the sheep: whoever last said hello or sent a job."""
+        self._jobs = JobQueue(HELD_JOBS)
         self._job_id: str | None = None
-        self._held: collections.deque[Run] = collections.deque()
+        """The job whose start was forwarded last, until its outcome is."""
 
     def __enter__(self) -> RunnerServer:
         return self
@@ -109,6 +110,7 @@ class RunnerServer:
         self.close()
 
     def close(self) -> None:
+        self._jobs.close()
         self._outbox.close()
         self._events.close()
         self._router.close()
@@ -129,6 +131,7 @@ class RunnerServer:
             raise failure from exc
         self._runner = runner
         self._load_seconds = time.monotonic() - started
+        start_worker(runner, self._jobs, self._outbox)
         log.info("model %s loaded in %.2fs", self._model, self._load_seconds)
 
     def serve(self) -> None:
@@ -176,42 +179,29 @@ class RunnerServer:
 
     def _run(self, identity: bytes, run: Run) -> None:
         self._peer = identity
-        if self._job_id is None:
-            self._start(run)
-        elif len(self._held) < HELD_JOBS:
-            self._held.append(run)
-        else:
-            busy = ErrorInfo(type="RunnerBusy", message=f"busy with job {self._job_id}")
+        if not self._jobs.offer(run):
+            busy = ErrorInfo(type="RunnerBusy", message=f"busy with job {self._jobs.running}")
             self._send(identity, Failed(job_id=run.job_id, error=busy))
-
-    def _start(self, run: Run) -> None:
-        assert self._runner is not None, "serve() before load()"
-        log.debug("job %s started", run.job_id)  # a job's log holds what its model printed
-        self._job_id = run.job_id
-        self._to_peer(Started(job_id=run.job_id, logs=log_offsets()))
-        start_job(self._runner, run, self._outbox)
 
     def _withdraw(self, identity: bytes, withdraw: Withdraw) -> None:
         """Drop a held job; a job that has started already is left alone (its ``started`` is
         on its way to the sheep, which stops the runner if it must)."""
-        for run in self._held:
-            if run.job_id == withdraw.job_id:
-                self._held.remove(run)
-                self._send(identity, Withdrawn(job_id=run.job_id))
-                return
+        if self._jobs.withdraw(withdraw.job_id):
+            self._send(identity, Withdrawn(job_id=withdraw.job_id))
 
     def _forward(self, frame: bytes) -> None:
         """Pass a job event on to the sheep, dropping progress of a job that already ended."""
         message = runner_message.validate_json(frame)
         if isinstance(message, ProgressUpdate) and message.job_id != self._job_id:
             return
+        if isinstance(message, Started):
+            self._job_id = message.job_id
         if isinstance(message, Failed):
             log.warning("job %s failed: %s", message.job_id, message.error.type)
         if isinstance(message, Done | Failed):
             self._job_id = None
-        self._to_peer(message)
-        if self._job_id is None and self._held:
-            self._start(self._held.popleft())
+        if self._peer is not None:  # as the worker wrote it: no need to write it again
+            self._router.send_multipart([self._peer, frame])
 
     def _protocol_error(self, identity: bytes, job_id: str | None, problem: str) -> None:
         log.warning("refusing a malformed message: %s", problem)

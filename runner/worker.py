@@ -1,6 +1,7 @@
-"""Running one job in a worker thread, so that the main thread keeps talking to the sheep.
+"""Running jobs in a worker thread, so that the main thread keeps talking to the sheep.
 
-The worker never touches the ROUTER socket: it reports progress and the outcome through an
+The worker takes one job after the other from the :class:`~runner.jobs.JobQueue`. It never
+touches the ROUTER socket: it reports a job's start, progress and outcome through an
 :class:`Outbox` (an inproc PUSH socket) that the main thread drains and forwards.
 """
 
@@ -19,7 +20,8 @@ from pathlib import Path
 import zmq
 
 from runner.base import JobContext, Runner
-from schemas.runner import Accounting, Done, Failed, LogOffsets, ProgressUpdate, Run
+from runner.jobs import JobQueue
+from schemas.runner import Accounting, Done, Failed, LogOffsets, ProgressUpdate, Run, Started
 from schemas.status import ErrorInfo
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,10 @@ class Outbox:
     def progress(self, update: ProgressUpdate) -> None:
         self._send(update, zmq.NOBLOCK)
 
-    def outcome(self, message: Done | Failed) -> None:
+    def outcome(self, message: Started | Done | Failed) -> None:
         self._send(message, 0)
 
-    def _send(self, message: ProgressUpdate | Done | Failed, flags: int) -> None:
+    def _send(self, message: Started | ProgressUpdate | Done | Failed, flags: int) -> None:
         frame = message.model_dump_json().encode()
         with self._lock:
             if self._socket.closed:
@@ -69,11 +71,17 @@ def error_info(exc: BaseException) -> ErrorInfo:
     )
 
 
-def start_job(runner: Runner, run: Run, outbox: Outbox) -> None:
-    """Process ``run`` in a new daemon thread (daemon: a stuck job must not block exit)."""
-    threading.Thread(
-        target=_work, args=(runner, run, outbox), name=f"job-{run.job_id}", daemon=True
-    ).start()
+def start_worker(runner: Runner, jobs: JobQueue, outbox: Outbox) -> None:
+    """Run the jobs ``jobs`` is given, one after the other, in a daemon thread (daemon: a stuck
+    job must not block exit)."""
+    threading.Thread(target=_serve, args=(runner, jobs, outbox), name="jobs", daemon=True).start()
+
+
+def _serve(runner: Runner, jobs: JobQueue, outbox: Outbox) -> None:
+    while (run := jobs.take()) is not None:
+        log.debug("job %s started", run.job_id)  # a job's log holds what its model printed
+        outbox.outcome(Started(job_id=run.job_id, logs=log_offsets()))
+        _work(runner, run, outbox)
 
 
 def _work(runner: Runner, run: Run, outbox: Outbox) -> None:
