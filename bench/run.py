@@ -105,6 +105,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the run's data directory")
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample Shepherd's processes with py-spy in the one-at-a-time, throughput and "
+        "large-input phases (profiles in the run directory; the figures are then perturbed "
+        "and the doc's table is left alone)",
+    )
+    parser.add_argument(
         "--amqp-url",
         default=os.environ.get("SHEPHERD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
     )
@@ -142,6 +149,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "duty_jobs": args.duty_jobs or mode["duty_jobs"],
         "large": large,
         "inflight": args.inflight,
+        "profile": args.profile,
         "verify": mode["verify"],
         "payload_bytes": len(json.dumps(payload(0, random.Random(0)))),
         "max_upload_bytes": max(1024**3, 2 * biggest),
@@ -279,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["host"]["loadavg_end"] = os.getloadavg()
     results["wall_s"] = round(time.monotonic() - started, 1)
-    finish(results, args.out, update_doc=args.update_doc)
+    finish(results, args.out, update_doc=False if args.profile else args.update_doc)
     return 0
 
 

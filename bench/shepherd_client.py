@@ -265,6 +265,7 @@ class ShepherdClient:
         async def one(job_id: str) -> Outcome:
             async with limit:
                 body = json.dumps({"job_id": job_id, "model": ECHO, "inputs": ["input.json"]})
+                self.submitted_wall[job_id] = time.time()
                 status = await self.over_http.submit(body.encode())
                 if status in ACCEPTED:
                     try:
@@ -287,7 +288,7 @@ class ShepherdClient:
     # checks, after the clock stopped
 
     async def stages(self, job_ids: list[str]) -> dict[str, float | None]:
-        """Where the latency of sequential jobs goes: median milliseconds between the submit,
+        """Where the latency of jobs goes: median milliseconds between the submit,
         the timestamps of each job's status and the arrival of its event (all on this
         machine's clock)."""
         names = ["submit", "accepted_at", "enqueued_at", "started_at", "finished_at", "event"]

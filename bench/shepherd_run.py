@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from typing import Any
 
 from bench.counters import CountWindow, ServerCounters
 from bench.processes import cpu_seconds, memory_of, server_pids, snapshot
+from bench.profiles import Profiles
 from bench.report import log
 from bench.shepherd_client import AmqpSubmitter, Events, ShepherdClient, Submitter
 from bench.stack import BENCH_MODELS, Infra, ShepherdStack, notifications_drained
@@ -57,6 +59,7 @@ class ShepherdRun:
         self.rng = random.Random(1)
         self.events = Events()
         self.amqp = AmqpSubmitter()
+        self.profiles = Profiles(run_dir / "profiles", enabled=cfg["profile"])
         self.counters = ServerCounters(
             infra.s3_endpoint,
             infra.access_key,
@@ -72,6 +75,12 @@ class ShepherdRun:
             "exit_codes": {},
             "verification": {},
         }
+
+    def profiled(
+        self, name: str, stack: ShepherdStack
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """The phase sampled, when profiling: every Shepherd process and this client."""
+        return self.profiles.phase(name, {**stack.processes(), "client": os.getpid()})
 
     def watched(self, stack: ShepherdStack) -> dict[str, int]:
         """Every process whose CPU a job costs: the stack's, the servers' and this one."""
@@ -104,6 +113,8 @@ class ShepherdRun:
             self.out["duty"] = await self.duty(pool=False)
             self.out["duty_pool"] = await self.duty(pool=True)
             self.out["client_hwm_mib"] = (memory_of(os.getpid()) or {}).get("hwm_mib")
+            if self.profiles.enabled:
+                self.out["profiles"] = self.profiles.summary
         finally:
             await self.amqp.close()
             await self.events.close()
@@ -135,7 +146,8 @@ class ShepherdRun:
         log(f"shepherd: counting, {len(jobs)} sequential jobs over {via.via.upper()}")
         window = CountWindow(self.counters, self.watched(stack))
         await asyncio.to_thread(window.open)
-        result = await client.latency(client.bodies(jobs), via, timeout=30)
+        async with self.profiled(f"one-at-a-time-{via.via}", stack):
+            result = await client.latency(client.bodies(jobs), via, timeout=30)
         result.pop("latencies_ms")
         result.update(await asyncio.to_thread(window.close, result["done"]))
         self.out["counts"][via.via] = result
@@ -162,9 +174,10 @@ class ShepherdRun:
         log(f"shepherd: throughput, {len(jobs)} jobs over {via.via.upper()} on {n} sheep")
         watched = self.watched(stack)
         cpu = cpu_seconds(watched)
-        tally = await client.throughput(
-            client.bodies(jobs), via, timeout=phase_timeout(len(jobs), self.cfg["quick"])
-        )
+        async with self.profiled(f"throughput-{via.via}{n}", stack):
+            tally = await client.throughput(
+                client.bodies(jobs), via, timeout=phase_timeout(len(jobs), self.cfg["quick"])
+            )
         tally["cpu_ms_per_job_by_process"] = cpu_per_job(cpu, cpu_seconds(watched), tally["done"])
         self.out["throughput"][via.via][str(n)] = rates(tally, len(jobs))
         checked = sample(jobs, self.cfg["verify"], self.rng)
@@ -180,9 +193,12 @@ class ShepherdRun:
                 path, digest = self.cfg["input_files"][name]
                 job_ids = [f"big{name.lower()}-{i:03d}" for i in range(count)]
                 log(f"shepherd: {count} x {name} inputs, {n} at a time")
-                tally = await client.large(job_ids, path, size, n, large_timeout(size, count))
+                async with self.profiled(f"large-{name}", stack):
+                    timeout = large_timeout(size, count)
+                    tally = await client.large(job_ids, path, size, n, timeout)
                 rss["peak_after"][name] = snapshot(stack.processes())
                 tally.update(mb_per_s(tally, size, count))
+                tally["stages_median_ms"] = await client.stages(job_ids)
                 digests = [await client.result_digest(job_id) for job_id in job_ids]
                 tally["verification"] = check_digests(digests, size, digest)
                 large["sizes"][name] = tally

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -81,7 +81,8 @@ class Intake:
         self.storage = storage
         self._specs: RecentlyUsed[JobSpec] = RecentlyUsed(SPEC_CACHE_SIZE)
         self._queued: RecentlyUsed[bool] = RecentlyUsed(SPEC_CACHE_SIZE)
-        """Jobs without declared inputs this gateway has queued: a repeat leaves them be."""
+        """Jobs this gateway has queued: a repeated declaration, or the store's notification
+        of an input this gateway stored itself, leaves them be."""
         self._queued_elsewhere = queued_elsewhere
         self._carried_bytes = config.gateway.dispatch_payload_bytes
 
@@ -117,6 +118,7 @@ class Intake:
         )
         if created:
             self._specs.put(spec.job_id, spec)
+            self._queued.put(spec.job_id, False)  # an earlier job of that id was removed
         else:
             spec = await self._existing(spec)
         outcome = Declared.NEW if created else Declared.REPEATED
@@ -128,7 +130,8 @@ class Intake:
             await self._store_inputs(payload, spec)
         else:
             await self._store_unless_claimed(payload, spec)
-        queued = await self.try_dispatch(spec.job_id, spec, declaring=True)
+        stored = [PAYLOAD_INPUT] if payload is not None else []
+        queued = await self.try_dispatch(spec.job_id, spec, declaring=True, stored=stored)
         return Declaration(outcome, spec, queued)
 
     async def _queue_at_once(self, spec: JobSpec, created: bool) -> bool:
@@ -203,16 +206,21 @@ class Intake:
         spec: JobSpec | None = None,
         *,
         declaring: bool = False,
+        stored: Collection[str] = (),
     ) -> bool:
         """Queue the job if it is declared, complete and not yet claimed; True if queued now.
 
         A job that declares no ``inputs`` runs with whatever its declaration found, so only
         the declaring call may queue it; the upload path waits for declared inputs only.
+        ``stored``: inputs the caller has just stored; the store is asked for the others.
+        A job this gateway has queued is left be without asking the store at all.
         """
+        if self._queued.get(job_id):
+            return False
         spec = spec or await self.load_spec(job_id)
         if spec is None or (spec.inputs is None and not declaring):
             return False
-        if spec.inputs is not None:
+        if spec.inputs is not None and not set(spec.inputs) <= set(stored):
             present = {
                 o.key.removeprefix(inputs_prefix(job_id))
                 for o in await self.storage.list(inputs_prefix(job_id))
@@ -229,6 +237,7 @@ class Intake:
             # Release the claim so that a retry (client or redelivered event) can queue it.
             await self.storage.remove(dispatch_key(job_id))
             raise
+        self._queued.put(job_id, True)
         await self.storage.remove(pending_key(job_id))
         return True
 
@@ -266,6 +275,9 @@ class Intake:
             job_id = pending_job(marker.key)
             spec = await self.load_spec(job_id) if job_id else None
             if spec is None:
+                await self.storage.remove(marker.key)
+                continue
+            if self._queued.get(job_id):  # queued by this gateway, which lost the marker
                 await self.storage.remove(marker.key)
                 continue
             if await self._claimed(job_id):

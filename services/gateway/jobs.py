@@ -173,7 +173,7 @@ class JobRoutes:
             content_type,
         )
         try:
-            await self.intake.try_dispatch(job_id)
+            await self.intake.try_dispatch(job_id, stored=[file])
         except Exception as exc:  # stored all the same: the notification queues the job
             log.warning("queueing job %s after its upload failed: %s", job_id, exc)
         return JSONResponse(
