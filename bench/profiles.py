@@ -7,8 +7,9 @@ where the CPU per job by process goes.
     out["profiles"] = profiles.summary         # the functions most samples were in
 
 Each process is sampled by its own ``py-spy record`` (``--nonblocking``: the process is never
-paused) into ``<phase>/<label>.txt``, collapsed stacks that flamegraph tools and speedscope
-read. The samplers take CPU of their own, so a profiled run's figures are not the ones to
+paused; ``--gil``: only the thread holding the GIL, so time waiting on sockets and in event
+loops is left out) into ``<phase>/<label>.txt``, collapsed stacks that flamegraph tools and
+speedscope read. The samplers take CPU of their own, so a profiled run's figures are not the ones to
 quote: profile in a run of its own.
 """
 
@@ -28,8 +29,8 @@ from typing import Any
 
 from bench.report import log
 
-RATE = 200
-"""Samples a second."""
+RATE = 100
+"""Samples a second: few enough that eight samplers leave the two cores to the run."""
 TOP = 15
 """Functions kept in the summary, per process and kind (self, inclusive)."""
 STOP_TIMEOUT = 20.0
@@ -84,6 +85,7 @@ class Profiles:
             "--format",
             "raw",
             "--nonblocking",
+            "--gil",  # only threads holding the GIL: Python at work, not waiting on I/O
             "--output",
             str(output),
             stdout=asyncio.subprocess.DEVNULL,
