@@ -106,7 +106,7 @@ async def test_a_model_image_comes_back_from_the_registry_and_serves(
             run = Run(
                 job_id="job-1", inputs_dir=str(tmp_path / "in"), outputs_dir=str(tmp_path / "out")
             )
-            assert isinstance(await client.run(run, _ignore_progress), Done)
+            assert isinstance((await client.run(run, _ignore_progress)).outcome, Done)
         finally:
             client.close()
             context.term()
