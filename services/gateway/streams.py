@@ -11,28 +11,39 @@ reconnects with ``Last-Event-ID: N`` (browsers' EventSource does by itself) gets
 event after offset N, whichever gateway it reaches: nothing missed, nothing twice. The
 first ``status`` event has no id, so a client that loses the stream before any other event
 starts over from the current status.
+
+Only records that are events Shepherd publishes, under their own routing key, are relayed: a
+record that is not (bytes that are not JSON or not UTF-8, another shape, a ``job.failed``
+event published as ``job.done``) is skipped, logged and counted
+(``shepherd_rejected_messages_total{source="events"}``), and the stream goes on past it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncGenerator, Callable
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from schemas.errors import format_validation_error
+from schemas.events import JobEvent, JobRejectedEvent
 from schemas.status import JobStatus
 from services.common.history import EventHistory, StreamedEvent, Subscription
+from services.common.metrics import invalid_reason, reject
 from services.common.params import parse_job_id
 from services.common.problems import Problem
 from services.gateway.sse import KEEPALIVE, EventSourceResponse, frame
 from services.notifier.lookup import StatusLookup
 from services.notifier.state import PROGRESS
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_INTERVAL = 15.0
 """Seconds of silence after which a stream sends a comment, before proxies' idle timeouts
@@ -44,6 +55,10 @@ TYPES = re.compile(rf"{_KIND}(,{_KIND})*")
 """What ``?types=`` takes: event kinds (routing keys), comma-separated."""
 MAX_OFFSET_DIGITS = 18
 """Stream offsets are signed 64-bit numbers; 18 digits are more than any stream reaches."""
+
+
+PUBLISHED: TypeAdapter[JobEvent | JobRejectedEvent] = TypeAdapter(JobEvent | JobRejectedEvent)
+"""What the notifier and the gateway publish on the events exchange."""
 
 
 class Verdict(Enum):
@@ -212,11 +227,27 @@ class StreamRoutes:
             if event is None:
                 return  # the broker connection dropped: the client resumes from its last id
             verdict = select(event)
-            if verdict is Verdict.SKIP:
+            if verdict is Verdict.SKIP or not _relayable(event):
                 continue
             yield frame(event.body, event=event.kind, id=str(event.offset))
             if verdict is Verdict.LAST:
                 return
+
+
+def _relayable(event: StreamedEvent) -> bool:
+    """Whether a record of the history is an event Shepherd published, under its own routing
+    key; one that is not is logged and counted, never relayed."""
+    try:
+        published = PUBLISHED.validate_json(event.body)
+    except ValidationError as exc:
+        reason, problem = invalid_reason(exc), format_validation_error(exc)
+    else:
+        if published.routing_key == event.kind:
+            return True
+        reason, problem = "invalid", f"a {published.type} event under routing key {event.kind}"
+    log.warning("not relaying record %d of the event history: %s", event.offset, problem)
+    reject("events", reason)
+    return False
 
 
 async def _once(chunk: bytes) -> AsyncGenerator[bytes, None]:

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from schemas.status import JobState, JobStatus
 from tests.conftest import delete_namespace
 from tests.support.credentials import MANAGEMENT_PORT
+from tests.support.metrics import rejected
 from tests.support.polling import eventually
 from tests.support.servers import Servers
 from tests.support.sse import Event, read_events
@@ -227,12 +228,8 @@ async def test_streams_let_go_of_their_consumers_when_clients_leave(
             1 for c in found if c["queue"]["name"] == names.event_stream and c["channel_details"]
         )
 
-    baseline = subscriptions()
     # The gateway's lookups follow the stream too, with a consumer of their own.
     lookups = 1
-
-    async def held(count: int) -> bool:
-        return subscriptions() == baseline + count
 
     async def consuming(count: int) -> bool:
         return await consumers() == lookups + count
@@ -244,10 +241,15 @@ async def test_streams_let_go_of_their_consumers_when_clients_leave(
         stream(stack, "/events?types=job.done"),
     ):
         assert (await anext(one)).event == "status"
-        assert await held(3)
         await eventually(lambda: consuming(3), within=15)
+        # Relative to now: other tests' streams may still be closing in this process.
+        inside = subscriptions()
+
+    async def released() -> bool:
+        return subscriptions() <= inside - 3
+
     # The clients are gone: their consumers and channels with them.
-    await eventually(lambda: held(0), within=5)
+    await eventually(released, within=5)
     await eventually(lambda: consuming(0), within=15)
     await stack.post(f"/jobs/{job_id}/cancel")
 
@@ -304,3 +306,46 @@ async def test_stopping_the_gateway_ends_its_streams(config, names):
         assert subscriptions() == baseline
     finally:
         await delete_namespace(config.broker.url.get_secret_value(), names, [])
+
+
+FORGED_KIND = {  # a well-formed event, published under another event's routing key
+    "specversion": "1.0",
+    "id": "forged-1",
+    "source": "/elsewhere",
+    "type": "io.shepherd.job.failed",
+    "subject": "nobody",
+    "data": {"job_id": "nobody", "state": "failed", "model": {"name": "echo", "version": "1"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff\xfe\x00 not utf-8", "not-json"),
+        (b"garbage!!", "not-json"),
+        (b'{"type": "io.shepherd.job.done"}', "invalid"),
+        (json.dumps(FORGED_KIND).encode(), "invalid"),
+    ],
+    ids=["not-utf8", "not-json", "wrong-shape", "wrong-routing-key"],
+)
+async def test_a_bad_record_is_skipped_and_every_stream_goes_on_past_it(
+    stack, broker, names, job_id, body, reason
+):
+    before_it, after_it = f"{job_id}-before", f"{job_id}-after"
+    before = rejected("events", reason)
+    async with stream(stack, "/events?types=job.done") as events:
+        assert (await stack.post("/start-job", json=echo_job(before_it))).status_code == 202
+        async with asyncio.timeout(WAIT):
+            first = await anext(events)
+        await broker.publish(names.events_exchange, "job.done", body)
+        assert (await stack.post("/start-job", json=echo_job(after_it))).status_code == 202
+        async with asyncio.timeout(WAIT):
+            second = await anext(events)  # the stream lived through it, and did not relay it
+    assert [first.json()["subject"], second.json()["subject"]] == [before_it, after_it]
+    assert rejected("events", reason) >= before + 1
+
+    # Resuming from before the bad record reads past it, to the next good one.
+    async with stream(stack, "/events?types=job.done", **{"Last-Event-ID": first.id}) as events:
+        async with asyncio.timeout(WAIT):
+            resumed = await anext(events)
+    assert (resumed.id, resumed.json()["subject"]) == (second.id, after_it)
