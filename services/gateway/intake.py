@@ -200,6 +200,17 @@ class Intake:
         self._specs.put(job_id, spec)
         return spec
 
+    async def queued(self, job_id: str) -> bool:
+        """Whether the job has been queued (its inputs are then fixed): one without declared
+        inputs as it was declared, one with them once claimed. An undeclared job has not:
+        its inputs may come before its declaration."""
+        if self._queued.get(job_id):
+            return True
+        spec = await self.load_spec(job_id)
+        if spec is None:
+            return False
+        return spec.inputs is None or await self._claimed(job_id)
+
     async def try_dispatch(
         self,
         job_id: str,

@@ -20,7 +20,7 @@ from schemas.status import JobState, JobStatus
 from services.common.params import parse_file, parse_job_id
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
-from services.gateway.intake import Declared, Intake
+from services.gateway.intake import Declaration, Declared, Intake
 from services.notifier.lookup import StatusLookup
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,22 @@ class JobRoutes:
             ) from exc
         declaration = await self.intake.declare(job)
         status = 202 if declaration.outcome is Declared.NEW else 200
-        state = JobState.QUEUED if declaration.queued else None
+        state = await self._declared_state(declaration)
         return JSONResponse(
             {"job_id": job.job_id, "state": state, "links": job_links(request, job.job_id)},
             status_code=status,
             headers={"Location": job_links(request, job.job_id)["status"]},
         )
+
+    async def _declared_state(self, declaration: Declaration) -> JobState:
+        """The state a declaration leaves its job in: a repeat finds it wherever it got."""
+        if declaration.queued:
+            return JobState.QUEUED
+        if declaration.outcome is Declared.REPEATED:
+            status = await self.lookup.status(declaration.spec.job_id)
+            if status is not None:
+                return status.state
+        return JobState.ACCEPTED
 
     async def _known_status(self, job_id: str) -> JobStatus:
         status = await self.lookup.status(job_id)
@@ -159,9 +169,19 @@ class JobRoutes:
         """Stream the body into ``<job_id>/inputs/<file>``, then queue the job at once if its
         declared inputs are all there, without waiting for the store's notification (which
         then finds the job claimed). An upload over the limit, or cut short, leaves nothing
-        behind."""
+        behind. A job's inputs are fixed once it is queued: a later upload is a 409 naming
+        its state."""
         job_id = parse_job_id(request.path_params["job_id"])
         file = parse_file(request.path_params["file"])
+        if await self.intake.queued(job_id):
+            status = await self.lookup.status(job_id)
+            state = (status.state if status is not None else JobState.QUEUED).value
+            raise Problem(
+                409,
+                f"job {job_id} is {state}: its inputs cannot change once it is queued",
+                title="Inputs fixed",
+                state=state,
+            )
         content_type = (
             request.headers.get("content-type")
             or mimetypes.guess_type(file)[0]

@@ -258,12 +258,15 @@ def build_openapi() -> dict[str, Any]:
                     "description": "The body is streamed into <job_id>/inputs/<file>, up to "
                     "gateway.max_upload_bytes; like an upload straight to the store, it "
                     "queues the job once all its declared inputs are there. An upload over "
-                    "the limit is refused with 413 and leaves nothing behind.",
+                    "the limit is refused with 413 and leaves nothing behind. A job's inputs "
+                    "are fixed once it is queued: a later upload is refused with 409, naming "
+                    "the job's state.",
                     "parameters": [*job, _FILE],
                     # An empty body is an empty file, which is an input like any other.
                     "requestBody": {"required": False, "content": {"*/*": {"schema": {}}}},
                     "responses": {
                         "201": _json("Uploaded", "Stored; Location is its URL"),
+                        "409": _PROBLEM,
                         "413": _PROBLEM,
                         **errors,
                     },

@@ -13,6 +13,7 @@ from minio import Minio
 from services.common.storage import PART_SIZE
 from tests.conftest import delete_namespace
 from tests.support.jobs import unbound
+from tests.support.polling import eventually
 from tests.support.stack import bare_sheep, running_stack
 
 MIB = 1024 * 1024
@@ -68,6 +69,7 @@ def echo(job_id: str, **extra: object) -> dict:
 async def test_an_uploaded_input_queues_the_declared_job(stack, job_id):
     declared = await stack.post("/start-job", json=echo(job_id, inputs=["input.json"]))
     assert declared.status_code == 202
+    assert declared.json()["state"] == "accepted"  # waiting for its input
     assert (await stack.get(f"/jobs/{job_id}/status")).json()["state"] == "accepted"
 
     body = b'{"uploaded": "through the gateway"}'
@@ -86,6 +88,50 @@ async def test_an_uploaded_input_queues_the_declared_job(stack, job_id):
     stored = await stack.get(uploaded.headers["location"])
     assert stored.content == body
     assert stored.headers["content-type"] == "application/json"
+
+
+def sleep(job_id: str, seconds: float, **extra: object) -> dict:
+    return {"job_id": job_id, "model": {"name": "sleep", "version": "1"}, **extra} | {
+        "payload": {"seconds": seconds, "value": job_id}
+    }
+
+
+async def refused_upload(stack: httpx.AsyncClient, job_id: str, state: str) -> None:
+    """An upload to a queued job is a 409 naming its state, and changes nothing."""
+    before = (await stack.get(f"/jobs/{job_id}/input")).content
+    answer = await stack.put(f"/jobs/{job_id}/input/input.json", content=b'{"rewritten": 1}')
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["state"] == state
+    assert f"job {job_id} is {state}" in answer.json()["detail"]
+    assert (await stack.get(f"/jobs/{job_id}/input")).content == before
+
+
+async def test_inputs_cannot_change_once_a_job_is_queued(stack, job_id):
+    running, waiting, done = f"{job_id}-running", f"{job_id}-waiting", f"{job_id}-done"
+    assert (await stack.post("/start-job", json=sleep(done, 0))).status_code == 202
+    await stack.get(f"/jobs/{done}/wait_ready", params={"timeout": 30})
+    await refused_upload(stack, done, "done")
+
+    assert (await stack.post("/start-job", json=sleep(running, 30))).status_code == 202
+    await eventually(lambda: in_state(stack, running, "running"), within=30)
+    await refused_upload(stack, running, "running")
+    # Queued behind it on the only sheep, with the input it declared uploaded.
+    declared = sleep(waiting, 0, inputs=["input.json"])
+    del declared["payload"]
+    assert (await stack.post("/start-job", json=declared)).status_code == 202
+    body = b'{"seconds": 0, "value": "first"}'
+    assert (await stack.put(f"/jobs/{waiting}/input/input.json", content=body)).status_code == 201
+    await refused_upload(stack, waiting, "queued")
+
+    await stack.post(f"/jobs/{running}/cancel")
+    await refused_upload(stack, running, "cancelled")
+    ended = await stack.get(f"/jobs/{waiting}/wait_ready", params={"timeout": 30})
+    assert ended.json()["state"] == "done"
+    assert (await stack.get(f"/jobs/{waiting}/result")).json() == {"value": "first"}
+
+
+async def in_state(stack: httpx.AsyncClient, job_id: str, state: str) -> bool:
+    return (await stack.get(f"/jobs/{job_id}/status")).json()["state"] == state
 
 
 async def test_a_large_upload_streams_up_to_the_limit(stack, job_id, minio_client, test_bucket):
