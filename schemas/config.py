@@ -1,9 +1,7 @@
-"""Configuration: one YAML file, ``${VAR}`` interpolation, ``SHEPHERD_*`` environment overrides.
+"""Configuration: the models of the YAML file, and ``SHEPHERD_*`` environment overrides.
 
-    config = load_config("examples/configs/shepherd-bare.yml")
-    SHEPHERD_BROKER__URL=amqp://... shepherd up    # overrides broker.url
-
-Relative paths in the file are resolved against the file's own directory.
+config = Config(**parsed)                      # reading a file: schemas.config_file
+SHEPHERD_BROKER__URL=amqp://... shepherd up    # overrides broker.url
 """
 
 from __future__ import annotations
@@ -12,13 +10,11 @@ import base64
 import binascii
 import hashlib
 import ipaddress
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
@@ -29,14 +25,11 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.exceptions import SettingsError
 
-from schemas.errors import format_validation_error
 from schemas.names import PathSegment
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
 
@@ -265,11 +258,20 @@ class GatewayConfig(_Section):
     )
     auth: Literal["auto", "on", "off"] = Field(
         default="auto",
-        description="Bearer-token auth; auto: on unless host is a loopback address.",
+        description="Bearer-token auth; auto: on unless host is a loopback address. YAML's "
+        'unquoted on and off (booleans) are taken as "on" and "off".',
     )
     tokens: list[TokenConfig] = Field(
         default_factory=list, description="Accepted bearer tokens and their scopes."
     )
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        """``auth: on`` unquoted is the boolean true to YAML."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
     @property
     def auth_enabled(self) -> bool:
@@ -452,76 +454,3 @@ class Config(BaseSettings):
         text, so that ``/home/guest`` is not taken for it."""
         held = any(s in text if len(s) >= 8 else s == text for s in self.secrets())
         return held or token_digest(text) in {t.sha256 for t in self.gateway.tokens}
-
-
-class ConfigError(ValueError):
-    """The configuration file cannot be read, interpolated or validated."""
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def interpolate(text: str, environ: dict[str, str] | None = None) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
-    env = os.environ if environ is None else environ
-
-    def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
-
-    return _VAR.sub(substitute, text)
-
-
-def _resolve_paths(config: Config, base: Path) -> Config:
-    def resolve(path: Path) -> Path:
-        return path if path.is_absolute() else (base / path).resolve()
-
-    config.data_root = resolve(config.data_root)
-    for sheep in config.sheep.values():
-        if isinstance(sheep, BareSheepConfig):
-            sheep.working_directory = resolve(sheep.working_directory)
-            sheep.stdout_file = sheep.stdout_file and resolve(sheep.stdout_file)
-            sheep.stderr_file = sheep.stderr_file and resolve(sheep.stderr_file)
-    return config
-
-
-def load_config(path: str | Path | None = None) -> Config:
-    """Read, interpolate and validate a config file; ``None`` gives the defaults (and the
-    ``SHEPHERD_*`` overrides)."""
-    if path is None:
-        return _validate({}, "configuration")
-    path = Path(path)
-    try:
-        raw: Any = yaml.safe_load(interpolate(path.read_text()))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        # Not ``from exc``: its message quotes the offending line, which may hold a secret.
-        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, not {type(raw).__name__}")
-    return _resolve_paths(_validate(raw, str(path)), path.parent.resolve())
-
-
-def _validate(raw: dict[str, Any], origin: str) -> Config:
-    try:
-        return Config(**raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{origin}: {format_validation_error(exc)}") from exc
-    except SettingsError as exc:  # a SHEPHERD_* variable that is not valid JSON
-        raise ConfigError(f"{origin}: {exc}") from None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """Where and what, without the snippet of the line that PyYAML appends."""
-    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
-        return type(exc).__name__
-    mark = exc.problem_mark
-    context = f" ({exc.context})" if exc.context else ""
-    return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"

@@ -29,7 +29,8 @@ import uvloop
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from schemas.config import Config, ConfigError, Scope, TokenConfig, load_config
+from schemas.config import Config, Scope, TokenConfig
+from schemas.config_file import ConfigError, load_config
 from schemas.errors import format_validation_error
 from schemas.job import ModelRef
 from services.gateway.auth import mint_token

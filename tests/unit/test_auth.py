@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.config import ConfigError, GatewayConfig, TokenConfig, load_config, token_digest
+from schemas.config import GatewayConfig, TokenConfig, token_digest
+from schemas.config_file import ConfigError, load_config
 from services.cli import main as shepherd
 from services.gateway.auth import bearer_auth, mint_token
 from services.gateway.openapi import build_openapi

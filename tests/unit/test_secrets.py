@@ -12,15 +12,14 @@ from pydantic import SecretStr, ValidationError
 from schemas.config import (
     BrokerConfig,
     Config,
-    ConfigError,
     GatewayConfig,
     NotifierConfig,
     RegistryConfig,
     StorageConfig,
     TokenConfig,
     WebhookSubscription,
-    load_config,
 )
+from schemas.config_file import ConfigError, load_config
 from services.sheep.bare import runner_environment
 
 BROKER_PASSWORD = "amqp-pw-7f3a9c"
