@@ -118,6 +118,12 @@ class ModelDefaults(_Section):
     timeout: PositiveFloat | None = Field(
         default=None, description="Seconds a job of this model may run when it names none."
     )
+    max_attempts: PositiveInt = Field(
+        default=2,
+        description="Attempts a job gets when its runner dies under it (killed or crashed; not "
+        "a timeout, an exception in the model or a cancellation): it runs again on a fresh "
+        "runner until it has had that many, then fails with RunnerExited.",
+    )
 
 
 class _SheepBase(_Section):

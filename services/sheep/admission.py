@@ -1,5 +1,6 @@
 """Whether a delivered job may run on this sheep: it decodes, it has not ended already, it has
-attempts left, and it was not cancelled before it started.
+attempts left, and it was not cancelled before it started; and whether a job whose runner
+died under it runs again.
 
     admission = Admission("gpu0", config, storage, cancellations, publish, wait_for_servers)
     attempt = await admission.decode(message)            # None: dead-lettered
@@ -30,6 +31,7 @@ from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.cancellations import Cancellations
 from services.sheep.deliveries import settle
 from services.sheep.lease import attempt_number
+from services.sheep.runner_client import RUNNER_EXITED
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Admission:
         wait_for_servers: Callable[[], Awaitable[None]],
     ) -> None:
         self._sheep_id = sheep_id
+        self._config = config
         self._jobs_root = (config.data_root / sheep_id).absolute()
         self._delivery_limit = config.broker.delivery_limit
         self._storage = storage
@@ -147,6 +150,26 @@ class Admission:
             error = ErrorInfo(type="Cancelled", message="cancelled before it started")
             return attempt.report(JobState.CANCELLED, error=error)
         return None
+
+    def runs_again(self, attempt: Attempt, error: ErrorInfo | None) -> bool:
+        """Whether a job whose runner died under it gets another attempt (the model's
+        ``max_attempts``): that is not the job's fault, as a timeout or an exception in its
+        code would be."""
+        if error is None or error.type != RUNNER_EXITED:
+            return False
+        model = attempt.dispatch.job.model
+        limit = self._config.model_defaults(model.name, model.version).max_attempts
+        if attempt.number >= limit:
+            return False
+        log.warning(
+            "sheep %s: the runner died under job %s (attempt %d of %d); it runs again: %s",
+            self._sheep_id,
+            attempt.job_id,
+            attempt.number,
+            limit,
+            error.message.splitlines()[0],
+        )
+        return True
 
     async def _ended(self, job_id: str) -> bool:
         """Whether the job's status is terminal. A job may be queued twice (its gateway died

@@ -32,7 +32,12 @@ from schemas.job import ModelRef
 from schemas.runner import Failed, LogOffsets, Run, Withdrawn
 from schemas.status import ErrorInfo
 from services.sheep.backend import ModelNotFound, RunnerBackend
-from services.sheep.runner_client import ProgressCallback, RunnerClient, RunnerLost
+from services.sheep.runner_client import (
+    RUNNER_EXITED,
+    ProgressCallback,
+    RunnerClient,
+    RunnerLost,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +164,7 @@ class RunnerDriver:
         except RunnerLost as exc:
             log.warning("sheep %s: %s", self._sheep_id, exc)
             await self.discard()
-            if exc.error.type != "RunnerExited":
+            if exc.error.type != RUNNER_EXITED:
                 return Ran(exc.error)
             last_words = await asyncio.to_thread(_tail, self.backend.log_files[1])
             return Ran(

@@ -40,6 +40,8 @@ from services.common.metrics import invalid_reason, reject
 log = logging.getLogger(__name__)
 
 ROUTING_ID = b"sheep"
+RUNNER_EXITED = "RunnerExited"
+"""The error type of a job whose runner died under it."""
 
 ProgressCallback = Callable[[ProgressUpdate], Awaitable[None]]
 
@@ -233,6 +235,6 @@ class RunnerClient:
                     continue
             if self._exited.done():
                 raise RunnerLost.of(
-                    "RunnerExited", f"runner exited with code {self._exited.result()}"
+                    RUNNER_EXITED, f"runner exited with code {self._exited.result()}"
                 )
             return None

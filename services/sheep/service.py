@@ -302,6 +302,9 @@ class Sheep:
                 )
                 job.logs = job_span(marks, None, self.backend.log_files)
             else:
+                if self._admission.runs_again(attempt, ran.error):
+                    await self._give_back(job)
+                    return None
                 state = JobState.DONE if ran.error is None else JobState.FAILED
                 report = attempt.report(state, error=ran.error)
                 job.logs = job_span(marks, ran.logs, self.backend.log_files)

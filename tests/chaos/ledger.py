@@ -25,7 +25,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Blow:
-    """One thing the test killed, when, and the jobs it made fail (a runner's job)."""
+    """One thing the test killed, when, and the jobs it interrupted (a runner's job, which
+    then runs again)."""
 
     what: str
     at: float

@@ -300,12 +300,11 @@ async def test_no_job_is_lost_or_duplicated_whatever_dies(fleet: Fleet) -> None:
         for job_id in submitted_at
     }
     lost = sorted(set(job_ids) - set(final))
-    not_done = {
-        job_id: status.get("error")
-        for job_id, status in final.items()
-        if status["state"] != "done" and job_id not in victims
+    not_done = {  # the victims too: a job whose runner dies runs again (models.max_attempts)
+        job_id: status.get("error") for job_id, status in final.items() if status["state"] != "done"
     }
     never_ran = [job_id for job_id, s in final.items() if s["state"] == "done" and not runs[job_id]]
+    not_rerun = [job_id for job_id in victims if len(runs[job_id]) < 2]
     reruns = unexplained_reruns(runs, in_flight, blows)
     two_outcomes = {job_id: seen for job_id, seen in observer.outcomes.items() if len(seen) > 1}
     disagreeing = [
@@ -326,6 +325,7 @@ async def test_no_job_is_lost_or_duplicated_whatever_dies(fleet: Fleet) -> None:
     assert not lost, f"jobs that never ended: {lost[:10]}"
     assert not not_done, f"jobs that did not end done: {dict(list(not_done.items())[:10])}"
     assert not never_ran, f"done without the model running them: {never_ran[:10]}"
+    assert not not_rerun, f"interrupted by their runner's death, yet not run again: {not_rerun}"
     assert not reruns, f"ran more than once with no blow while in flight: {reruns}"
     assert not two_outcomes, f"jobs that announced two outcomes: {two_outcomes}"
     assert not disagreeing, f"events and status disagree: {disagreeing[:10]}"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
+from schemas.config import ModelDefaults
 from schemas.events import SheepState
 from schemas.job import ModelRef
 from schemas.status import ErrorInfo, JobState
@@ -149,23 +150,46 @@ async def test_a_busy_sheep_takes_no_second_pool_job(
     await reports.report(sleeper, JobState.DONE)
 
 
-async def test_a_killed_runner_fails_its_job_and_the_next_job_gets_a_fresh_one(
+async def test_a_job_whose_runner_is_killed_runs_again_on_a_fresh_one(
     sheep, broker, storage, reports, job_id
 ):
-    await submit(broker, storage, job_id, "sleep", b'{"seconds": 30, "value": 1}')
-    await reports.progress(job_id)  # the runner is working on it
+    await submit(broker, storage, job_id, "sleep", b'{"seconds": 2, "value": 1}')
+    first = await reports.report(job_id, JobState.RUNNING)  # the runner is working on it
     pid = sheep["s1"].backend.pid
     assert pid is not None
 
     os.kill(pid, signal.SIGKILL)
 
-    failed = await reports.report(job_id, JobState.FAILED)
-    assert failed.error is not None and failed.error.type == "RunnerExited"
+    again = await reports.report(job_id, JobState.RUNNING)
+    done = await reports.report(job_id, JobState.DONE)
+    assert (first.attempt, again.attempt, done.attempt) == (1, 2, 2)
+    assert JobState.FAILED not in reports.states(job_id)
+    assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b'{"value": 1}'
+    assert sheep["s1"].backend.pid not in (None, pid)
+
+
+async def test_a_job_out_of_attempts_fails_with_its_runners_last_words(
+    configured, broker, storage, reports, job_id
+):
+    configured.models = {"sleep": ModelDefaults(max_attempts=1)}
+    sheep = Sheep("s1", configured, broker, storage)
+    await sheep.start()
+    try:
+        await submit(broker, storage, job_id, "sleep", b'{"seconds": 30, "value": 1}')
+        await reports.progress(job_id)  # the runner is working on it
+        pid = sheep.backend.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        failed = await reports.report(job_id, JobState.FAILED)
+        await echo_works(broker, storage, reports)
+        assert sheep.backend.pid not in (None, pid)
+    finally:
+        await sheep.stop()
+    assert failed.attempt == 1 and failed.error is not None
+    assert failed.error.type == "RunnerExited"
     first_line, last_words = failed.error.message.split("\n", 1)
     assert first_line == "runner exited with code -9; its last output:"
     assert "serving sleep:1" in last_words  # the tail of the runner's stderr
-    await echo_works(broker, storage, reports)
-    assert sheep["s1"].backend.pid not in (None, pid)
 
 
 @pytest.mark.parametrize("sheep_settings", [{"heartbeat_timeout": 1.5}])
