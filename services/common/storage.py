@@ -32,6 +32,15 @@ class ObjectMissing(LookupError):
     """The key does not exist."""
 
 
+class UnreadableRecord(ValueError):
+    """A record Shepherd keeps in the store (``job.json``, ``status.json``) is not one: damaged,
+    or written by someone else."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key} is unreadable: {problem}")
+        self.key = key
+
+
 @dataclass
 class StoredObject:
     key: str

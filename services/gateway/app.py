@@ -24,7 +24,7 @@ from schemas.config import Config
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.history import EventHistory
 from services.common.problems import Problem, problem_handler
-from services.common.storage import Storage
+from services.common.storage import Storage, UnreadableRecord
 from services.gateway.auth import bearer_auth
 from services.gateway.cancel import CancelRoutes
 from services.gateway.fleet import Fleet
@@ -85,6 +85,7 @@ class Gateway:
             ],
             exception_handlers={
                 Problem: problem_handler,
+                UnreadableRecord: self._unreadable,
                 404: self._not_found,
                 405: self._not_allowed,
                 **dict.fromkeys(OUTAGES, self._unavailable),
@@ -173,6 +174,13 @@ class Gateway:
         return Problem(503, detail, headers={"Retry-After": str(RETRY_AFTER)}).response(
             request.url.path
         )
+
+    async def _unreadable(self, request: Request, exc: Exception) -> Response:
+        """A damaged record of the job: the job cannot be answered for (logged already)."""
+        assert isinstance(exc, UnreadableRecord)
+        detail = f"the job cannot be read: {exc}"
+        problem = Problem(409, detail, title="Unreadable record", object=exc.key)
+        return problem.response(request.url.path)
 
     async def _server_error(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

@@ -30,6 +30,7 @@ from enum import Enum
 from pydantic import ValidationError
 
 from schemas.config import Config
+from schemas.errors import format_validation_error
 from schemas.events import StatusReport
 from schemas.job import PAYLOAD_INPUT, JobDispatch, JobRequest, JobSpec
 from schemas.layout import (
@@ -45,7 +46,7 @@ from schemas.topology import NEW_JOB, REDISPATCHED
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
 from services.common.recent import RecentlyUsed
-from services.common.storage import ObjectMissing, Storage
+from services.common.storage import ObjectMissing, Storage, UnreadableRecord
 from services.notifier.webhooks.guard import callback_refusal
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,9 @@ class Intake:
         try:
             spec = JobSpec.model_validate_json(raw)
         except ValidationError as exc:
-            log.error("job %s has an unreadable job.json: %s", job_id, exc)
-            return None
+            unreadable = UnreadableRecord(job_key(job_id), format_validation_error(exc))
+            log.error("%s", unreadable)
+            raise unreadable from None
         self._specs.put(job_id, spec)
         return spec
 
@@ -228,7 +230,10 @@ class Intake:
         """
         if self._queued.get(job_id):
             return False
-        spec = spec or await self.load_spec(job_id)
+        try:
+            spec = spec or await self.load_spec(job_id)
+        except UnreadableRecord:  # logged; nothing a retry would change
+            return False
         if spec is None or (spec.inputs is None and not declaring):
             return False
         if spec.inputs is not None and not set(spec.inputs) <= set(stored):
@@ -284,7 +289,10 @@ class Intake:
         queued = 0
         for marker in await self.storage.list(PENDING_PREFIX):
             job_id = pending_job(marker.key)
-            spec = await self.load_spec(job_id) if job_id else None
+            try:
+                spec = await self.load_spec(job_id) if job_id else None
+            except UnreadableRecord:  # logged; the marker stays for whoever repairs it
+                continue
             if spec is None:
                 await self.storage.remove(marker.key)
                 continue

@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 from schemas.events import JobEvent, JobRejectedEvent
 from schemas.job import JobRequest
 from schemas.names import JobId, RelativePath
-from schemas.status import JobStatus
+from schemas.status import JobState, JobStatus
 from services.gateway.auth import OPEN_PATHS, required_scope
 from services.gateway.streams import MAX_OFFSET_DIGITS, TYPES
 from services.notifier.webhooks.openapi import webhooks_section
@@ -106,10 +106,15 @@ def build_openapi() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "job_id": {"type": "string"},
-            "state": {"type": ["string", "null"], "enum": ["queued", None]},
+            "state": {
+                "type": "string",
+                "enum": [state.value for state in JobState],
+                "description": "The state the declaration leaves the job in: queued, "
+                "accepted while declared inputs are missing, or (a repeat) wherever it got",
+            },
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
         },
-        "required": ["job_id", "links"],
+        "required": ["job_id", "state", "links"],
     }
     components["Uploaded"] = {
         "type": "object",

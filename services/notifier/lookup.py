@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.errors import format_validation_error
 from schemas.events import JobEvent
@@ -27,10 +28,12 @@ from schemas.status import JobState, JobStatus
 from services.common.history import EventHistory, Offset, StreamedEvent
 from services.common.live import LiveStatuses, load_snapshot, replay_start
 from services.common.metrics import invalid_reason, reject
-from services.common.storage import ObjectMissing, Storage
+from services.common.storage import ObjectMissing, Storage, UnreadableRecord
 from services.notifier.outages import FIRST_DELAY, MAX_DELAY, OUTAGES
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=BaseModel)
 
 _Waiter = asyncio.Future[JobStatus | None]
 """Resolved with the terminal status, or with None: "look again" (the lookup stopped)."""
@@ -124,10 +127,9 @@ class StatusLookup:
         ``accepted`` from job.json; None for an unknown job."""
         if not is_job_id(job_id):
             raise ValueError(f"invalid job id {job_id!r}")
-        try:
-            return JobStatus.model_validate_json(await self._storage.get_bytes(status_key(job_id)))
-        except ObjectMissing:
-            pass
+        final = await self._stored(job_id)
+        if final is not None:
+            return final
         status = self._live.get(job_id)
         if status is not None and status.state is not JobState.ACCEPTED:
             return status
@@ -192,13 +194,19 @@ class StatusLookup:
             self._wake(job_id, None)
 
     async def _stored(self, job_id: str) -> JobStatus | None:
-        try:
-            return JobStatus.model_validate_json(await self._storage.get_bytes(status_key(job_id)))
-        except ObjectMissing:
-            return None
+        return await self._record(JobStatus, status_key(job_id))
 
     async def _spec(self, job_id: str) -> JobSpec | None:
+        return await self._record(JobSpec, job_key(job_id))
+
+    async def _record(self, model: type[R], key: str) -> R | None:
+        """The record at ``key``; None if there is none. Raises :class:`UnreadableRecord`
+        (logged) for one that is not a record."""
         try:
-            return JobSpec.model_validate_json(await self._storage.get_bytes(job_key(job_id)))
+            return model.model_validate_json(await self._storage.get_bytes(key))
         except ObjectMissing:
             return None
+        except ValidationError as exc:
+            unreadable = UnreadableRecord(key, format_validation_error(exc))
+            log.error("%s", unreadable)
+            raise unreadable from None

@@ -322,3 +322,32 @@ async def test_service_endpoints(stack):
     docs = await stack.get("/docs")
     assert docs.status_code == 200
     assert "/start-job" in docs.text
+
+
+async def assert_unreadable(stack, job_id: str, path: str, record: str) -> None:
+    answer = await stack.get(f"/jobs/{job_id}{path}")
+    assert answer.status_code == 409, (path, answer.text)
+    problem = answer.json()
+    assert problem["object"] == f"{job_id}/{record}"
+    assert f"{job_id}/{record} is unreadable" in problem["detail"]
+
+
+async def test_a_damaged_status_is_a_409_naming_it_never_a_500(
+    stack, minio_client, test_bucket, job_id
+):
+    assert (await stack.post("/start-job", json=echo(job_id, payload={"n": 1}))).status_code == 202
+    assert (await wait_done(stack, job_id))["state"] == "done"
+    await put(minio_client, test_bucket, f"{job_id}/status.json", b'{"not": "a status"}')
+    for path in ("/status", "/result", "/ready"):
+        await assert_unreadable(stack, job_id, path, "status.json")
+
+
+async def test_a_damaged_job_record_is_a_409_naming_it_never_a_500(
+    stack, minio_client, test_bucket, job_id
+):
+    """A job.json this gateway did not write (so has not in memory), damaged."""
+    await put(minio_client, test_bucket, f"{job_id}/job.json", b"\xff not json")
+    await assert_unreadable(stack, job_id, "/status", "job.json")
+    repeat = await stack.post("/start-job", json=echo(job_id, payload={"n": 1}))
+    assert repeat.status_code == 409, repeat.text
+    assert f"{job_id}/job.json is unreadable" in repeat.json()["detail"]

@@ -18,7 +18,7 @@ from schemas.config import Config, NotifierConfig, WebhookSubscription
 from schemas.topology import Names, build_topology, retry_delays_ms
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE, CloudEvent
 from services.gateway.openapi import build_openapi
-from services.notifier.webhooks.guard import callback_refusal, refusal
+from services.notifier.webhooks.guard import RefusedTarget, callback_refusal, refusal, resolve
 from services.notifier.webhooks.patterns import matches
 from services.notifier.webhooks.retries import (
     JITTER,
@@ -86,6 +86,18 @@ def test_the_guard_refuses_non_public_addresses(address, why):
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"])
 def test_the_guard_lets_public_addresses_through(address):
     assert refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_a_host_name_that_cannot_resolve_is_refused_naming_it(allow_private):
+    """A DNS label over 63 characters passes URL parsing, then fails resolving with a
+    UnicodeError: refused with the reason, at submission and at delivery alike."""
+    host = "a" * 64 + ".example.com"
+    config = NotifierConfig(callback_secret=SecretStr(SECRET), allow_private_targets=allow_private)
+    why = await callback_refusal(AnyHttpUrl(f"https://{host}/hook"), config)
+    assert why is not None and f"{host!r} is not a valid host name" in why
+    with pytest.raises(RefusedTarget, match="not a valid host name"):
+        await resolve(host, 443, allow_private)
 
 
 async def test_a_callback_url_needs_the_callback_secret():

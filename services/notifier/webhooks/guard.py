@@ -70,8 +70,11 @@ async def resolve(host: str, port: int, allow_private: bool) -> list[str]:
     """The addresses of ``host``, each checked unless ``allow_private``.
 
     Raises :class:`RefusedTarget` if any of them is refused: a name with one private address
-    among public ones could be steered to it. ``OSError`` if it does not resolve.
+    among public ones could be steered to it; or if ``host`` is no valid host name. ``OSError``
+    if it does not resolve.
     """
+    if (invalid := host_problem(host)) is not None:
+        raise RefusedTarget(invalid)
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not allow_private:
@@ -83,6 +86,21 @@ async def resolve(host: str, port: int, allow_private: bool) -> list[str]:
                     f"{what} {why}; set notifier.allow_private_targets to deliver there"
                 )
     return addresses
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be resolved at all (a DNS label over 63 characters, an empty one),
+    or None. URL parsers accept such names; resolving them fails with UnicodeError."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        return f"{host!r} is not a valid host name ({exc})"
+    return None
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -130,15 +148,18 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 async def callback_refusal(url: AnyHttpUrl, config: NotifierConfig) -> str | None:
     """Why a job request's ``callback_url`` is refused, or None.
 
-    Refused without ``notifier.callback_secret`` (deliveries could not be signed), and when
-    its host is or resolves to a refused address. A host that does not resolve now passes:
-    the delivery checks again, and that check is the one that counts.
+    Refused without ``notifier.callback_secret`` (deliveries could not be signed), when its
+    host is no valid host name, and when it is or resolves to a refused address. A host that
+    does not resolve now passes: the delivery checks again, and that check is the one that
+    counts.
     """
     if config.callback_secret is None:
         return "callbacks are not enabled here (notifier.callback_secret is not configured)"
+    host = (url.host or "").strip("[]")
+    if (invalid := host_problem(host)) is not None:
+        return invalid
     if config.allow_private_targets:
         return None
-    host = (url.host or "").strip("[]")
     try:
         async with asyncio.timeout(SUBMISSION_CHECK_TIMEOUT):
             await resolve(host, url.port or 0, allow_private=False)
