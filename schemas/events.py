@@ -167,16 +167,18 @@ class FieldError(BaseModel):
     message: str
 
 
-RejectionReason = Literal["not-json", "invalid", "too-large", "conflict", "error"]
+RejectionReason = Literal[
+    "not-json", "unsupported-media-type", "invalid", "too-large", "conflict", "error"
+]
 
 
 class JobRejection(BaseModel):
     """Why a submission on ``<ns>.submit`` was refused: the ``data`` of ``job.rejected``.
 
     ``reason`` says which rule it broke, as ``POST /start-job`` would have answered: not JSON
-    (400), not a job request or an unknown sheep (422), over ``gateway.max_payload_bytes``
-    (413), a different request for a job id already declared (409), or a fault of the
-    gateway's own (500).
+    (400), a content type other than JSON (415), not a job request or an unknown sheep (422),
+    over ``gateway.max_payload_bytes`` (413), a different request for a job id already declared
+    (409), or a fault of the gateway's own (500).
     """
 
     model_config = ConfigDict(extra="forbid")

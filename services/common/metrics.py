@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 Reason = Literal[
     "not-json",  # the bytes are not JSON at all
+    "unsupported-media-type",  # a submission whose content type is not JSON
     "invalid",  # JSON, but not the message the schema describes (or an unknown sheep)
     "too-large",  # a submission over gateway.max_payload_bytes
     "conflict",  # a submission of a job id declared with a different request

@@ -7,7 +7,6 @@ import mimetypes
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pydantic_core
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -17,6 +16,7 @@ from schemas.errors import field_errors
 from schemas.job import PAYLOAD_INPUT, JobRequest
 from schemas.layout import inputs_prefix, outputs_prefix
 from schemas.status import JobState, JobStatus
+from services.common.json_body import BadJson, is_json_media_type, parse_json
 from services.common.params import parse_file, parse_job_id
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
@@ -53,16 +53,14 @@ async def bounded_body(request: Request, limit: int) -> AsyncIterator[bytes]:
 async def read_json_body(request: Request, limit: int) -> Any:
     """The request's JSON body: 415 for another content type, 413 over ``limit``, 400 if
     malformed."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
+    content_type = request.headers.get("content-type", "")
+    if not is_json_media_type(content_type):
         raise Problem(415, f"expected Content-Type application/json, got {content_type or 'none'}")
     body = b"".join([chunk async for chunk in bounded_body(request, limit)])
     try:
-        # Not json.loads: it takes NaN and Infinity, which are not JSON, and raises
-        # RecursionError on deeply nested arrays.
-        return pydantic_core.from_json(body, allow_inf_nan=False)
-    except ValueError as exc:
-        raise Problem(400, f"request body is not valid JSON: {exc}") from exc
+        return parse_json(body)
+    except BadJson as exc:
+        raise Problem(400, f"request body {exc}") from None
 
 
 def _file_param(request: Request) -> str | None:

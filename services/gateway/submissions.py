@@ -17,7 +17,6 @@ import asyncio
 import logging
 from typing import Any
 
-import pydantic_core
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 
@@ -31,6 +30,7 @@ from schemas.submission import (
     REJECTION_HEADER,
     SubmissionReply,
 )
+from services.common.json_body import BadJson, is_json_media_type, parse_json
 from services.common.metrics import reject
 from services.common.problems import Problem
 from services.gateway.intake import Declared, Intake
@@ -97,7 +97,7 @@ class SubmissionListener:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             try:
-                reply = await self._declare(message.body)
+                reply = await self._declare(message.body, message.content_type)
             except Refused as refused:
                 await self._refuse(message, refused.rejection)
                 reply = SubmissionReply(
@@ -119,10 +119,10 @@ class SubmissionListener:
             return
         await _settle(message)
 
-    async def _declare(self, body: bytes) -> SubmissionReply:
+    async def _declare(self, body: bytes, content_type: str | None) -> SubmissionReply:
         """Declare the request in ``body``; raises :class:`Refused` where ``POST /start-job``
         answers 4xx (or 500), and an outage error when a server is away."""
-        request = self._parse(body)
+        request = self._parse(body, content_type)
         try:
             declaration = await self.intake.declare(request)
         except Problem as problem:
@@ -145,8 +145,9 @@ class SubmissionListener:
             queued=declaration.queued,
         )
 
-    def _parse(self, body: bytes) -> JobRequest:
-        """The request, checked as ``POST /start-job`` checks its body."""
+    def _parse(self, body: bytes, content_type: str | None) -> JobRequest:
+        """The request, checked as ``POST /start-job`` checks its body (a submission without a
+        content type is taken for JSON: AMQP clients often set none)."""
         if len(body) > self.max_payload_bytes:
             raise Refused(
                 JobRejection(
@@ -156,15 +157,19 @@ class SubmissionListener:
                     f"{self.max_payload_bytes}",
                 )
             )
-        try:
-            # Not json.loads: it takes NaN and Infinity, and recurses without bound.
-            value = pydantic_core.from_json(body, allow_inf_nan=False)
-        except ValueError as exc:
+        if content_type and not is_json_media_type(content_type):
             raise Refused(
                 JobRejection(
-                    job_id=None, reason="not-json", detail=f"submission is not valid JSON: {exc}"
+                    job_id=None,
+                    reason="unsupported-media-type",
+                    detail=f"expected content type application/json, got {content_type}",
                 )
-            ) from None
+            )
+        try:
+            value = parse_json(body)
+        except BadJson as exc:
+            rejection = JobRejection(job_id=None, reason="not-json", detail=f"submission {exc}")
+            raise Refused(rejection) from None
         try:
             return JobRequest.model_validate(value)
         except ValidationError as exc:

@@ -208,13 +208,30 @@ def request(**fields: object) -> bytes:
 
 
 REFUSED = [
-    # body, reason, the job id it names (the event's subject), the fields at fault
-    (request(job_id="j-1", colour="red"), "invalid", "j-1", ["colour"]),
-    (request(job_id="../etc"), "invalid", None, ["job_id"]),
-    (request(job_id="j-2", sheep_id="nope"), "invalid", "j-2", ["sheep_id"]),
-    (b'{"job_id": "j-3", "model": {"name": "echo"}, "timeout": NaN}', "not-json", None, []),
-    (b"[1, 2]", "invalid", None, ["(root)"]),
-    (request(job_id="j-4", payload="x" * 2048), "too-large", None, []),
+    # body, its content type, reason, the job id it names (the event's subject), the fields
+    # at fault, and what the detail says
+    (request(job_id="j-1", colour="red"), None, "invalid", "j-1", ["colour"], "colour"),
+    (request(job_id="../etc"), None, "invalid", None, ["job_id"], "job_id"),
+    (request(job_id="j-2", sheep_id="nope"), None, "invalid", "j-2", ["sheep_id"], "nope"),
+    (
+        b'{"job_id": "j-3", "model": {"name": "echo"}, "timeout": NaN}',
+        None,
+        "not-json",
+        None,
+        [],
+        "is not valid JSON",
+    ),
+    (b"[" * 210 + b"]" * 210, None, "not-json", None, [], "deeper than the 200 levels"),
+    (b"[1, 2]", None, "invalid", None, ["(root)"], "invalid job request"),
+    (request(job_id="j-4", payload="x" * 2048), None, "too-large", None, [], "exceeds"),
+    (
+        request(job_id="j-5"),
+        "text/plain",
+        "unsupported-media-type",
+        None,
+        [],
+        "expected content type application/json, got text/plain",
+    ),
 ]
 
 
@@ -230,9 +247,14 @@ async def test_a_refused_request_says_why_to_the_submitter_and_the_subscribers(c
                 replies = await inbox(channel)
                 events = Events(await inbox(channel, (names.events_exchange, "job.rejected")))
                 exchange = await channel.get_exchange(names.submit_exchange)
-                for number, (body, reason, subject, fields) in enumerate(REFUSED):
+                for number, (body, media, reason, subject, fields, says) in enumerate(REFUSED):
                     await exchange.publish(
-                        aio_pika.Message(body, reply_to=replies.name, correlation_id=f"c{number}"),
+                        aio_pika.Message(
+                            body,
+                            content_type=media,
+                            reply_to=replies.name,
+                            correlation_id=f"c{number}",
+                        ),
                         "",
                     )
                     message = await replies.next()
@@ -243,6 +265,7 @@ async def test_a_refused_request_says_why_to_the_submitter_and_the_subscribers(c
                     assert reply.rejection == event.data
                     assert (event.subject, event.data.job_id) == (subject, subject)
                     assert event.data.reason == reason, event.data.detail
+                    assert says in event.data.detail, event.data.detail
                     assert [e.field for e in event.data.errors] == fields
                     letter = await dead_letter(channel, names)
                     assert letter.body == body

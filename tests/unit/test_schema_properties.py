@@ -6,7 +6,7 @@ from __future__ import annotations
 import posixpath
 import string
 from datetime import UTC, timedelta, timezone
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema_rs
 import pytest
@@ -21,6 +21,7 @@ from schemas.events import (
     JobEvent,
     JobRejectedEvent,
     JobRejection,
+    RejectionReason,
     SheepState,
     StatusReport,
 )
@@ -147,8 +148,7 @@ rejections = accepted(
     JobRejection,
     {
         "job_id": names | st.none(),
-        "reason": st.sampled_from(["not-json", "invalid", "too-large", "conflict", "error"])
-        | texts,
+        "reason": st.sampled_from(list(get_args(RejectionReason))) | texts,
         "detail": texts,
     },
     {"errors": st.lists(st.fixed_dictionaries({"field": texts, "message": texts}), max_size=2)},
