@@ -39,6 +39,13 @@ class BareBackend(RunnerSlot):
         stop_grace: float = 3.0,
         reveals_secret: Callable[[str], bool] = lambda _: False,
     ) -> None:
+        if not config.working_directory.is_dir():
+            # Said at start, rather than by every job failing with ModelNotFound.
+            raise ValueError(
+                f"sheep {sheep_id}: working_directory {config.working_directory} is not a "
+                "directory (it holds <model>/<version>/ directories; a relative path is read "
+                "from the config file's directory)"
+            )
         # Job ids never start with ".", so this cannot collide with <data_root>/<id>/<job_id>.
         run_dir = data_root / sheep_id / ".runner"
         super().__init__(

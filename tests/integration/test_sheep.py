@@ -368,3 +368,11 @@ async def test_a_runner_that_says_nothing_fails_its_job_and_the_sheep_goes_on(
     finally:
         await sheep.stop()
     assert failed.error == error
+
+
+async def test_a_sheep_whose_working_directory_is_missing_says_so_at_start(
+    configured, broker, storage, tmp_path
+):
+    configured.sheep["s1"].working_directory = tmp_path / "moved-away"
+    with pytest.raises(ValueError, match=r"working_directory .*moved-away is not a directory"):
+        Sheep("s1", configured, broker, storage)
