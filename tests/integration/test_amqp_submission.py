@@ -29,12 +29,16 @@ from schemas.topology import Names
 from tests.conftest import delete_namespace
 from tests.support.metrics import rejected
 from tests.support.polling import eventually
+from tests.support.requirements import missing
 from tests.support.stack import bare_sheep, running_stack
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("amqp-publish") is None,
-    reason="amqp-publish is missing: apt-get install amqp-tools (make services does)",
-)
+
+@pytest.fixture(autouse=True)
+def _amqp_publish() -> None:
+    if shutil.which("amqp-publish") is None:
+        missing("amqp-publish is missing: apt-get install amqp-tools (make services does)")
+
+
 WAIT = 30.0
 
 

@@ -19,6 +19,7 @@ from tests.conftest import delete_namespace
 from tests.support.credentials import MANAGEMENT_PORT
 from tests.support.metrics import rejected
 from tests.support.polling import eventually
+from tests.support.requirements import missing
 from tests.support.servers import Servers
 from tests.support.sse import Event, read_events
 from tests.support.stack import running_stack
@@ -214,7 +215,7 @@ async def management(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
         try:
             await client.get("/overview")
         except httpx.TransportError as exc:
-            pytest.skip(f"RabbitMQ's management API is not reachable: {exc}")
+            missing(f"RabbitMQ's management API is not reachable: {exc}")
         yield client
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import aio_pika
 import httpx
 import pytest
+from aiormq.exceptions import ProbableAuthenticationError
 from minio import Minio
 from pydantic import SecretStr
 
@@ -233,7 +234,7 @@ async def test_wrong_credentials_are_reported_without_showing_them(
     wrong_password, wrong_secret = f"wrong-amqp-{uuid.uuid4().hex}", f"wrong-s3-{uuid.uuid4().hex}"
     amqp = urlsplit(servers.amqp_url)
     wrong_url = f"amqp://{amqp.username}:{wrong_password}@{amqp.hostname}:{amqp.port or 5672}/"
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(ProbableAuthenticationError) as refused:
         await Broker.connect(BrokerConfig(url=SecretStr(wrong_url)), names, "wrong-password")
     storage = Storage(config.storage.model_copy(update={"secret_key": SecretStr(wrong_secret)}))
     app = Gateway(config, broker, storage).app

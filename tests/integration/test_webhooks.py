@@ -243,9 +243,14 @@ async def test_429_is_retried(config, broker, start, receiver, job_id):
     await start()
     await publish(broker, job_event(job_id))
 
-    await receiver.next("/limited")
-    await receiver.next("/limited")
+    refused = await receiver.next("/limited")
+    retried = await receiver.next("/limited")
     await eventually(counted("limited", before + 1), within=5)
+    # The same delivery again (same id and body), not a new one.
+    assert retried.headers["webhook-id"] == refused.headers["webhook-id"]
+    assert retried.body == refused.body
+    assert json.loads(retried.body)["subject"] == job_id
+    await receiver.silent("/limited", 1.0)  # delivered: no more tries
 
 
 async def test_a_delivery_is_given_up_after_the_schedule_and_kept_in_dead(

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import httpx
-import pytest
 from minio.credentials import StaticProvider
 from minio.minioadmin import MinioAdmin
 
+from tests.support.requirements import missing
 from tests.support.servers import Servers
 
 MANAGEMENT_PORT = 15672
@@ -60,7 +60,7 @@ async def own_credentials(servers: Servers) -> AsyncIterator[Credentials]:
                 f"/users/{user}", json={"password": password, "tags": ""}
             )
         except httpx.TransportError as exc:
-            pytest.skip(f"RabbitMQ's management API is not reachable to add a user: {exc}")
+            missing(f"RabbitMQ's management API is not reachable to add a user: {exc}")
         created.raise_for_status()
         try:
             permissions = {"configure": ".*", "write": ".*", "read": ".*"}
