@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from schemas.job import JobDispatch, JobSpec, ModelRef
 from schemas.names import JobId, PathSegment
-from schemas.status import ErrorInfo, JobState, JobStatus, Progress
+from schemas.status import ErrorInfo, InputFile, JobState, JobStatus, Progress
 
 CLOUDEVENT_TYPE_PREFIX = "io.shepherd.job."
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
@@ -70,6 +70,10 @@ class StatusReport(BaseModel):
         default=None,
         description="On an outcome report: when the job started, if its running report was "
         "not sent (it ended quickly). One report then tells both transitions.",
+    )
+    inputs: list[InputFile] | None = Field(
+        default=None,
+        description="On a running or outcome report: the inputs the attempt ran on.",
     )
     new_job: bool = Field(
         default=False,

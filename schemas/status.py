@@ -58,6 +58,20 @@ class Progress(BaseModel):
     message: str | None = None
 
 
+class InputFile(BaseModel):
+    """One input a job ran on, as the store described it when the sheep fetched it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: RelativePath = Field(description="Its path under <job_id>/inputs/.")
+    size: int = Field(ge=0)
+    etag: str | None = Field(
+        default=None,
+        description="The store's ETag (the MD5 of an object stored in one PUT); for a payload "
+        "kept in job.json, the MD5 of the payload. A later overwrite in the store changes it.",
+    )
+
+
 class JobStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +90,9 @@ class JobStatus(BaseModel):
     progress: Progress | None = None
     missing_inputs: list[RelativePath] | None = Field(
         default=None, description="Declared inputs not yet uploaded (accepted jobs only)."
+    )
+    inputs: list[InputFile] | None = Field(
+        default=None, description="What the job's latest attempt ran on, once it started."
     )
 
     @property

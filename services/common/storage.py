@@ -46,6 +46,7 @@ class StoredObject:
     key: str
     size: int
     content_type: str | None
+    etag: str | None = None
 
 
 class Storage:
@@ -156,7 +157,7 @@ class Storage:
                 if exc.code in _MISSING:
                     raise ObjectMissing(key) from exc
                 raise
-            return StoredObject(key, info.size or 0, info.content_type)
+            return StoredObject(key, info.size or 0, info.content_type, info.etag)
 
         return await asyncio.to_thread(stat)
 
@@ -165,7 +166,7 @@ class Storage:
 
         def listing() -> list[StoredObject]:
             return [
-                StoredObject(o.object_name, o.size or 0, None)
+                StoredObject(o.object_name, o.size or 0, None, o.etag)
                 for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
                 if o.object_name and not o.is_dir
             ]

@@ -59,7 +59,9 @@ class RunningReport:
             return
         self._last_progress = now
         progress = Progress(fraction=update.fraction, message=update.message)
-        report = self._report.model_copy(update={"state": None, "progress": progress})
+        report = self._report.model_copy(
+            update={"state": None, "progress": progress, "inputs": None}
+        )
         try:
             await self.send()
             await self._publish(report.model_copy(update={"time": utcnow()}))

@@ -23,22 +23,21 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.config import BareSheepConfig, Config
 from schemas.events import SheepState, StatusReport
-from schemas.job import PAYLOAD_INPUT, ModelRef
-from schemas.layout import inputs_prefix, outputs_prefix
+from schemas.job import ModelRef
+from schemas.layout import outputs_prefix
 from schemas.runner import Run
-from schemas.status import ErrorInfo, JobState
+from schemas.status import ErrorInfo, InputFile, JobState
 from schemas.topology import build_topology
 from services.common.broker import Broker, BrokerUnavailable
-from services.common.storage import Storage, StoredObject
+from services.common.storage import Storage
 from services.sheep.admission import Admission, Attempt
 from services.sheep.announcer import Announcer
 from services.sheep.backend import RunnerBackend
@@ -47,6 +46,7 @@ from services.sheep.cancellations import Cancellations
 from services.sheep.containers import DockerBackend
 from services.sheep.deliveries import MAX_RETRY_DELAY, Deliveries, briefly
 from services.sheep.driver import JobCancelled, Ran, RunnerDriver
+from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
 from services.sheep.running import RunningReport
@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 BROKER_TRIES = 3
 """Tries of a publish that RabbitMQ refuses for being away, waiting for it in between."""
 
-DIRECTORIES = ("inputs", "outputs", "logs")
-"""A job's directories on the sheep, under ``<data_root>/<sheep>/<job_id>.<delivery>/``."""
 
 T = TypeVar("T")
 
@@ -69,6 +67,8 @@ class _Job:
     attempt: Attempt
     hold: Hold
     cancelled: asyncio.Event
+    inputs: list[InputFile] = field(default_factory=list)
+    """What it runs on, once fetched."""
     logs: tuple[Sequence[int], Sequence[int]] = ((), ())
     """Where its part of the runner's log files starts and ends, once it has run."""
 
@@ -248,9 +248,8 @@ class Sheep:
         )
         hold.start()
         job = _Job(attempt, hold, self._cancellations.watch(attempt.job_id))
-        inputs = [o for o in stored if o.key.startswith(inputs_prefix(attempt.job_id))]
         try:
-            await self._prepare(attempt, inputs)
+            job.inputs = await prepare(self._storage, attempt, stored)
         except asyncio.CancelledError:  # the sheep stops: the job goes back, its hold ends
             await asyncio.shield(self._give_back(job))
             raise
@@ -264,20 +263,6 @@ class Sheep:
             return None
         return job
 
-    async def _prepare(self, attempt: Attempt, stored_inputs: list[StoredObject]) -> None:
-        """Fresh directories and the job's inputs."""
-        job_id = attempt.job_id
-        await asyncio.to_thread(
-            _fresh_directories, attempt.directory, *(attempt.directory / d for d in DIRECTORIES)
-        )
-        inputs = attempt.directory / "inputs"
-        payload = attempt.dispatch.job.payload
-        if payload is not None:  # kept in the job record, so it came with the job
-            payload_key = inputs_prefix(job_id) + PAYLOAD_INPUT
-            stored_inputs = [o for o in stored_inputs if o.key != payload_key]
-            await asyncio.to_thread((inputs / PAYLOAD_INPUT).write_text, payload, "utf-8")
-        await self._storage.download(stored_inputs, inputs_prefix(job_id), inputs)
-
     async def _run_held(self, job: _Job) -> StatusReport | None:
         """Run a prepared job on the runner, marking its part of the logs; the report of its
         outcome, or None if it was given back (it could not be completed, or the sheep
@@ -288,7 +273,7 @@ class Sheep:
             return ending
         marks = log_marks(self.backend.log_files)
         running = RunningReport(
-            attempt.report(JobState.RUNNING),
+            attempt.report(JobState.RUNNING, inputs=job.inputs),
             self._report_running,
             self._config.broker.report_running_after,
         )
@@ -306,7 +291,7 @@ class Sheep:
                     await self._give_back(job)
                     return None
                 state = JobState.DONE if ran.error is None else JobState.FAILED
-                report = attempt.report(state, error=ran.error)
+                report = attempt.report(state, error=ran.error, inputs=job.inputs)
                 job.logs = job_span(marks, ran.logs, self.backend.log_files)
             return await running.outcome(report)
         except asyncio.CancelledError:
@@ -430,10 +415,3 @@ class Sheep:
 def _request(attempt: Attempt) -> Run:
     inputs, outputs = (str(attempt.directory / d) for d in ("inputs", "outputs"))
     return Run(job_id=attempt.job_id, inputs_dir=inputs, outputs_dir=outputs)
-
-
-def _fresh_directories(root: Path, *directories: Path) -> None:
-    """Start from empty directories: an earlier attempt may have left files behind."""
-    shutil.rmtree(root, ignore_errors=True)
-    for directory in directories:
-        directory.mkdir(parents=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections.abc import AsyncIterator
 
 import httpx
@@ -128,6 +129,35 @@ async def test_inputs_cannot_change_once_a_job_is_queued(stack, job_id):
     ended = await stack.get(f"/jobs/{waiting}/wait_ready", params={"timeout": 30})
     assert ended.json()["state"] == "done"
     assert (await stack.get(f"/jobs/{waiting}/result")).json() == {"value": "first"}
+
+
+async def test_the_status_records_what_the_job_ran_on(stack, job_id, minio_client, test_bucket):
+    """Size and ETag of each input as the sheep fetched it: an upload straight to the store
+    after the job ran does not change what ran, and is told apart by its ETag."""
+    declared = echo(job_id, inputs=["input.json"])
+    assert (await stack.post("/start-job", json=declared)).status_code == 202
+    body = b'{"ran": "on this"}'
+    assert (await stack.put(f"/jobs/{job_id}/input/input.json", content=body)).status_code == 201
+    done = (await stack.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 30})).json()
+    assert done["state"] == "done"
+    ran_on = {"name": "input.json", "size": len(body), "etag": hashlib.md5(body).hexdigest()}
+    assert done["inputs"] == [ran_on]
+
+    later, key = b'{"ran": "on something else"}', f"{job_id}/inputs/input.json"
+    put = minio_client.put_object
+    await asyncio.to_thread(put, test_bucket, key, io.BytesIO(later), len(later))
+    stored = await asyncio.to_thread(minio_client.stat_object, test_bucket, key)
+    assert stored.etag != ran_on["etag"]
+    assert (await stack.get(f"/jobs/{job_id}/status")).json()["inputs"] == [ran_on]
+
+
+async def test_a_payload_that_came_with_the_job_is_recorded_too(stack, job_id):
+    payload = {"inline": True}
+    assert (await stack.post("/start-job", json=echo(job_id, payload=payload))).status_code == 202
+    done = (await stack.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 30})).json()
+    sent = (await stack.get(f"/jobs/{job_id}/input")).content
+    ran_on = {"name": "input.json", "size": len(sent), "etag": hashlib.md5(sent).hexdigest()}
+    assert (done["state"], done["inputs"]) == ("done", [ran_on])
 
 
 async def in_state(stack: httpx.AsyncClient, job_id: str, state: str) -> bool:
