@@ -406,25 +406,36 @@ async def test_retry_state_survives_a_restart(config, broker, channel, start, re
     await eventually(counted("later", before + 1), within=5)
 
 
-async def test_the_ssrf_guard_refuses_loopback_by_default(
-    config, broker, channel, start, receiver, job_id
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [("127.0.0.1", "127.0.0.1 is a loopback address"), ("localhost", "localhost resolves to")],
+    ids=["literal", "named"],
+)
+async def test_a_webhook_the_ssrf_guard_refuses_stops_the_start(
+    config, broker, start, receiver, host, why
 ):
     configure(
-        config,
-        subscription("literal", receiver.url("/literal")),
-        subscription("named", receiver.url("/named", host="localhost")),
-        allow_private_targets=False,
+        config, subscription("internal", receiver.url("/x", host=host)), allow_private_targets=False
     )
-    await start()
-    await publish(broker, job_event(job_id))
+    with pytest.raises(ValueError, match=r"notifier\.webhooks internal: ") as refused:
+        await start()
+    assert why in str(refused.value) and "allow_private_targets" in str(refused.value)
+    assert receiver.requests == []
 
-    reasons = {
-        (message := await dead_letter(channel, broker.names)).headers[REASON_HEADER]
-        for _ in range(2)
-    }
-    assert message.headers[ATTEMPT_HEADER] == 1  # refused at once, never retried
-    assert any("127.0.0.1 is a loopback address" in r for r in reasons), reasons
-    assert any("localhost resolves to" in r and "loopback" in r for r in reasons), reasons
+
+async def test_the_guard_still_refuses_at_delivery_what_passed_at_submission(
+    config, broker, channel, storage, start, receiver, job_id
+):
+    """A callback whose host resolves to a private address by the time it is delivered (DNS
+    rebinding): refused at once, never retried."""
+    configure(config, allow_private_targets=False)
+    await start()
+    await declare_job(storage, job_id, receiver.url("/rebound", host="localhost"))
+    await publish(broker, job_event(job_id))
+    message = await dead_letter(channel, broker.names)
+    assert message.headers[ATTEMPT_HEADER] == 1
+    assert "localhost resolves to" in message.headers[REASON_HEADER]
+    assert "loopback" in message.headers[REASON_HEADER]
     assert receiver.requests == []
 
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from typing import Any
 
 import httpcore
 from pydantic import AnyHttpUrl
 
-from schemas.config import NotifierConfig
+from schemas.config import NotifierConfig, WebhookSubscription
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -168,3 +171,26 @@ async def callback_refusal(url: AnyHttpUrl, config: NotifierConfig) -> str | Non
     except (OSError, TimeoutError):
         return None
     return None
+
+
+async def check_subscriptions(
+    subscriptions: list[WebhookSubscription], allow_private: bool
+) -> None:
+    """Refuse (ValueError) a configured subscription whose every delivery the guard would
+    refuse, so that it is said at start rather than in a warning per delivery. One whose host
+    does not resolve yet is warned of: DNS may know it later, and each delivery checks."""
+    for subscription in subscriptions:
+        url = subscription.url
+        host = (url.host or "").strip("[]")
+        try:
+            async with asyncio.timeout(SUBMISSION_CHECK_TIMEOUT):
+                await resolve(host, url.port or 0, allow_private)
+        except RefusedTarget as exc:
+            raise ValueError(f"notifier.webhooks {subscription.name}: {exc}") from None
+        except (OSError, TimeoutError) as exc:
+            log.warning(
+                "webhook %s: %s does not resolve now (%s); each delivery checks it again",
+                subscription.name,
+                host,
+                exc or type(exc).__name__,
+            )

@@ -18,6 +18,7 @@ from services.notifier.webhooks.client import WebhookClient
 from services.notifier.webhooks.deliverer import WebhookDeliverer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
 from services.notifier.webhooks.dispatcher import WebhookDispatcher
+from services.notifier.webhooks.guard import check_subscriptions
 
 
 class Webhooks:
@@ -26,8 +27,13 @@ class Webhooks:
         self._client = WebhookClient(config.notifier)
         self._dispatcher = WebhookDispatcher(config, broker, storage, self._disabled)
         self._deliverer = WebhookDeliverer(config, broker, self._client, self._disabled)
+        self._subscriptions = config.notifier.webhooks
+        self._allow_private = config.notifier.allow_private_targets
 
     async def start(self) -> None:
+        """First refuses (ValueError) a subscription whose every delivery the SSRF guard would
+        refuse: said at start, not in a warning per delivery."""
+        await check_subscriptions(self._subscriptions, self._allow_private)
         await self._disabled.load()
         await self._deliverer.start()
         await self._dispatcher.start()
