@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.run(run(config, roles))
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:  # the config names something that cannot be used
+        print(f"shepherd: cannot start: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"shepherd: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from schemas.config import BareSheepConfig
+from schemas.config_file import ConfigError
 from schemas.job import ModelRef
 from services.sheep.backend import ModelNotFound, RunnerSlot
 
@@ -41,7 +42,7 @@ class BareBackend(RunnerSlot):
     ) -> None:
         if not config.working_directory.is_dir():
             # Said at start, rather than by every job failing with ModelNotFound.
-            raise ValueError(
+            raise ConfigError(
                 f"sheep {sheep_id}: working_directory {config.working_directory} is not a "
                 "directory (it holds <model>/<version>/ directories; a relative path is read "
                 "from the config file's directory)"

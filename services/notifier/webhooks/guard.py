@@ -26,6 +26,7 @@ import httpcore
 from pydantic import AnyHttpUrl
 
 from schemas.config import NotifierConfig, WebhookSubscription
+from schemas.config_file import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ async def callback_refusal(url: AnyHttpUrl, config: NotifierConfig) -> str | Non
 async def check_subscriptions(
     subscriptions: list[WebhookSubscription], allow_private: bool
 ) -> None:
-    """Refuse (ValueError) a configured subscription whose every delivery the guard would
+    """Refuse (ConfigError) a configured subscription whose every delivery the guard would
     refuse, so that it is said at start rather than in a warning per delivery. One whose host
     does not resolve yet is warned of: DNS may know it later, and each delivery checks."""
     for subscription in subscriptions:
@@ -186,7 +187,7 @@ async def check_subscriptions(
             async with asyncio.timeout(SUBMISSION_CHECK_TIMEOUT):
                 await resolve(host, url.port or 0, allow_private)
         except RefusedTarget as exc:
-            raise ValueError(f"notifier.webhooks {subscription.name}: {exc}") from None
+            raise ConfigError(f"notifier.webhooks {subscription.name}: {exc}") from None
         except (OSError, TimeoutError) as exc:
             log.warning(
                 "webhook %s: %s does not resolve now (%s); each delivery checks it again",

@@ -31,7 +31,7 @@ class Webhooks:
         self._allow_private = config.notifier.allow_private_targets
 
     async def start(self) -> None:
-        """First refuses (ValueError) a subscription whose every delivery the SSRF guard would
+        """First refuses (ConfigError) a subscription whose every delivery the SSRF guard would
         refuse: said at start, not in a warning per delivery."""
         await check_subscriptions(self._subscriptions, self._allow_private)
         await self._disabled.load()
