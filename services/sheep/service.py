@@ -135,6 +135,8 @@ class Sheep:
         self._worker: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self._admitting = False
+        self._running = False
+        """Whether the runner has a job of this sheep's (``_work`` is in ``_run_held``)."""
 
     async def start(self) -> None:
         """Declare the topology, start announcing and consuming."""
@@ -203,7 +205,11 @@ class Sheep:
         try:
             while (job := await ahead) is not None:
                 ahead = asyncio.create_task(self._next_job())
-                ran = await self._run_held(job)
+                self._running = True
+                try:
+                    ran = await self._run_held(job)
+                finally:
+                    self._running = False
                 if not (ahead.done() or self._deliveries.waiting() or self._admitting):
                     await self._deliveries.open_pool()
                 if ran is not None:
@@ -227,6 +233,10 @@ class Sheep:
             if job is not None:
                 await self._driver.hand_over(_request(job.attempt), job.model, job.cancelled)
                 return job
+            if not (self._running or self._deliveries.waiting()):
+                # Settled instead of run (invalid, ended, cancelled) with the runner idle:
+                # the pool, closed for it, may give work again.
+                await self._deliveries.open_pool()
         return None
 
     # -- one job ------------------------------------------------------------------------------

@@ -235,6 +235,7 @@ async def test_an_invalid_job_message_is_dead_lettered_and_the_sheep_keeps_consu
     async with asyncio.timeout(WAIT):
         bodies = [(await dead_letters.get()).body for _ in range(2)]
     assert bodies == [b"this is not a job", bad_job]
+    await echo_works(broker, storage, reports, sheep_id=None)  # the pool is not left closed
     await echo_works(broker, storage, reports, sheep_id=sheep_id)
     assert (rejected("jobs", "not-json"), rejected("jobs", "invalid")) == (
         before[0] + 1,
