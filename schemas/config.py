@@ -122,7 +122,8 @@ class ModelDefaults(_Section):
         default=2,
         description="Attempts a job gets when its runner dies under it (killed or crashed; not "
         "a timeout, an exception in the model or a cancellation): it runs again on a fresh "
-        "runner until it has had that many, then fails with RunnerExited.",
+        "runner until it has had that many, then fails with RunnerExited. Attempts are "
+        "deliveries, as the job's status counts them (a sheep that died holding it used one).",
     )
 
 

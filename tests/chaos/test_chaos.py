@@ -30,7 +30,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from schemas.config import BrokerConfig, Config
+from schemas.config import BrokerConfig, Config, ModelDefaults
 from schemas.events import JobEvent
 from schemas.status import TERMINAL_STATES
 from schemas.topology import Names, build_topology
@@ -116,6 +116,10 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         ledger = tmp_path / "ledger.jsonl"
         models = tally_models(tmp_path / "models", ledger)
         config.broker.lease_time = 15
+        # Attempts are deliveries: a job held by the sheep the test kills, then run by the
+        # runner it kills, has had two. As many as the delivery limit, so that two blows on
+        # one job still end in done.
+        config.models = {"tally": ModelDefaults(max_attempts=config.broker.delivery_limit)}
         config.gateway.port = free_port()
         config.sheep = {
             sheep_id: bare_sheep(stop_grace=5.0, working_directory=models) for sheep_id in SHEEP
