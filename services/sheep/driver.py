@@ -104,7 +104,11 @@ class RunnerDriver:
 
     async def take_back(self, job_id: str) -> None:
         """Make sure a job handed over does not run: withdrawn, or its runner stopped."""
-        if self._held.pop(job_id, None) is None or self._client is None:
+        watcher = self._held.pop(job_id, None)
+        if watcher is None:
+            return
+        watcher.cancel()
+        if self._client is None:
             return
         if not await self._withdrawn(self._client, job_id):
             log.info("sheep %s: job %s started before it was withdrawn", self._sheep_id, job_id)
