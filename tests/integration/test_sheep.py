@@ -21,7 +21,7 @@ from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.service import Sheep
-from tests.support.jobs import WAIT, Listener, new_id, submit
+from tests.support.jobs import WAIT, Listener, new_id, started, submit
 from tests.support.metrics import rejected
 from tests.support.stack import MODELS
 
@@ -172,9 +172,7 @@ async def test_a_job_out_of_attempts_fails_with_its_runners_last_words(
     configured, broker, storage, reports, job_id
 ):
     configured.models = {"sleep": ModelDefaults(max_attempts=1)}
-    sheep = Sheep("s1", configured, broker, storage)
-    await sheep.start()
-    try:
+    async with started(Sheep("s1", configured, broker, storage)) as sheep:
         await submit(broker, storage, job_id, "sleep", b'{"seconds": 30, "value": 1}')
         await reports.progress(job_id)  # the runner is working on it
         pid = sheep.backend.pid
@@ -183,8 +181,6 @@ async def test_a_job_out_of_attempts_fails_with_its_runners_last_words(
         failed = await reports.report(job_id, JobState.FAILED)
         await echo_works(broker, storage, reports)
         assert sheep.backend.pid not in (None, pid)
-    finally:
-        await sheep.stop()
     assert failed.attempt == 1 and failed.error is not None
     assert failed.error.type == "RunnerExited"
     first_line, last_words = failed.error.message.split("\n", 1)
@@ -254,12 +250,8 @@ async def test_a_job_outlasting_the_stop_grace_is_requeued_and_run_again(
     await first.stop()
     assert first.backend.pid is None
 
-    second = Sheep("s1", configured, broker, storage)
-    await second.start()
-    try:
+    async with started(Sheep("s1", configured, broker, storage)):
         done = await reports.report(job_id, JobState.DONE)
-    finally:
-        await second.stop()
     assert done.attempt == 2
     assert reports.states(job_id) == [JobState.RUNNING, JobState.RUNNING, JobState.DONE]
     assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b'{"value": 1}'
@@ -278,9 +270,7 @@ async def test_a_job_meeting_an_unreachable_store_is_held_then_retried(
     configured, broker, storage, reports, job_id
 ):
     flaky = StoreGoingAway(configured.storage)
-    sheep = Sheep("s1", configured, broker, flaky)
-    await sheep.start()
-    try:
+    async with started(Sheep("s1", configured, broker, flaky)):
         await submit(broker, storage, job_id, "echo", b"[2]")
         # Its inputs could not be fetched: held, not run, failed nor retried while it is away.
         with pytest.raises(TimeoutError):
@@ -290,8 +280,6 @@ async def test_a_job_meeting_an_unreachable_store_is_held_then_retried(
         flaky.bucket = flaky.went_away  # ...and back
 
         done = await reports.report(job_id, JobState.DONE)
-    finally:
-        await sheep.stop()
     assert done.attempt == 2
     assert reports.states(job_id) == [JobState.RUNNING, JobState.DONE]
     assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b"[2]"
@@ -305,14 +293,10 @@ async def test_a_model_that_cannot_load_fails_its_job_with_the_runners_reason(
     (models / "broken" / "1" / "shepherd-runner.yaml").write_text("runner: nosuchmodule:Nope\n")
     (models / "echo").symlink_to(MODELS / "echo")
     configured.sheep["s1"].working_directory = models
-    sheep = Sheep("s1", configured, broker, storage)
-    await sheep.start()
-    try:
+    async with started(Sheep("s1", configured, broker, storage)):
         await submit(broker, storage, job_id, "broken", b"{}")
         failed = await reports.report(job_id, JobState.FAILED)
         await echo_works(broker, storage, reports)
-    finally:
-        await sheep.stop()
     assert failed.error is not None
     assert failed.error.message.startswith("runner failed to start: ")
     assert "nosuchmodule" in failed.error.message
@@ -360,14 +344,10 @@ async def test_a_runner_that_says_nothing_fails_its_job_and_the_sheep_goes_on(
     settings = configured.sheep["s1"]
     settings.working_directory = tmp_path / "models"
     settings.load_timeout, settings.heartbeat_timeout = 3.0, 1.5
-    sheep = Sheep("s1", configured, broker, storage)
-    await sheep.start()
-    try:
+    async with started(Sheep("s1", configured, broker, storage)):
         await submit(broker, storage, job_id, model, b"{}")
         failed = await reports.report(job_id, JobState.FAILED)
         await echo_works(broker, storage, reports)
-    finally:
-        await sheep.stop()
     assert failed.error == error
 
 

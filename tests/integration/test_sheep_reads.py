@@ -16,7 +16,7 @@ from services.common.broker import Broker
 from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.cancellations import CLOCK_MARGIN
 from services.sheep.service import Sheep
-from tests.support.jobs import Listener
+from tests.support.jobs import Listener, started
 
 
 class CountingStorage(Storage):
@@ -54,14 +54,10 @@ async def queue_carrying(broker: Broker, job_id: str, payload: str) -> None:
 async def test_a_job_declared_while_the_sheep_listens_is_run_without_reading_the_store(
     configured, broker, counting, storage: Storage, reports: Listener, job_id
 ):
-    sheep = Sheep("s1", configured, broker, counting)
-    await sheep.start()
-    try:
+    async with started(Sheep("s1", configured, broker, counting)):
         await asyncio.sleep(CLOCK_MARGIN.total_seconds() + 0.1)  # listening long enough
         await queue_carrying(broker, job_id, '{"carried": true}')
         await reports.report(job_id, JobState.DONE)
-    finally:
-        await sheep.stop()
     assert counting.listings == []
     assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b'{"carried": true}'
 
@@ -73,12 +69,8 @@ async def test_a_job_cancelled_before_its_sheep_listened_never_runs(
     cancellation."""
     await queue_carrying(broker, job_id, "{}")
     await storage.put_bytes(cancel_key(job_id), b"{}", "application/json")
-    sheep = Sheep("s1", configured, broker, counting)
-    await sheep.start()
-    try:
+    async with started(Sheep("s1", configured, broker, counting)):
         cancelled = await reports.report(job_id, JobState.CANCELLED)
-    finally:
-        await sheep.stop()
     assert cancelled.error is not None and "before it started" in cancelled.error.message
     assert reports.states(job_id) == [JobState.CANCELLED]
     assert counting.listings == [f"{job_id}/"]

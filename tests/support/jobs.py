@@ -17,6 +17,7 @@ from schemas.status import JobState
 from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import Storage
+from services.sheep.service import Sheep
 
 WAIT = 20.0
 
@@ -95,3 +96,13 @@ async def unbound(amqp_url: str, queue_name: str, exchange: str) -> AsyncIterato
             yield
         finally:
             await queue.bind(exchange, "")
+
+
+@asynccontextmanager
+async def started(sheep: Sheep) -> AsyncIterator[Sheep]:
+    """``sheep`` started for the block, and stopped after it whatever happened."""
+    await sheep.start()
+    try:
+        yield sheep
+    finally:
+        await sheep.stop()

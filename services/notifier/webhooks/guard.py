@@ -149,29 +149,31 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+async def early_refusal(url: AnyHttpUrl, allow_private: bool) -> str | None:
+    """Why the guard refuses ``url`` now (its host is no valid host name, or is or resolves to
+    a refused address), or None. Raises OSError or TimeoutError when the host does not resolve
+    within ``SUBMISSION_CHECK_TIMEOUT``: the check at delivery is then the one that counts."""
+    host = (url.host or "").strip("[]")
+    try:
+        async with asyncio.timeout(SUBMISSION_CHECK_TIMEOUT):
+            await resolve(host, url.port or 0, allow_private)
+    except RefusedTarget as exc:
+        return str(exc)
+    return None
+
+
 async def callback_refusal(url: AnyHttpUrl, config: NotifierConfig) -> str | None:
     """Why a job request's ``callback_url`` is refused, or None.
 
-    Refused without ``notifier.callback_secret`` (deliveries could not be signed), when its
-    host is no valid host name, and when it is or resolves to a refused address. A host that
-    does not resolve now passes: the delivery checks again, and that check is the one that
-    counts.
+    Refused without ``notifier.callback_secret`` (deliveries could not be signed), and as
+    :func:`early_refusal` says; a host that does not resolve now passes.
     """
     if config.callback_secret is None:
         return "callbacks are not enabled here (notifier.callback_secret is not configured)"
-    host = (url.host or "").strip("[]")
-    if (invalid := host_problem(host)) is not None:
-        return invalid
-    if config.allow_private_targets:
-        return None
     try:
-        async with asyncio.timeout(SUBMISSION_CHECK_TIMEOUT):
-            await resolve(host, url.port or 0, allow_private=False)
-    except RefusedTarget as exc:
-        return str(exc)
+        return await early_refusal(url, config.allow_private_targets)
     except (OSError, TimeoutError):
         return None
-    return None
 
 
 async def check_subscriptions(
@@ -181,17 +183,15 @@ async def check_subscriptions(
     refuse, so that it is said at start rather than in a warning per delivery. One whose host
     does not resolve yet is warned of: DNS may know it later, and each delivery checks."""
     for subscription in subscriptions:
-        url = subscription.url
-        host = (url.host or "").strip("[]")
         try:
-            async with asyncio.timeout(SUBMISSION_CHECK_TIMEOUT):
-                await resolve(host, url.port or 0, allow_private)
-        except RefusedTarget as exc:
-            raise ConfigError(f"notifier.webhooks {subscription.name}: {exc}") from None
+            why = await early_refusal(subscription.url, allow_private)
         except (OSError, TimeoutError) as exc:
             log.warning(
                 "webhook %s: %s does not resolve now (%s); each delivery checks it again",
                 subscription.name,
-                host,
+                subscription.url.host,
                 exc or type(exc).__name__,
             )
+            continue
+        if why is not None:
+            raise ConfigError(f"notifier.webhooks {subscription.name}: {why}")
