@@ -7,8 +7,9 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test chaos bench bench-quick services services-down status venv lint format schemas clean
 
+# The services connect as the broker user `make services` made for them (scripts/services.sh env).
 run: services
-	$(VENV)/bin/shepherd up
+	eval "$$(scripts/services.sh env)" && $(VENV)/bin/shepherd up
 
 test: services
 	$(PY) -m pytest -q -ra

@@ -2,7 +2,8 @@
 
 python -m schemas export DIR      JSON Schema of every message, body and the config, and
                                   the AsyncAPI document (asyncapi.json)
-python -m schemas definitions     RabbitMQ definitions of the default namespace (stdout)
+python -m schemas definitions     RabbitMQ definitions of the default namespace (stdout):
+                                  its topology and its users' permissions
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter
 
+from schemas import permissions
 from schemas.asyncapi import build_asyncapi
 from schemas.config import Config
 from schemas.events import JobEvent, JobRejectedEvent, SheepState, StatusReport
@@ -62,7 +64,9 @@ def export(directory: Path) -> list[Path]:
 
 
 def definitions() -> dict:
-    return to_definitions(build_topology(Names(), delivery_limit=5))
+    names = Names()
+    topology = to_definitions(build_topology(names, delivery_limit=5))
+    return topology | permissions.to_definitions(permissions.grants(names))
 
 
 def main(argv: list[str] | None = None) -> int:

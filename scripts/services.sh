@@ -6,6 +6,8 @@
 #                                    (idempotent); `docker`: only the engine and the registry
 #   scripts/services.sh down         stop what `up` started
 #   scripts/services.sh status       one line per server
+#   scripts/services.sh env          export lines for the broker users `up` created:
+#                                    eval "$(scripts/services.sh env)"
 #
 # State lives outside the repository, in $SHEPHERD_STATE_DIR (default ~/.local/state/shepherd);
 # the MinIO binary is built once into $SHEPHERD_CACHE_DIR (default ~/.cache/shepherd).
@@ -22,6 +24,11 @@ MINIO_BIN="$CACHE/minio/$MINIO_VERSION/minio"
 MINIO_ADDRESS="127.0.0.1:9000"
 MINIO_CONSOLE="127.0.0.1:9001"
 AMQP_URL="amqp://guest:guest@127.0.0.1:5672"
+MANAGEMENT_URL="http://127.0.0.1:15672/api"
+# One broker user per role, with least privilege (schemas/permissions.py): guest is for local
+# development only. Their generated passwords are kept here, readable by this user only.
+CREDENTIALS="$STATE/credentials.env"
+ROLES=(services storage subscriber submitter)
 RABBIT_NODE="shepherd@localhost"
 # Docker trusts registries on 127.0.0.0/8 over plain HTTP by default: no TLS, no daemon.json.
 REGISTRY_ADDRESS="127.0.0.1:5050"
@@ -78,11 +85,52 @@ rabbitmq_up() {
     wait_for 120 RabbitMQ port_open 127.0.0.1:5672
     rabbitmqctl await_startup >/dev/null
   fi
-  # Load the topology (exchanges, queues, bindings, policies) from deploy/rabbitmq/;
-  # a broker this script did not start gets it over AMQP instead (no policies).
+  rabbitmq_users
+  # Load the topology (exchanges, queues, bindings, policies) and the users' permissions from
+  # deploy/rabbitmq/; a broker this script did not start gets the topology over AMQP instead
+  # (no policies, no permissions).
   if ! rabbitmqctl import_definitions "$ROOT/deploy/rabbitmq/definitions.json" >/dev/null 2>&1; then
     "$PYTHON" -m services.setup broker --url "$AMQP_URL/"
   fi
+}
+
+password_of() {  # password_of ROLE: the stored password, empty when there is none
+  [[ -f "$CREDENTIALS" ]] && sed -n "s/^$1=//p" "$CREDENTIALS"
+  return 0
+}
+
+# Create (or re-key) the role users through the management API: the password travels in a
+# request body, never on a command line. Their permissions come with the definitions.
+rabbitmq_users() {
+  local role password
+  (umask 077 && touch "$CREDENTIALS")
+  for role in "${ROLES[@]}"; do
+    password=$(password_of "$role")
+    if [[ -z $password ]]; then
+      password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+      echo "$role=$password" >>"$CREDENTIALS"
+    fi
+    printf '{"password": "%s", "tags": ""}' "$password" | curl -fsS -o /dev/null -u guest:guest \
+      -X PUT -H 'content-type: application/json' --data-binary @- \
+      "$MANAGEMENT_URL/users/shepherd-$role" \
+      || { say "cannot create the broker users (management API); using guest"; return 0; }
+  done
+}
+
+user_url() {  # user_url ROLE: the AMQP URL of a role's user, guest's when it has none
+  local password
+  password=$(password_of "$1")
+  if [[ -n $password ]]; then
+    echo "amqp://shepherd-$1:$password@127.0.0.1:5672"
+  else
+    echo "$AMQP_URL"
+  fi
+}
+
+print_env() {
+  echo "export SHEPHERD_AMQP_URL='$(user_url services)'  # the services (make run)"
+  echo "export SHEPHERD_SUBSCRIBER_URL='$(user_url subscriber)'"
+  echo "export SHEPHERD_SUBMITTER_URL='$(user_url submitter)'"
 }
 
 rabbitmq_down() {
@@ -118,7 +166,7 @@ minio_up() {
     setsid -f env MINIO_ROOT_USER=minioadmin MINIO_ROOT_PASSWORD=minioadmin \
       MINIO_BROWSER=off \
       MINIO_NOTIFY_AMQP_ENABLE_SHEPHERD=on \
-      MINIO_NOTIFY_AMQP_URL_SHEPHERD="$AMQP_URL" \
+      MINIO_NOTIFY_AMQP_URL_SHEPHERD="$(user_url storage)" \
       MINIO_NOTIFY_AMQP_EXCHANGE_SHEPHERD=shepherd.storage \
       MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_SHEPHERD=fanout \
       MINIO_NOTIFY_AMQP_ROUTING_KEY_SHEPHERD=s3 \
@@ -235,5 +283,6 @@ case "${1:-up} ${2:-}" in
   "up docker") docker_up; registry_up; image_tools ;;
   "down ") registry_down; docker_down; minio_down; rabbitmq_down ;;
   "status ") status ;;
-  *) die "usage: $0 up [docker]|down|status" ;;
+  "env ") print_env ;;
+  *) die "usage: $0 up [docker]|down|status|env" ;;
 esac

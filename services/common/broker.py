@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -192,10 +193,12 @@ class Broker:
         """Deliver the events matching ``routing_keys`` to ``handler`` on an exclusive queue
         that lives as long as this connection (a reconnected channel declares it anew: what
         was published in between is missed). Each message is acked once the handler
-        returns; the channel is returned for the caller to close."""
+        returns; the channel is returned for the caller to close. The queue is named in the
+        namespace, where the services' broker user may declare queues."""
         channel = await self.connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        name = f"{self.names.namespace}.listener.{uuid.uuid4().hex}"
+        queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         for key in routing_keys:
             await queue.bind(self.names.events_exchange, key)
 

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from schemas.status import JobState, JobStatus
 from tests.conftest import delete_namespace
-from tests.support.credentials import MANAGEMENT_PORT
+from tests.support.broker_users import MANAGEMENT_PORT
 from tests.support.metrics import rejected
 from tests.support.polling import eventually
 from tests.support.requirements import missing
