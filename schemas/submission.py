@@ -45,4 +45,9 @@ class SubmissionReply(BaseModel):
         description="Whether this declaration queued the job: its declared inputs (or, "
         "declaring none, its payload) were all there.",
     )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the submitter should know, as POST /start-job's notes: e.g. that "
+        "the callback_url's host does not resolve now.",
+    )
     rejection: JobRejection | None = None

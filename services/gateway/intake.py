@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 
@@ -47,7 +47,7 @@ from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
 from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage, UnreadableRecord
-from services.notifier.webhooks.guard import callback_refusal
+from services.notifier.webhooks.guard import check_callback
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class Declaration:
     outcome: Declared
     spec: JobSpec
     queued: bool
+    notes: list[str] = field(default_factory=list)
+    """What the submitter should know of a declaration that succeeded (a callback host
+    that does not resolve now)."""
 
 
 SPEC_CACHE_SIZE = 10_000
@@ -103,14 +106,16 @@ class Intake:
                 f"{', '.join(sorted(self.config.sheep)) or 'none'}",
                 errors=[{"field": "sheep_id", "message": "unknown sheep"}],
             )
+        notes: list[str] = []
         if request.callback_url is not None:
-            refused = await callback_refusal(request.callback_url, self.config.notifier)
-            if refused:
+            callback = await check_callback(request.callback_url, self.config.notifier)
+            if callback.refused:
                 raise Problem(
                     422,
-                    f"callback_url refused: {refused}",
-                    errors=[{"field": "callback_url", "message": refused}],
+                    f"callback_url refused: {callback.refused}",
+                    errors=[{"field": "callback_url", "message": callback.refused}],
                 )
+            notes += [callback.note] if callback.note else []
         if not self.broker.connected:
             raise BrokerUnavailable(self.broker.outage)
         spec = JobSpec.from_request(request, datetime.now(UTC), self._carried_bytes)
@@ -124,7 +129,7 @@ class Intake:
             spec = await self._existing(spec)
         outcome = Declared.NEW if created else Declared.REPEATED
         if spec.inputs is None:
-            return Declaration(outcome, spec, await self._queue_at_once(spec, created))
+            return Declaration(outcome, spec, await self._queue_at_once(spec, created), notes)
         payload = request.payload_bytes()
         await self._report_accepted(spec, new_job=created)
         if created:  # a job.json just created has no dispatch claim yet
@@ -133,7 +138,7 @@ class Intake:
             await self._store_unless_claimed(payload, spec)
         stored = [PAYLOAD_INPUT] if payload is not None else []
         queued = await self.try_dispatch(spec.job_id, spec, declaring=True, stored=stored)
-        return Declaration(outcome, spec, queued)
+        return Declaration(outcome, spec, queued, notes)
 
     async def _queue_at_once(self, spec: JobSpec, created: bool) -> bool:
         """Queue a job that declares no inputs: it runs with what it has (its payload, or

@@ -110,7 +110,12 @@ class JobRoutes:
         status = 202 if declaration.outcome is Declared.NEW else 200
         state = await self._declared_state(declaration)
         return JSONResponse(
-            {"job_id": job.job_id, "state": state, "links": job_links(request, job.job_id)},
+            {
+                "job_id": job.job_id,
+                "state": state,
+                "links": job_links(request, job.job_id),
+                "notes": declaration.notes,
+            },
             status_code=status,
             headers={"Location": job_links(request, job.job_id)["status"]},
         )

@@ -113,8 +113,14 @@ def build_openapi() -> dict[str, Any]:
                 "accepted while declared inputs are missing, or (a repeat) wherever it got",
             },
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
+            "notes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "What the submitter should know: e.g. that the callback_url's "
+                "host does not resolve now (each delivery resolves and checks it again)",
+            },
         },
-        "required": ["job_id", "state", "links"],
+        "required": ["job_id", "state", "links", "notes"],
     }
     components["Uploaded"] = {
         "type": "object",

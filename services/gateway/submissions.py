@@ -143,6 +143,7 @@ class SubmissionListener:
             outcome="accepted" if declaration.outcome is Declared.NEW else "repeated",
             job_id=request.job_id,
             queued=declaration.queued,
+            notes=declaration.notes,
         )
 
     def _parse(self, body: bytes, content_type: str | None) -> JobRequest:

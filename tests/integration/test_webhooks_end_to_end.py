@@ -1,18 +1,22 @@
 """Webhooks through a whole running Shepherd: a job submitted over HTTP and run by a bare sheep
 is reported to its callback_url by the notifier role, while a subscriber hangs; and the
-gateway refuses callback URLs the SSRF guard would refuse, at submission."""
+gateway refuses callback URLs the SSRF guard would refuse, at submission, and notes those
+whose host does not resolve yet."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
 
+import aio_pika
 import pytest
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from schemas.config import NotifierConfig, WebhookSubscription
+from schemas.submission import SubmissionReply
 from tests.conftest import serving
 from tests.support.receiver import Receiver, Reply
 from tests.support.stack import bare_sheep
@@ -98,3 +102,29 @@ async def test_the_gateway_refuses_callback_urls_the_guard_would_refuse(config, 
             assert kind in problem["detail"], (url, problem["detail"])
             assert "allow_private_targets" in problem["detail"]
         assert (await client.get(f"/jobs/{job_id}/status")).status_code == 404
+
+
+async def test_a_callback_host_that_does_not_resolve_is_accepted_with_a_note(config, names, job_id):
+    """``.invalid`` never resolves (RFC 2606): the job is accepted, and the submitter is told
+    over HTTP and over AMQP, since every delivery resolves and checks the host again."""
+    config.notifier = NotifierConfig(callback_secret=SecretStr(CALLBACK_SECRET))
+    callback = "http://hooks.example.invalid/done"
+    async with serving(config, names) as client:
+        request = {"job_id": job_id, "model": {"name": "echo"}, "callback_url": callback}
+        answer = await client.post("/start-job", json=request)
+        assert answer.status_code == 202, answer.text
+        [note] = answer.json()["notes"]
+        assert "hooks.example.invalid does not resolve now" in note
+
+        async with await aio_pika.connect(config.broker.url.get_secret_value()) as connection:
+            channel = await connection.channel()
+            replies = await channel.declare_queue(exclusive=True)
+            submit = await channel.get_exchange(names.submit_exchange)
+            request["job_id"] = f"{job_id}-amqp"
+            body = json.dumps(request).encode()
+            await submit.publish(aio_pika.Message(body, reply_to=replies.name), "")
+            async with asyncio.timeout(15), replies.iterator() as arrived:
+                reply = SubmissionReply.model_validate_json((await anext(arrived)).body)
+        assert reply.outcome == "accepted"
+        [amqp_note] = reply.notes
+        assert "hooks.example.invalid does not resolve now" in amqp_note

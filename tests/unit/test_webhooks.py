@@ -18,7 +18,13 @@ from schemas.config import Config, NotifierConfig, WebhookSubscription
 from schemas.topology import Names, build_topology, retry_delays_ms
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE, CloudEvent
 from services.gateway.openapi import build_openapi
-from services.notifier.webhooks.guard import RefusedTarget, callback_refusal, refusal, resolve
+from services.notifier.webhooks.guard import (
+    CallbackCheck,
+    RefusedTarget,
+    check_callback,
+    refusal,
+    resolve,
+)
 from services.notifier.webhooks.patterns import matches
 from services.notifier.webhooks.retries import (
     JITTER,
@@ -94,7 +100,7 @@ async def test_a_host_name_that_cannot_resolve_is_refused_naming_it(allow_privat
     UnicodeError: refused with the reason, at submission and at delivery alike."""
     host = "a" * 64 + ".example.com"
     config = NotifierConfig(callback_secret=SecretStr(SECRET), allow_private_targets=allow_private)
-    why = await callback_refusal(AnyHttpUrl(f"https://{host}/hook"), config)
+    why = (await check_callback(AnyHttpUrl(f"https://{host}/hook"), config)).refused
     assert why is not None and f"{host!r} is not a valid host name" in why
     with pytest.raises(RefusedTarget, match="not a valid host name"):
         await resolve(host, 443, allow_private)
@@ -102,9 +108,9 @@ async def test_a_host_name_that_cannot_resolve_is_refused_naming_it(allow_privat
 
 async def test_a_callback_url_needs_the_callback_secret():
     url = AnyHttpUrl("https://hooks.example.com/x")
-    assert "callback_secret" in (await callback_refusal(url, NotifierConfig()) or "")
+    assert "callback_secret" in ((await check_callback(url, NotifierConfig())).refused or "")
     allowed = NotifierConfig(callback_secret=SecretStr(SECRET), allow_private_targets=True)
-    assert await callback_refusal(AnyHttpUrl("http://127.0.0.1/x"), allowed) is None
+    assert await check_callback(AnyHttpUrl("http://127.0.0.1/x"), allowed) == CallbackCheck()
 
 
 @pytest.mark.parametrize(

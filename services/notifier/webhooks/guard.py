@@ -10,7 +10,7 @@ addresses embedded in IPv6 ones (mapped, 6to4, Teredo, NAT64).
 The check happens where it cannot be dodged: :class:`GuardedBackend` resolves the host when a
 connection is opened, checks every address, and connects to a checked address itself, so a
 DNS answer that changes between a check and the connection (rebinding) gains nothing. TLS
-still verifies the certificate against the host name. :func:`callback_refusal` checks a
+still verifies the certificate against the host name. :func:`check_callback` checks a
 ``callback_url`` early too, so that a client learns at submission (422) rather than never.
 """
 
@@ -20,6 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import httpcore
@@ -162,18 +163,30 @@ async def early_refusal(url: AnyHttpUrl, allow_private: bool) -> str | None:
     return None
 
 
-async def callback_refusal(url: AnyHttpUrl, config: NotifierConfig) -> str | None:
-    """Why a job request's ``callback_url`` is refused, or None.
+@dataclass(frozen=True)
+class CallbackCheck:
+    """What the early check of a ``callback_url`` found: why it is refused (422), or a note
+    for the submitter (its host does not resolve now), or neither."""
 
-    Refused without ``notifier.callback_secret`` (deliveries could not be signed), and as
-    :func:`early_refusal` says; a host that does not resolve now passes.
-    """
+    refused: str | None = None
+    note: str | None = None
+
+
+async def check_callback(url: AnyHttpUrl, config: NotifierConfig) -> CallbackCheck:
+    """Refused without ``notifier.callback_secret`` (deliveries could not be signed), and as
+    :func:`early_refusal` says. A host that does not resolve now passes with a note: DNS may
+    know it by the time the job ends, and each delivery resolves and checks it again."""
     if config.callback_secret is None:
-        return "callbacks are not enabled here (notifier.callback_secret is not configured)"
+        return CallbackCheck(
+            refused="callbacks are not enabled here (notifier.callback_secret is not configured)"
+        )
     try:
-        return await early_refusal(url, config.allow_private_targets)
-    except (OSError, TimeoutError):
-        return None
+        return CallbackCheck(refused=await early_refusal(url, config.allow_private_targets))
+    except (OSError, TimeoutError) as exc:
+        return CallbackCheck(
+            note=f"callback_url host {url.host} does not resolve now "
+            f"({exc or type(exc).__name__}); each delivery resolves and checks it again"
+        )
 
 
 async def check_subscriptions(
