@@ -172,6 +172,10 @@ class StatusLookup:
             finally:
                 self._unregister(job_id, waiter)
 
+    def waiting(self, job_id: str) -> int:
+        """How many long-polls wait for ``job_id`` to end now."""
+        return len(self._waiters.get(job_id, ()))
+
     def _register(self, job_id: str) -> _Waiter:
         waiter: _Waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, set()).add(waiter)

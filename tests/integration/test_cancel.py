@@ -37,6 +37,16 @@ async def state_of(client: httpx.AsyncClient, job_id: str) -> str:
     return (await client.get(f"/jobs/{job_id}/status")).json()["state"]
 
 
+async def one_more_done(client: httpx.AsyncClient, job_id: str) -> None:
+    """Run a 0-second job to done after everything submitted so far: the one sheep takes its
+    jobs in order, and the notifier applies reports in order, so whatever an earlier job
+    could still have done (wrongly) has happened by then."""
+    after = f"{job_id}-after"
+    assert (await client.post("/start-job", json=sleep_job(after, 0))).status_code == 202
+    done = (await client.get(f"/jobs/{after}/wait_ready", params={"timeout": 20})).json()
+    assert done["state"] == "done"
+
+
 async def until_state(client: httpx.AsyncClient, job_id: str, state: str) -> None:
     async def reached() -> bool:
         return await state_of(client, job_id) == state
@@ -96,7 +106,7 @@ async def test_a_queued_job_never_runs(client, config, job_id):
     for job in (busy, queued):
         ended = (await client.get(f"/jobs/{job}/wait_ready", params={"timeout": 10})).json()
         assert ended["state"] == "cancelled"
-    await asyncio.sleep(1)  # time enough for the sheep to (wrongly) start it
+    await one_more_done(client, job_id)
     status = (await client.get(f"/jobs/{queued}/status")).json()
     assert status["state"] == "cancelled"
     assert status["started_at"] is None
@@ -113,7 +123,7 @@ async def test_cancelling_an_ended_job_changes_nothing(client, job_id):
     assert answer.status_code == 200
     assert answer.json() == done
     assert (await client.delete(f"/jobs/{job_id}")).json() == done
-    await asyncio.sleep(0.5)
+    await one_more_done(client, job_id)
     assert (await client.get(f"/jobs/{job_id}/status")).json() == done
 
 
@@ -131,7 +141,13 @@ async def test_a_job_cancelled_while_waiting_for_inputs_never_runs(client, confi
     )
     assert declared.status_code == 202
     assert (await client.post(f"/jobs/{job_id}/cancel")).json()["state"] == "cancelled"
-    await Storage(config.storage).put_bytes(f"{job_id}/inputs/a.json", b"[1]", "application/json")
-    await asyncio.sleep(1.5)  # time enough for the upload to queue it and a sheep to take it
+    storage = Storage(config.storage)
+    await storage.put_bytes(f"{job_id}/inputs/a.json", b"[1]", "application/json")
+    # The same way in, afterwards: once this job is done, the upload before it has been seen.
+    after = {"job_id": f"{job_id}-after", "model": {"name": "echo", "version": "1"}}
+    assert (await client.post("/start-job", json=after | {"inputs": ["input.json"]})).is_success
+    await storage.put_bytes(f"{job_id}-after/inputs/input.json", b"[2]", "application/json")
+    ready = await client.get(f"/jobs/{job_id}-after/wait_ready", params={"timeout": 20})
+    assert ready.json()["state"] == "done"
     status = (await client.get(f"/jobs/{job_id}/status")).json()
     assert (status["state"], status["started_at"]) == ("cancelled", None)

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,8 @@ import pytest
 import yaml
 
 from tests.conftest import delete_namespace
-from tests.support.stack import MODELS, free_port
+from tests.support.polling import eventually
+from tests.support.stack import MODELS, free_port, healthy
 
 
 def write_config(path: Path, config, port: int, sheep_port: int) -> Path:
@@ -82,12 +84,7 @@ async def test_separate_processes_run_a_job_and_stop_cleanly_on_sigterm(
 ):
     base, procs = processes
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        for _ in range(200):
-            try:
-                if (await client.get("/health")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
+        await eventually(partial(healthy, client), within=30)
         submitted = await client.post(
             "/start-job",
             json={"job_id": job_id, "model": {"name": "echo", "version": "1"}, "payload": [1, 2]},

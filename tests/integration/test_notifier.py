@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -71,12 +72,17 @@ async def lookup(config: Config, names: Names, storage: Storage) -> AsyncIterato
     await lookup.stop()
 
 
+MARK = "test.mark"
+"""Routing key of the marks of :func:`assert_quiet`: no Shepherd queue is bound to it."""
+
+
 @pytest.fixture
 async def events(broker: Broker, names: Names) -> AsyncIterator[Events]:
     """Every job event of the namespace, as a subscriber would see it."""
     channel = await broker.connection.channel()
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     await queue.bind(names.events_exchange, "job.#")
+    await queue.bind(names.events_exchange, MARK)  # see assert_quiet
     received: Events = asyncio.Queue()
     await queue.consume(received.put, no_ack=True)
     yield received
@@ -101,9 +107,23 @@ async def next_events(received: Events, count: int, within: float = 10) -> list[
     return events
 
 
-async def assert_quiet(received: Events, seconds: float = 0.5) -> None:
-    await asyncio.sleep(seconds)
-    assert received.empty(), [m.routing_key for m in received._queue]  # type: ignore[attr-defined]
+async def parked(lookup: StatusLookup, job_id: str) -> None:
+    """Until a long-poll waits for ``job_id``: what is sent now must wake it."""
+
+    async def one() -> bool:
+        return lookup.waiting(job_id) == 1
+
+    await eventually(one, within=5)
+
+
+async def assert_quiet(broker: Broker, received: Events) -> None:
+    """No event is left on its way: a mark published now to the events exchange is the next
+    message, and every event published before it lies before it in the queue."""
+    mark = uuid.uuid4().hex.encode()
+    await broker.publish(broker.names.events_exchange, MARK, mark)
+    async with asyncio.timeout(10):
+        message = await received.get()
+    assert message.body == mark, message.routing_key
 
 
 async def stored_status(storage: Storage, job_id: str) -> JobStatus:
@@ -139,7 +159,7 @@ async def test_reports_out_of_order_give_one_monotonic_status_and_each_event_onc
         (job_id, "io.shepherd.job.done"),
         ("barrier-" + job_id, "io.shepherd.job.accepted"),
     ]
-    await assert_quiet(events)
+    await assert_quiet(broker, events)
     for event in got:
         assert event.specversion == "1.0"
         assert event.source == notifier.source == f"/{config.broker.namespace}/notifier"
@@ -254,7 +274,7 @@ async def test_a_storage_outage_is_retried_without_losing_the_report(
         await notifier.stop()
     assert failures == 0 and event.data.state is DONE
     assert (await stored_status(storage, job_id)).state is DONE
-    await assert_quiet(events, 0.2)
+    await assert_quiet(broker, events)
 
 
 async def test_only_a_final_status_is_stored(broker, storage, notifier, lookup, events, job_id):
@@ -377,7 +397,7 @@ async def test_wait_terminal_wakes_on_the_event(broker, events, notifier, lookup
     await send(broker, report(job_id, QUEUED), report(job_id, RUNNING, t=1))
     await next_events(events, 2)
     waiting = asyncio.create_task(lookup.wait_terminal(job_id, timeout=20))
-    await asyncio.sleep(0.5)
+    await parked(lookup, job_id)
     assert not waiting.done()
     sent = time.monotonic()
     await send(broker, report(job_id, DONE, t=2))
@@ -418,7 +438,7 @@ async def test_lookup_stop_releases_waiters(
     await send(broker, report(job_id, RUNNING))
     await next_events(events, 1)
     waiting = asyncio.create_task(lookup.wait_terminal(job_id, timeout=30))
-    await asyncio.sleep(0.3)
+    await parked(lookup, job_id)
     await lookup.stop()
     status = await asyncio.wait_for(waiting, 5)
     assert status is not None and status.state is RUNNING
@@ -514,7 +534,7 @@ async def test_invalid_job_ids_are_refused(client, bad, route):
     assert body["status"] == 400 and body["errors"][0]["field"] == "job_id"
 
 
-async def test_wait_ready_long_polls(broker, events, notifier, client, job_id):
+async def test_wait_ready_long_polls(broker, events, notifier, lookup, client, job_id):
     response = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": "0.2"})
     assert response.status_code == 404
 
@@ -531,7 +551,7 @@ async def test_wait_ready_long_polls(broker, events, notifier, client, job_id):
     assert time.monotonic() - started >= 0.3
 
     waiting = asyncio.create_task(client.get(f"/jobs/{job_id}/wait_ready"))
-    await asyncio.sleep(0.5)
+    await parked(lookup, job_id)
     sent = time.monotonic()
     await send(broker, report(job_id, DONE, t=1))
     response = await asyncio.wait_for(waiting, 5)

@@ -164,7 +164,7 @@ async def test_rabbitmq_down_is_reported_submissions_wait_and_every_job_finishes
 
 
 async def test_minio_down_is_reported_submissions_wait_and_every_job_finishes(
-    stack, private, job_id
+    stack, private, job_id, caplog
 ):
     running, later = f"{job_id}-running", f"{job_id}-later"
     await submit(stack, sleep_job(running, 1.0, "slept"))
@@ -180,8 +180,12 @@ async def test_minio_down_is_reported_submissions_wait_and_every_job_finishes(
 
         problem = await refused(stack, echo_job(later, payload={"n": 2}))
         assert private.minio.endpoint in problem["detail"]
-        # The running job ends meanwhile, and cannot store its outputs.
-        await asyncio.sleep(1.0)
+
+        # The running job ends meanwhile, and cannot store its outputs: it is given back.
+        async def given_back() -> bool:
+            return f"job {running} could not be completed" in caplog.text
+
+        await eventually(given_back, within=20)
 
     await health_until(stack, lambda h: h["healthy"])
     await submit(stack, echo_job(later, payload={"n": 2}))
@@ -230,7 +234,12 @@ async def test_a_submission_over_amqp_during_a_minio_outage_waits_and_runs(
             await health_until(stack, lambda h: not h["storage"]["ok"])
             submit_exchange = await channel.get_exchange(names.submit_exchange)
             await submit_exchange.publish(aio_pika.Message(body), "")
-            await asyncio.sleep(3.0)
+
+            async def holding_it() -> bool:  # looking at the store again, not redelivering
+                looks = [m for m in caplog.messages if m.startswith("storage unreachable")]
+                return len(looks) >= 2
+
+            await eventually(holding_it, within=20)
 
         async def declared() -> bool:
             return (await stack.get(f"/jobs/{job_id}/status")).status_code == 200

@@ -29,7 +29,7 @@ from services.notifier.gave_up import GaveUpListener
 from services.notifier.lookup import StatusLookup
 from services.sheep.cancellations import Cancellations
 from tests.support.metrics import rejected
-from tests.support.polling import take
+from tests.support.polling import eventually, take
 from tests.support.stack import bare_sheep
 
 WAIT = 10.0
@@ -154,12 +154,11 @@ async def test_malformed_sheep_announcements_are_dropped_and_the_fleet_still_rep
         for body in (b for bs in bad.values() for b in bs):
             await broker.publish(names.events_exchange, "sheep.s1", body)
         await broker.publish(names.events_exchange, valid.routing_key, valid)
-        async with asyncio.timeout(WAIT):  # announcements are handled in order
-            while True:
-                report = await fleet.report()
-                if report["sheep"]["s1"]["alive"]:
-                    break
-                await asyncio.sleep(0.02)
+
+        async def alive() -> bool:  # announcements are handled in order
+            return (await fleet.report())["sheep"]["s1"]["alive"]
+
+        await eventually(alive, within=WAIT)
         assert fleet.states["s1"] == valid
     finally:
         await fleet.stop()
@@ -182,7 +181,11 @@ async def test_malformed_job_events_are_dropped_and_waiters_still_wake(
     before = rejected("job-events", "not-json"), rejected("job-events", "invalid")
     try:
         waiting = asyncio.create_task(lookup.wait_terminal(job_id, timeout=WAIT))
-        await asyncio.sleep(0.2)  # registered, and found the job running
+
+        async def parked() -> bool:
+            return lookup.waiting(job_id) == 1
+
+        await eventually(parked, within=WAIT)
         await broker.publish(names.events_exchange, "job.done", b"not json")
         await broker.publish(names.events_exchange, "job.done", b'{"subject": "../x"}')
         done = running.model_copy(update={"state": JobState.DONE})

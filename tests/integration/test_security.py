@@ -114,12 +114,21 @@ async def events_of(servers: Servers, exchange: str) -> AsyncIterator[list[bytes
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(exchange, "#")
 
+        mark, marked = uuid.uuid4().hex.encode(), asyncio.Event()
+
         async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            bodies.append(message.body)
+            if message.body == mark:
+                marked.set()
+            else:
+                bodies.append(message.body)
 
         await queue.consume(keep, no_ack=True)
         yield bodies
-        await asyncio.sleep(0.5)  # the last events in flight
+        # What was published before the mark is in the queue before it.
+        target = await channel.get_exchange(exchange, ensure=False)
+        await target.publish(aio_pika.Message(mark), "test.mark")
+        async with asyncio.timeout(10):
+            await marked.wait()
 
 
 def echo(job_id: str, **extra: object) -> dict:

@@ -23,6 +23,7 @@ The methods are coroutines so that a Shepherd running on the test's event loop k
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import os
 import re
@@ -206,11 +207,20 @@ class RabbitNode(_Server):
 
     async def start(self) -> None:
         """Start the node; the first start also imports ``deploy/rabbitmq/definitions.json``
-        (like ``make services``), which later starts find in the node's own data."""
+        (like ``make services``), which later starts find in the node's own data. Its
+        permissions name the role users, which ``make services`` creates first: here they
+        come with the definitions, without a password (nobody logs in as them)."""
         first = not (self.root / "mnesia").exists()
         await super().start()
         if first:
-            await self.ctl("import_definitions", str(ROOT / "deploy/rabbitmq/definitions.json"))
+            definitions = json.loads((ROOT / "deploy/rabbitmq/definitions.json").read_text())
+            users = [
+                {"name": p["user"], "password_hash": "", "tags": []}
+                for p in definitions["permissions"]
+            ]
+            path = self.root / "definitions.json"
+            path.write_text(json.dumps({"users": users, **definitions}))
+            await self.ctl("import_definitions", str(path))
 
     async def ctl(self, *args: str) -> str:
         """Run ``rabbitmqctl`` against this node; its output."""
