@@ -29,8 +29,11 @@ def sheep_settings() -> dict[str, Any]:
 
 @pytest.fixture
 def configured(config: Config, sheep_ids: list[str], sheep_settings: dict[str, Any]) -> Config:
-    """The test config with bare sheep; set before ``broker`` so their queues are cleaned."""
+    """The test config with bare sheep; set before ``broker`` so their queues are cleaned.
+    Every job is reported running at once, however quick, so that tests can wait for that
+    report (the quick job's single report is tested on its own, in test_sheep.py)."""
     config.sheep = {sheep_id: bare_sheep(**sheep_settings) for sheep_id in sheep_ids}
+    config.broker.report_running_after = 0.0
     return config
 
 

@@ -357,3 +357,14 @@ async def test_a_sheep_whose_working_directory_is_missing_says_so_at_start(
     configured.sheep["s1"].working_directory = tmp_path / "moved-away"
     with pytest.raises(ValueError, match=r"working_directory .*moved-away is not a directory"):
         Sheep("s1", configured, broker, storage)
+
+
+async def test_a_quick_job_is_reported_once_by_its_outcome_saying_when_it_started(
+    configured, broker, storage, reports, job_id
+):
+    configured.broker.report_running_after = 30.0  # longer than the job: no running report
+    async with started(Sheep("s1", configured, broker, storage)):
+        await submit(broker, storage, job_id, "echo", b"{}")
+        done = await reports.report(job_id, JobState.DONE)
+    assert reports.states(job_id) == [JobState.DONE]
+    assert done.started_at is not None and done.started_at <= done.time

@@ -23,8 +23,8 @@ The methods are coroutines so that a Shepherd running on the test's event loop k
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import os
 import re
 import signal
