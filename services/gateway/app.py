@@ -23,6 +23,7 @@ from schemas.asyncapi import build_asyncapi
 from schemas.config import Config
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.history import EventHistory
+from services.common.outages import BROKER_OUTAGES, OUTAGES, STORAGE_OUTAGES
 from services.common.problems import Problem, problem_handler
 from services.common.storage import Storage, UnreadableRecord
 from services.gateway.auth import bearer_auth
@@ -31,7 +32,6 @@ from services.gateway.fleet import Fleet
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
 from services.gateway.openapi import build_openapi, docs_page
-from services.gateway.outages import BROKER_OUTAGES, OUTAGES, STORAGE_OUTAGES
 from services.gateway.streams import StreamRoutes
 from services.gateway.submissions import SubmissionListener
 from services.gateway.uploads import UploadListener

@@ -32,15 +32,12 @@ from schemas.submission import (
 )
 from services.common.json_body import BadJson, is_json_media_type, parse_json
 from services.common.metrics import reject
+from services.common.outages import OUTAGES, settle, until_store_answers
 from services.common.problems import Problem
 from services.gateway.intake import Declared, Intake
-from services.gateway.outages import OUTAGES
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAY = 1.0
-MAX_RETRY_DELAY = 30.0
-"""Seconds between looks at a store that does not answer (doubling up to the maximum)."""
 STOP_GRACE = 5.0
 """Seconds stopping waits for declarations in hand; the rest are requeued by the broker."""
 
@@ -115,9 +112,9 @@ class SubmissionListener:
                 exc,
             )
             await self._wait_for_servers()
-            await _settle(message, requeue=True)
+            await settle(message, "requeue")
             return
-        await _settle(message)
+        await settle(message, "ack")
 
     async def _declare(self, body: bytes, content_type: str | None) -> SubmissionReply:
         """Declare the request in ``body``; raises :class:`Refused` where ``POST /start-job``
@@ -237,16 +234,8 @@ class SubmissionListener:
 
     async def _wait_for_servers(self) -> None:
         """Until RabbitMQ is connected and MinIO answers."""
-        delay = RETRY_DELAY
-        while True:
-            await self.broker.wait_connected()
-            try:
-                await self.intake.storage.ping()
-                return
-            except Exception as exc:
-                log.warning("storage unreachable (%s); looking again in %g s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY_DELAY)
+        await self.broker.wait_connected()
+        await until_store_answers(self.intake.storage, "AMQP submissions")
 
 
 def _from_problem(job_id: str, problem: Problem) -> JobRejection:
@@ -263,12 +252,3 @@ def _job_id_of(value: object) -> str | None:
     """The job id a refused request names, if it names a valid one."""
     job_id = value.get("job_id") if isinstance(value, dict) else None
     return job_id if isinstance(job_id, str) and is_job_id(job_id) else None
-
-
-async def _settle(message: AbstractIncomingMessage, *, requeue: bool = False) -> None:
-    """Ack the submission, or give it back. On a channel lost meanwhile the broker redelivers
-    it anyway, and declaring it again is harmless: an identical repeat."""
-    try:
-        await (message.nack(requeue=True) if requeue else message.ack())
-    except Exception as exc:
-        log.info("could not settle a submission (%r); the broker redelivers it", exc)

@@ -28,8 +28,8 @@ from schemas.status import JobState, JobStatus
 from services.common.history import EventHistory, Offset, StreamedEvent
 from services.common.live import LiveStatuses, load_snapshot, replay_start
 from services.common.metrics import invalid_reason, reject
+from services.common.outages import OUTAGES, backoff
 from services.common.storage import ObjectMissing, Storage, UnreadableRecord
-from services.notifier.outages import FIRST_DELAY, MAX_DELAY, OUTAGES
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class StatusLookup:
         """Read the history for good, resuming after the last event read whenever the
         subscription ends (the broker went away), and retrying through outages."""
         start: Offset | None = None
-        delay = FIRST_DELAY
+        delays = backoff()
         while True:
             try:
                 if start is None:
@@ -87,10 +87,9 @@ class StatusLookup:
                 subscription = await self._history.subscribe(start)
             except OUTAGES as exc:
                 log.warning("cannot follow the job events yet (%r); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_DELAY)
+                await asyncio.sleep(next(delays))
                 continue
-            delay = FIRST_DELAY
+            delays = backoff()
             try:
                 while (event := await subscription.get()) is not None:
                     start = event.offset + 1

@@ -50,9 +50,9 @@ from services.common.live import (
     save_snapshot,
 )
 from services.common.metrics import invalid_reason, reject
+from services.common.outages import OUTAGES, Abandoned, holding, settle
 from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage
-from services.notifier.outages import OUTAGES, Abandoned, holding
 from services.notifier.state import apply, replay
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class Notifier:
                 format_validation_error(exc),
             )
             reject("status", invalid_reason(exc))
-            await _settle(message.reject(requeue=False))
+            await settle(message, "dead-letter")
             return
         delivery = _Delivery(message, report)
         batch = self._pending.get(report.job_id)
@@ -280,10 +280,10 @@ class Notifier:
             log.exception("status reports of job %s failed; dead-lettering them", job_id)
             for delivery in batch:
                 reject("status", "error")
-                await _settle(delivery.message.reject(requeue=False))
+                await settle(delivery.message, "dead-letter")
             return
         for delivery in batch:
-            await _settle(delivery.message.ack())
+            await settle(delivery.message, "ack")
 
     async def _retrying(
         self,
@@ -371,11 +371,3 @@ def _first_news(batch: list[_Delivery]) -> bool:
     delivered for the first time: the job can have no status yet."""
     first = batch[0]
     return first.report.new_job and not first.message.redelivered
-
-
-async def _settle(outcome: Awaitable[None]) -> None:
-    """Ack or reject; on a closed channel the broker redelivers anyway, so only log."""
-    try:
-        await outcome
-    except Exception as exc:
-        log.warning("could not settle a status report: %r", exc)

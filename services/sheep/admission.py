@@ -27,9 +27,9 @@ from schemas.layout import job_prefix, status_key
 from schemas.status import ErrorInfo, JobState, JobStatus
 from schemas.topology import REDISPATCHED
 from services.common.metrics import invalid_reason, reject
+from services.common.outages import settle
 from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.cancellations import Cancellations
-from services.sheep.deliveries import settle
 from services.sheep.lease import attempt_number
 from services.sheep.runner_client import RUNNER_EXITED
 

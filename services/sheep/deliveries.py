@@ -20,23 +20,19 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
 from services.common.broker import Broker
+from services.common.outages import backoff, settle
 
 log = logging.getLogger(__name__)
 
 BROKER_STEP_TIMEOUT = 5.0
 """Seconds a clean-up step with the broker gets (it may be unreachable)."""
-MAX_RETRY_DELAY = 30.0
-"""Seconds at most between two attempts to consume the pool while the broker recovers."""
 
 OWN_PREFETCH = 2
 """Jobs of its own queue a sheep holds at once: one on the runner, one being prepared."""
-
-Settlement = Literal["ack", "requeue", "dead-letter"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ class Deliveries:
 
     async def open_pool(self) -> None:
         """Take pool work: only while idle, so nothing waits behind a busy sheep."""
-        delay = self._reconnect_interval
+        delays = backoff(self._reconnect_interval)
         while not (self._pool_open or self._stopping or self._pool_queue is None):
             self._pool_open = True
             try:
@@ -142,8 +138,7 @@ class Deliveries:
                 await self._broker.wait_connected()
                 if not self._inbox.empty():  # its own queue has work meanwhile
                     return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY)
+                await asyncio.sleep(next(delays))
                 continue
             if self._pool_open:
                 self._pool_tag = tag
@@ -165,15 +160,3 @@ async def briefly(what: str, action: Awaitable[object]) -> None:
             await action
     except Exception as exc:
         log.warning("%s failed: %s", what, exc or type(exc).__name__)
-
-
-async def settle(message: AbstractIncomingMessage, settlement: Settlement) -> None:
-    """Ack, requeue or dead-letter a delivery. Failing to do so is only logged: the channel
-    died meanwhile and RabbitMQ has already put the message back in its queue."""
-    try:
-        if settlement == "ack":
-            await message.ack()
-        else:
-            await message.nack(requeue=settlement == "requeue")
-    except Exception as exc:
-        log.warning("cannot %s delivery %s: %s", settlement, message.delivery_tag, exc)

@@ -37,6 +37,7 @@ from schemas.runner import Run
 from schemas.status import ErrorInfo, InputFile, JobState
 from schemas.topology import build_topology
 from services.common.broker import Broker, BrokerUnavailable
+from services.common.outages import MAX_RETRY_DELAY, until_store_answers
 from services.common.storage import Storage
 from services.sheep.admission import Admission, Attempt
 from services.sheep.announcer import Announcer
@@ -44,7 +45,7 @@ from services.sheep.backend import RunnerBackend
 from services.sheep.bare import BareBackend
 from services.sheep.cancellations import Cancellations
 from services.sheep.containers import DockerBackend
-from services.sheep.deliveries import MAX_RETRY_DELAY, Deliveries, briefly
+from services.sheep.deliveries import Deliveries, briefly
 from services.sheep.driver import JobCancelled, Ran, RunnerDriver
 from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
@@ -399,15 +400,7 @@ class Sheep:
 
     async def _wait_for_servers(self) -> None:
         """Return once the store answers and the broker is connected."""
-        delay = self._config.broker.reconnect_interval
-        while True:
-            try:
-                await self._storage.ping()
-                break
-            except Exception as exc:
-                log.warning("sheep %s: storage unreachable (%s); retrying", self.sheep_id, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY_DELAY)
+        await until_store_answers(self._storage, f"sheep {self.sheep_id}")
         await self._broker.wait_connected()
 
     def _set_current_job(self, job_id: str | None) -> None:

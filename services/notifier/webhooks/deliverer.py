@@ -29,7 +29,7 @@ from schemas.topology import retry_routing_key
 from schemas.webhooks import ATTEMPT_HEADER, GAVE_UP_KEY, REASON_HEADER, WebhookDelivery
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
-from services.notifier.outages import Abandoned, holding
+from services.common.outages import Abandoned, holding
 from services.notifier.webhooks.client import WebhookClient
 from services.notifier.webhooks.consumer import QueueConsumer
 from services.notifier.webhooks.disabled import DisabledSubscriptions

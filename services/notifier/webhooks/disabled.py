@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from schemas.config import WebhookSubscription
 from schemas.layout import disabled_webhook_key
 from schemas.webhooks import DisabledSubscription
+from services.common.outages import OUTAGES
 from services.common.storage import ObjectMissing, Storage
-from services.notifier.outages import OUTAGES
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from schemas.topology import DELIVER, webhook_events_binding
 from schemas.webhooks import ATTEMPT_HEADER, CloudEvent, WebhookDelivery
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
+from services.common.outages import Abandoned, holding
 from services.common.storage import ObjectMissing, Storage
-from services.notifier.outages import Abandoned, holding
 from services.notifier.webhooks.consumer import QueueConsumer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
 from services.notifier.webhooks.patterns import matches_any
