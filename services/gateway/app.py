@@ -23,6 +23,7 @@ from schemas.asyncapi import build_asyncapi
 from schemas.config import Config
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.history import EventHistory
+from services.common.lookup import StatusLookup
 from services.common.outages import BROKER_OUTAGES, OUTAGES, STORAGE_OUTAGES
 from services.common.problems import Problem, problem_handler
 from services.common.storage import Storage, UnreadableRecord
@@ -32,11 +33,10 @@ from services.gateway.fleet import Fleet
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
 from services.gateway.openapi import build_openapi, docs_page
+from services.gateway.readiness import routes as status_routes
 from services.gateway.streams import StreamRoutes
 from services.gateway.submissions import SubmissionListener
 from services.gateway.uploads import UploadListener
-from services.notifier.lookup import StatusLookup
-from services.notifier.routes import routes as status_routes
 
 log = logging.getLogger(__name__)
 

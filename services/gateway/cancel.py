@@ -18,11 +18,11 @@ from schemas.events import StatusReport, utcnow
 from schemas.layout import cancel_key
 from schemas.status import ErrorInfo, JobState, JobStatus
 from services.common.broker import Broker
+from services.common.lookup import StatusLookup
 from services.common.params import parse_job_id
 from services.common.problems import Problem
 from services.common.storage import Storage
-from services.notifier.lookup import StatusLookup
-from services.notifier.state import apply
+from services.common.transitions import apply
 
 
 class CancelRoutes:

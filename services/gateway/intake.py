@@ -46,8 +46,8 @@ from schemas.topology import NEW_JOB, REDISPATCHED
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
 from services.common.recent import RecentlyUsed
+from services.common.ssrf_guard import check_callback
 from services.common.storage import ObjectMissing, Storage, UnreadableRecord
-from services.notifier.webhooks.guard import check_callback
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Intake:
         """Store the job, its payload, report it accepted, and queue it if it can run.
 
         Raises :class:`Problem` for an unknown sheep or a refused ``callback_url`` (422; see
-        ``services.notifier.webhooks.guard``) or a conflicting repeat (409), and
+        ``services.common.ssrf_guard``) or a conflicting repeat (409), and
         :class:`BrokerUnavailable` at once while RabbitMQ is unreachable, before anything is
         stored. Every step is idempotent, so a client retrying after a failure completes the
         job.

@@ -17,11 +17,11 @@ from schemas.job import PAYLOAD_INPUT, JobRequest
 from schemas.layout import inputs_prefix, outputs_prefix
 from schemas.status import JobState, JobStatus
 from services.common.json_body import BadJson, is_json_media_type, parse_json
+from services.common.lookup import StatusLookup
 from services.common.params import parse_file, parse_job_id
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
 from services.gateway.intake import Declaration, Declared, Intake
-from services.notifier.lookup import StatusLookup
 
 log = logging.getLogger(__name__)
 

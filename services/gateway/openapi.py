@@ -16,8 +16,8 @@ from schemas.job import JobRequest
 from schemas.names import JobId, RelativePath
 from schemas.status import JobState, JobStatus
 from services.gateway.auth import OPEN_PATHS, required_scope
+from services.gateway.openapi_webhooks import webhooks_section
 from services.gateway.streams import MAX_OFFSET_DIGITS, TYPES
-from services.notifier.webhooks.openapi import webhooks_section
 
 _JOB_ID = {
     "name": "job_id",

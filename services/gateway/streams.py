@@ -33,15 +33,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from schemas.errors import format_validation_error
-from schemas.events import JobEvent, JobRejectedEvent
+from schemas.events import PROGRESS, JobEvent, JobRejectedEvent
 from schemas.status import JobStatus
 from services.common.history import EventHistory, StreamedEvent, Subscription
+from services.common.lookup import StatusLookup
 from services.common.metrics import invalid_reason, reject
 from services.common.params import parse_job_id
 from services.common.problems import Problem
 from services.gateway.sse import KEEPALIVE, EventSourceResponse, frame
-from services.notifier.lookup import StatusLookup
-from services.notifier.state import PROGRESS
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from services.common.metrics import invalid_reason, reject
 from services.common.outages import OUTAGES, Abandoned, holding, settle
 from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage
-from services.notifier.state import apply, replay
+from services.common.transitions import apply, replay
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from schemas.status import ErrorInfo, JobState, JobStatus, LiveSnapshot, Progres
 from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.history import EventHistory
+from services.common.lookup import StatusLookup
 from services.common.problems import PROBLEM_JSON, Problem, problem_handler
 from services.common.storage import ObjectMissing, Storage
-from services.notifier.lookup import StatusLookup
-from services.notifier.routes import routes
+from services.gateway.readiness import routes
 from services.notifier.service import Notifier
 from tests.support.metrics import rejected
 from tests.support.polling import eventually, take

@@ -14,9 +14,9 @@ import pytest
 
 from schemas.job import JobRequest, JobSpec
 from services.common.history import EventHistory
+from services.common.lookup import StatusLookup
 from services.common.storage import Storage
 from services.gateway.intake import Declared, Intake
-from services.notifier.lookup import StatusLookup
 from tests.support.polling import eventually
 from tests.support.stack import bare_sheep
 

@@ -21,12 +21,12 @@ from schemas.layout import status_key
 from schemas.status import JobState, JobStatus
 from services.common.broker import Broker
 from services.common.history import EventHistory
+from services.common.lookup import StatusLookup
 from services.common.storage import Storage
 from services.gateway.fleet import Fleet
 from services.gateway.intake import Intake
 from services.gateway.uploads import UploadListener
 from services.notifier.gave_up import GaveUpListener
-from services.notifier.lookup import StatusLookup
 from services.sheep.cancellations import Cancellations
 from tests.support.metrics import rejected
 from tests.support.polling import eventually, take
@@ -171,7 +171,7 @@ async def test_malformed_sheep_announcements_are_dropped_and_the_fleet_still_rep
 async def test_malformed_job_events_are_dropped_and_waiters_still_wake(
     config, broker, storage, names, job_id, caplog
 ):
-    caplog.set_level(logging.WARNING, logger="services.notifier.lookup")
+    caplog.set_level(logging.WARNING, logger="services.common.lookup")
     running = JobStatus(job_id=job_id, state=JobState.RUNNING, model=MODEL)
     await storage.put_bytes(
         status_key(job_id), running.model_dump_json().encode(), "application/json"

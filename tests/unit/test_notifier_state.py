@@ -8,7 +8,7 @@ import pytest
 from schemas.events import StatusReport
 from schemas.job import ModelRef
 from schemas.status import ErrorInfo, JobState, JobStatus, Progress
-from services.notifier.state import PROGRESS, Transition, apply, replay
+from services.common.transitions import PROGRESS, Transition, apply, replay
 
 MODEL = ModelRef(name="echo", version="1")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

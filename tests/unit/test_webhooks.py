@@ -17,14 +17,14 @@ from standardwebhooks import Webhook
 from schemas.config import Config, NotifierConfig, WebhookSubscription
 from schemas.topology import Names, build_topology, retry_delays_ms
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE, CloudEvent
-from services.gateway.openapi import build_openapi
-from services.notifier.webhooks.guard import (
+from services.common.ssrf_guard import (
     CallbackCheck,
     RefusedTarget,
     check_callback,
     refusal,
     resolve,
 )
+from services.gateway.openapi import build_openapi
 from services.notifier.webhooks.patterns import matches
 from services.notifier.webhooks.retries import (
     JITTER,

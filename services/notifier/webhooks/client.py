@@ -18,7 +18,7 @@ import httpcore
 
 from schemas.config import NotifierConfig
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE
-from services.notifier.webhooks.guard import GuardedBackend
+from services.common.ssrf_guard import GuardedBackend
 from services.notifier.webhooks.retries import retry_after
 
 USER_AGENT = "Shepherd-Webhooks/1"

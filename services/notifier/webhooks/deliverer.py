@@ -30,10 +30,10 @@ from schemas.webhooks import ATTEMPT_HEADER, GAVE_UP_KEY, REASON_HEADER, Webhook
 from services.common.broker import Broker
 from services.common.metrics import invalid_reason, reject
 from services.common.outages import Abandoned, holding
+from services.common.ssrf_guard import RefusedTarget
 from services.notifier.webhooks.client import WebhookClient
 from services.notifier.webhooks.consumer import QueueConsumer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
-from services.notifier.webhooks.guard import RefusedTarget
 from services.notifier.webhooks.metrics import count
 from services.notifier.webhooks.retries import Backoff, Retry, ScheduleSpent, Verdict, verdict
 from services.notifier.webhooks.signing import signature_headers

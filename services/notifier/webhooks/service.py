@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from schemas.config import Config
 from services.common.broker import Broker
+from services.common.ssrf_guard import check_subscriptions
 from services.common.storage import Storage
 from services.notifier.webhooks.client import WebhookClient
 from services.notifier.webhooks.deliverer import WebhookDeliverer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
 from services.notifier.webhooks.dispatcher import WebhookDispatcher
-from services.notifier.webhooks.guard import check_subscriptions
 
 
 class Webhooks:

@@ -14,9 +14,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.status import JobStatus
+from services.common.lookup import StatusLookup
 from services.common.params import parse_job_id
 from services.common.problems import Problem
-from services.notifier.lookup import StatusLookup
 
 DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0

@@ -1,4 +1,6 @@
-"""How a status report changes a job's status: the notifier's rule book, free of I/O.
+"""How a status report changes a job's status: the rule book of the notifier (which writes
+statuses) and of the gateway (which answers a cancellation with the status it leads to), free
+of I/O.
 
 Reports arrive at least once, and the gateway's and the sheep's interleave in any order, so
 :func:`apply` makes the outcome independent of both:
@@ -17,11 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.events import StatusReport
+from schemas.events import PROGRESS, StatusReport
 from schemas.status import JobState, JobStatus
-
-PROGRESS = "progress"
-"""Event kind of a progress update (routing key ``job.progress``)."""
 
 _STAMP: dict[JobState, str] = {
     JobState.ACCEPTED: "accepted_at",

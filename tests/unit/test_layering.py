@@ -1,0 +1,64 @@
+"""Services never import each other: what two of them share lives in ``services/common/`` or
+``schemas/``, and only the composition at the top (``services/cli.py``, ``services/runtime.py``)
+knows them all. ``schemas/`` imports no service, and the runner nothing of Shepherd's but
+``schemas/``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SERVICES = ("gateway", "notifier", "sheep")
+
+
+def imported(path: Path) -> set[str]:
+    """Every module ``path`` imports, absolute names (the tree uses no relative imports)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            names.add(node.module or "")
+    return names
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_imports_no_other_service(service):
+    others = tuple(f"services.{s}" for s in SERVICES if s != service)
+    crossing = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in modules(f"services/{service}")
+        for name in imported(path)
+        if name.startswith(others)
+    }
+    assert not crossing, sorted(crossing)
+
+
+def test_common_code_imports_no_service():
+    services = tuple(f"services.{s}" for s in SERVICES)
+    crossing = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in modules("services/common")
+        for name in imported(path)
+        if name.startswith(services)
+    }
+    assert not crossing, sorted(crossing)
+
+
+@pytest.mark.parametrize("folder", ["schemas", "runner"])
+def test_schemas_and_the_runner_import_no_service(folder):
+    crossing = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in modules(folder)
+        for name in imported(path)
+        if name.startswith("services")
+    }
+    assert not crossing, sorted(crossing)
