@@ -50,9 +50,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
+
+if TYPE_CHECKING:
+    from schemas.config import Config
 
 ExchangeType = Literal["direct", "fanout", "topic", "headers"]
 
@@ -92,6 +95,18 @@ class Topology:
     bindings: list[Binding]
     policies: list[Policy]
 
+    @classmethod
+    def for_config(cls, config: Config, sheep_ids: Sequence[str] | None = None) -> Topology:
+        """What ``config`` needs declared: its namespace with its delivery limit, webhook
+        retry queues for its schedule, and the queues of ``sheep_ids`` (by default, of every
+        sheep it configures)."""
+        return build_topology(
+            Names.for_config(config),
+            config.broker.delivery_limit,
+            list(config.sheep if sheep_ids is None else sheep_ids),
+            config.notifier.webhook_retry_schedule,
+        )
+
 
 @dataclass(frozen=True)
 class Names:
@@ -99,6 +114,10 @@ class Names:
 
     namespace: str = "shepherd"
     storage_exchange: str = "shepherd.storage"
+
+    @classmethod
+    def for_config(cls, config: Config) -> Names:
+        return cls(config.broker.namespace, config.storage.notification_exchange)
 
     @property
     def submit_exchange(self) -> str:

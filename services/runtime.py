@@ -18,7 +18,7 @@ from typing import Protocol
 import uvicorn
 
 from schemas.config import Config
-from schemas.topology import Names, build_topology
+from schemas.topology import Names, Topology
 from services.common.broker import Broker
 from services.common.storage import Storage
 
@@ -50,10 +50,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def names_of(config: Config) -> Names:
-    return Names(config.broker.namespace, config.storage.notification_exchange)
-
-
 async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -> None:
     """Run ``roles`` until ``stop`` is set or, without one, until SIGINT/SIGTERM. (Signal
     handlers need the main thread; a caller with its own ``stop`` may run on any.)"""
@@ -69,16 +65,9 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
 
-    names = names_of(config)
+    names = Names.for_config(config)
     broker = await Broker.connect(config.broker, names, f"shepherd-{roles.label}")
-    await broker.declare(
-        build_topology(
-            names,
-            config.broker.delivery_limit,
-            list(config.sheep),
-            config.notifier.webhook_retry_schedule,
-        )
-    )
+    await broker.declare(Topology.for_config(config))
     storage = Storage(config.storage)
     services: list[Service] = []
     server_task: asyncio.Task[None] | None = None

@@ -15,7 +15,7 @@ import pytest
 from minio import Minio
 
 from schemas.config import Config
-from schemas.topology import Names, build_topology
+from schemas.topology import Names, Topology
 from services.common.broker import Broker
 from services.setup import delete_namespace, setup_storage
 from tests.support.servers import Servers, build_config, find_servers
@@ -95,9 +95,7 @@ def config(servers: Servers, test_bucket: str, namespace: str, tmp_path: Path) -
 async def broker(config: Config, names: Names) -> AsyncIterator[Broker]:
     """A connected broker with the test namespace declared; its queues are deleted after."""
     broker = await Broker.connect(config.broker, names, "shepherd-tests")
-    schedule = config.notifier.webhook_retry_schedule
-    topology = build_topology(names, config.broker.delivery_limit, list(config.sheep), schedule)
-    await broker.declare(topology)
+    await broker.declare(Topology.for_config(config))
     yield broker
     await broker.close()
     await delete_namespace(

@@ -35,7 +35,7 @@ from schemas.job import ModelRef
 from schemas.layout import outputs_prefix
 from schemas.runner import Run
 from schemas.status import ErrorInfo, InputFile, JobState
-from schemas.topology import build_topology
+from schemas.topology import Topology
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.outages import MAX_RETRY_DELAY, until_store_answers
 from services.common.storage import Storage
@@ -141,14 +141,7 @@ class Sheep:
 
     async def start(self) -> None:
         """Declare the topology, start announcing and consuming."""
-        await self._broker.declare(
-            build_topology(
-                self._names,
-                self._config.broker.delivery_limit,
-                [self.sheep_id],
-                self._config.notifier.webhook_retry_schedule,
-            )
-        )
+        await self._broker.declare(Topology.for_config(self._config, [self.sheep_id]))
         await self.backend.recover()
         await self._cancellations.start()
         await self._leases.open()
