@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test chaos bench bench-quick services services-down status venv lint format schemas clean
+.PHONY: run test test-lowest chaos bench bench-quick services services-down status venv lock lint format schemas clean
 
 # The services connect as the broker user `make services` made for them (scripts/services.sh env).
 run: services
@@ -38,17 +38,40 @@ status:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements.lock (make lock writes it from pyproject.toml), then
+# Shepherd itself, editable.
+$(STAMP): pyproject.toml requirements.lock
 	@command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3 python3-venv"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV) || { echo "cannot create $(VENV): apt-get install python3-venv"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,examples]'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-# The bench extra (the peers, matplotlib, psutil, PyJWT) only for the benchmark, not for make test.
+# The bench extra (the peers, matplotlib, psutil, PyJWT) only for the benchmark, not for make test;
+# what it shares with the lock stays at the locked versions.
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,examples,bench]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[services,dev,examples,bench]'
 	@touch $(BENCH_STAMP)
+
+# requirements.lock: every package of the services, dev and examples extras, resolved by uv.
+lock: venv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra services --extra dev --extra examples \
+		--python-version 3.11 --no-header --quiet -o requirements.lock
+
+# The lowest versions pyproject.toml allows for each direct dependency (uv's lowest-direct
+# resolution) in a venv of their own, against the unit tests and the core of the integration
+# tests: the declared minimums are checked, not guessed.
+LOWEST := .venv-lowest
+LOWEST_TESTS := tests/unit tests/integration/test_pipeline.py tests/integration/test_amqp_submission.py \
+	tests/integration/test_notifier.py tests/integration/test_sheep.py tests/integration/test_live_streams.py \
+	tests/integration/test_webhooks_end_to_end.py tests/integration/test_permissions.py
+test-lowest: services
+	rm -rf $(LOWEST)
+	$(VENV)/bin/uv venv -q $(LOWEST) --python "$$($(PY) -c 'import sys; print(sys._base_executable)')"
+	$(VENV)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct \
+		-e '.[services,dev,examples]'
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -64,4 +87,4 @@ schemas: venv
 	$(PY) -m schemas reference > docs/configuration.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(LOWEST) .pytest_cache build *.egg-info

@@ -6,9 +6,15 @@ knows them all. ``schemas/`` imports no service, and the runner nothing of Sheph
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from services.sheep.images import RUNNER_DISTRIBUTIONS
 
 ROOT = Path(__file__).parents[2]
 SERVICES = ("gateway", "notifier", "sheep")
@@ -62,3 +68,35 @@ def test_schemas_and_the_runner_import_no_service(folder):
         if name.startswith("services")
     }
     assert not crossing, sorted(crossing)
+
+
+SERVICE_LIBRARIES = (
+    "aio_pika", "aiormq", "minio", "urllib3", "docker", "starlette", "uvicorn", "uvloop",
+    "prometheus_client", "pydantic_settings", "httpcore", "standardwebhooks",
+)  # fmt: skip
+
+
+def test_the_runner_imports_none_of_the_services_libraries():
+    """What a model image runs, ``python -m runner.cli``, with the ``services`` extra's
+    libraries made unimportable: ``pip install '.[runner]'`` is enough for it."""
+    blocker = f"""
+import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {SERVICE_LIBRARIES!r}:
+            raise ImportError("the runner imports " + name)
+sys.meta_path.insert(0, Blocked())
+import runner.cli, runner.server, runner.worker
+"""
+    done = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def test_runner_images_carry_the_base_dependencies():
+    base = {
+        re.split(r"[<>=!~; \[]", requirement, maxsplit=1)[0].lower()
+        for requirement in metadata.requires("shepherd") or []
+        if "extra ==" not in requirement
+    }
+    assert base == {"pydantic", "pydantic-core", "pyzmq", "pyyaml"}
+    assert base <= set(RUNNER_DISTRIBUTIONS)
