@@ -16,37 +16,39 @@ import asyncio
 import contextlib
 import logging
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from pydantic import ValidationError
+from aio_pika.abc import AbstractIncomingMessage
 
-from schemas.errors import format_validation_error
 from schemas.layout import RESERVED_PREFIX, parse_key
 from schemas.s3 import S3EventNotification, S3Record
-from services.common.metrics import invalid_reason, reject
+from services.common.consumer import TypedConsumer
+from services.common.metrics import reject
+from services.common.outages import Settlement, backoff
 from services.gateway.intake import Intake
 
 log = logging.getLogger(__name__)
-
-RECONCILE_RETRY = 1.0
-MAX_RECONCILE_RETRY = 30.0
-"""Seconds before re-checking the waiting jobs again after a failure (doubling up to this);
-a reconnection re-checks at once."""
 
 
 class UploadListener:
     def __init__(self, intake: Intake, bucket: str) -> None:
         self.intake = intake
         self.bucket = bucket
-        self._channel: AbstractChannel | None = None
+        self._consumer = TypedConsumer(
+            intake.broker,
+            intake.broker.names.inputs_queue,
+            S3EventNotification,
+            self.handle,
+            source="inputs",
+            bad_input="dead-letter",
+            bad_input_log="dead-lettering a message on the inputs queue that is not an S3 "
+            "notification",
+            prefetch=64,
+        )
         self._recheck = asyncio.Event()
         self._reconciler: asyncio.Task[None] | None = None
 
-    async def start(self, prefetch: int = 64) -> None:
-        broker = self.intake.broker
-        self._channel, _ = await broker.consume(
-            broker.names.inputs_queue, self.handle, prefetch=prefetch
-        )
-        broker.connection.reconnect_callbacks.add(self._on_reconnect)
+    async def start(self) -> None:
+        await self._consumer.start()
+        self.intake.broker.connection.reconnect_callbacks.add(self._on_reconnect)
         self._recheck.set()  # uploads may have gone unnoticed while no gateway was listening
         self._reconciler = asyncio.create_task(self._reconcile(), name="uploads-reconcile")
 
@@ -56,9 +58,7 @@ class UploadListener:
             self._reconciler.cancel()
             await asyncio.gather(self._reconciler, return_exceptions=True)
             self._reconciler = None
-        if self._channel:  # closing the channel cancels the consumer; unacked are requeued
-            await self._channel.close()
-            self._channel = None
+        await self._consumer.stop()
 
     def _on_reconnect(self, _: object) -> None:
         self._recheck.set()
@@ -66,14 +66,15 @@ class UploadListener:
     async def _reconcile(self) -> None:
         """Re-check the waiting jobs on every request; after a failure (the store may be down
         too) again with backoff, or at once if the broker reconnects meanwhile."""
-        delay = RECONCILE_RETRY
+        delays = backoff()
         while True:
             await self._recheck.wait()
             self._recheck.clear()
             try:
                 await self.intake.reconcile()
-                delay = RECONCILE_RETRY
+                delays = backoff()
             except Exception as exc:
+                delay = next(delays)
                 log.warning(
                     "re-checking the jobs waiting for inputs failed (%s: %s); again in %g s",
                     type(exc).__name__,
@@ -83,28 +84,18 @@ class UploadListener:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._recheck.wait(), delay)
                 self._recheck.set()
-                delay = min(delay * 2, MAX_RECONCILE_RETRY)
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = S3EventNotification.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.warning(
-                "dead-lettering a message on the inputs queue that is not an S3 notification: %s",
-                format_validation_error(exc),
-            )
-            reject("inputs", invalid_reason(exc))
-            await message.reject(requeue=False)
-            return
+    async def handle(
+        self, event: S3EventNotification, message: AbstractIncomingMessage
+    ) -> Settlement:
         job_ids = {job_id for record in event.records if (job_id := self._input_of(record))}
         try:
             for job_id in job_ids:
                 await self.intake.try_dispatch(job_id)
         except Exception:
             log.exception("dispatch after upload failed; the notification will be retried")
-            await message.nack(requeue=True)
-            return
-        await message.ack()
+            return "requeue"
+        return "ack"
 
     def _input_of(self, record: S3Record) -> str | None:
         """The job whose input ``record`` announces. Events Shepherd cannot use are counted and

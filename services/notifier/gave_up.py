@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import logging
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
-from pydantic import ValidationError
+from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.config import Config
-from schemas.errors import format_validation_error
 from schemas.events import StatusReport
 from schemas.job import JobDispatch
 from schemas.status import ErrorInfo, JobState
 from services.common.broker import Broker
+from services.common.consumer import TypedConsumer
+from services.common.outages import Settlement
 
 log = logging.getLogger(__name__)
 
@@ -30,28 +30,25 @@ class GaveUpListener:
     def __init__(self, config: Config, broker: Broker) -> None:
         self._broker = broker
         self._limit = config.broker.delivery_limit
-        self._consumer: tuple[AbstractRobustChannel, str] | None = None
-
-    async def start(self) -> None:
-        self._consumer = await self._broker.consume(
-            self._broker.names.gave_up_queue, self._receive, prefetch=16
+        # An unreadable job was rejected by a sheep as such, and is in <ns>.dead already.
+        self._consumer = TypedConsumer(
+            broker,
+            broker.names.gave_up_queue,
+            JobDispatch,
+            self._fail,
+            source="gave-up",
+            bad_input="ack",
+            bad_input_log="dropping an unreadable dead-lettered job",
+            prefetch=16,
         )
 
-    async def stop(self) -> None:
-        if self._consumer is not None:
-            channel, _ = self._consumer
-            self._consumer = None
-            await channel.close()
+    async def start(self) -> None:
+        await self._consumer.start()
 
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
-        try:
-            dispatch = JobDispatch.model_validate_json(message.body)
-        except ValidationError as exc:  # a sheep rejected it as unreadable; it is in <ns>.dead
-            log.warning(
-                "dropping an unreadable dead-lettered job: %s", format_validation_error(exc)
-            )
-            await message.ack()
-            return
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def _fail(self, dispatch: JobDispatch, _: AbstractIncomingMessage) -> Settlement:
         report = StatusReport(
             job_id=dispatch.job.job_id,
             model=dispatch.job.model,
@@ -60,5 +57,5 @@ class GaveUpListener:
             error=ErrorInfo(type="GaveUp", message=f"gave up after {self._limit} deliveries"),
         )
         await self._broker.publish(self._broker.names.events_exchange, report.routing_key, report)
-        await message.ack()
         log.warning("job %s failed: %s", report.job_id, report.error.message)
+        return "ack"

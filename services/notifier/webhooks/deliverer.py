@@ -21,18 +21,16 @@ from __future__ import annotations
 import logging
 
 from aio_pika.abc import AbstractIncomingMessage
-from pydantic import AnyHttpUrl, ValidationError
+from pydantic import AnyHttpUrl
 
 from schemas.config import Config
-from schemas.errors import format_validation_error
 from schemas.topology import retry_routing_key
 from schemas.webhooks import ATTEMPT_HEADER, GAVE_UP_KEY, REASON_HEADER, WebhookDelivery
 from services.common.broker import Broker
-from services.common.metrics import invalid_reason, reject
-from services.common.outages import Abandoned, holding
+from services.common.consumer import TypedConsumer
+from services.common.outages import Settlement, holding
 from services.common.ssrf_guard import RefusedTarget
 from services.notifier.webhooks.client import WebhookClient
-from services.notifier.webhooks.consumer import QueueConsumer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
 from services.notifier.webhooks.metrics import count
 from services.notifier.webhooks.retries import Backoff, Retry, ScheduleSpent, Verdict, verdict
@@ -59,10 +57,14 @@ class WebhookDeliverer:
         self._subscriptions = {s.name: s for s in config.notifier.webhooks}
         self._callback_secret = config.notifier.callback_secret
         self._backoff = Backoff(config.notifier.webhook_retry_schedule)
-        self._consumer = QueueConsumer(
+        self._consumer = TypedConsumer(
             broker,
             broker.names.webhook_deliveries_queue,
-            self._receive,
+            WebhookDelivery,
+            self._attempt,
+            source="webhook-deliveries",
+            bad_input="dead-letter",
+            bad_input_log="dead-lettering a webhook delivery",
             prefetch=config.notifier.webhook_concurrency,
             grace=STOP_GRACE,
         )
@@ -73,28 +75,15 @@ class WebhookDeliverer:
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
-        try:
-            delivery = WebhookDelivery.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.warning("dead-lettering a webhook delivery: %s", format_validation_error(exc))
-            reject("webhook-deliveries", invalid_reason(exc))
-            await message.reject(requeue=False)
-            return
-        try:
-            await self._attempt(message, delivery, _attempt_number(message))
-        except Abandoned:
-            return  # the channel closed during an outage; the broker redelivers it
-
     async def _attempt(
-        self, message: AbstractIncomingMessage, delivery: WebhookDelivery, attempt: int
-    ) -> None:
+        self, delivery: WebhookDelivery, message: AbstractIncomingMessage
+    ) -> Settlement:
+        attempt = _attempt_number(message)
         target = delivery.target
         receiver = self._receiver(delivery)
         if receiver is None:
             count(target, "dropped")
-            await message.ack()
-            return
+            return "ack"
         secret, url = receiver
         where = f"{delivery.id} to {target} ({_shown(url)}), attempt {attempt}"
         body = delivery.event.model_dump_json()
@@ -103,7 +92,7 @@ class WebhookDeliverer:
             answer = await self._client.post(str(url), headers, body.encode())
         except RefusedTarget as exc:
             await self._give_up(message, delivery, attempt, where, f"refused target: {exc}")
-            return
+            return "ack"
         match verdict(answer.status):
             case Verdict.DELIVERED:
                 log.debug("delivered %s", where)
@@ -115,7 +104,7 @@ class WebhookDeliverer:
                     retry = self._backoff.after(attempt, answer.retry_after)
                 except ScheduleSpent as exc:
                     await self._give_up(message, delivery, attempt, where, f"{answer}; {exc}")
-                    return
+                    return "ack"
                 await holding(
                     [message],
                     "parking a webhook retry",
@@ -126,8 +115,7 @@ class WebhookDeliverer:
             case Verdict.GIVE_UP:
                 reason = f"{answer}, which no retry would change"
                 await self._give_up(message, delivery, attempt, where, reason)
-                return
-        await message.ack()
+        return "ack"
 
     def _receiver(self, delivery: WebhookDelivery) -> tuple[str, AnyHttpUrl] | None:
         """The secret to sign with and the URL to POST to, as configured now (a
@@ -187,7 +175,7 @@ class WebhookDeliverer:
         where: str,
         reason: str,
     ) -> None:
-        """Keep the delivery in ``<ns>.dead`` with the reason, then ack it."""
+        """Keep the delivery in ``<ns>.dead`` with the reason (the caller acks it)."""
         await holding(
             [message],
             "keeping a given-up webhook delivery",
@@ -201,7 +189,6 @@ class WebhookDeliverer:
         )
         log.warning("gave up delivery %s: %s", where, reason)
         count(delivery.target, "gave-up")
-        await message.ack()
 
 
 def _attempt_number(message: AbstractIncomingMessage) -> int:

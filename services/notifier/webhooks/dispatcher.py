@@ -20,7 +20,6 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import AnyHttpUrl, ValidationError
 
 from schemas.config import Config
-from schemas.errors import format_validation_error
 from schemas.job import JobSpec
 from schemas.layout import job_key
 from schemas.names import is_job_id
@@ -28,10 +27,9 @@ from schemas.status import TERMINAL_STATES
 from schemas.topology import DELIVER, webhook_events_binding
 from schemas.webhooks import ATTEMPT_HEADER, CloudEvent, WebhookDelivery
 from services.common.broker import Broker
-from services.common.metrics import invalid_reason, reject
-from services.common.outages import Abandoned, holding
+from services.common.consumer import TypedConsumer
+from services.common.outages import Settlement, holding
 from services.common.storage import ObjectMissing, Storage
-from services.notifier.webhooks.consumer import QueueConsumer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
 from services.notifier.webhooks.patterns import matches_any
 from services.notifier.webhooks.signing import webhook_id
@@ -41,7 +39,6 @@ log = logging.getLogger(__name__)
 CALLBACK_EVENTS = frozenset(f"job.{state.value}" for state in TERMINAL_STATES)
 """What a job's callback_url receives."""
 PREFETCH = 32
-STOP_GRACE = 5.0
 
 
 class WebhookDispatcher:
@@ -54,12 +51,15 @@ class WebhookDispatcher:
         self._subscriptions = config.notifier.webhooks
         # Without the secret the gateway accepts no callback_url: no job.json to read.
         self._callbacks = config.notifier.callback_secret is not None
-        self._consumer = QueueConsumer(
+        self._consumer = TypedConsumer(
             broker,
             broker.names.webhook_events_queue,
-            self._receive,
+            CloudEvent,
+            self._dispatch,
+            source="webhook-events",
+            bad_input="dead-letter",
+            bad_input_log="dead-lettering a job event",
             prefetch=PREFETCH,
-            grace=STOP_GRACE,
         )
 
     async def start(self) -> None:
@@ -75,19 +75,7 @@ class WebhookDispatcher:
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = CloudEvent.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.warning(
-                "dead-lettering job event %s (routing key %s): %s",
-                message.message_id or message.delivery_tag,
-                message.routing_key,
-                format_validation_error(exc),
-            )
-            reject("webhook-events", invalid_reason(exc))
-            await message.reject(requeue=False)
-            return
+    async def _dispatch(self, event: CloudEvent, message: AbstractIncomingMessage) -> Settlement:
         key = message.routing_key or ""
         deliveries = [
             self._delivery(event, s.url, s.name)
@@ -95,20 +83,15 @@ class WebhookDispatcher:
             if s.name not in self._disabled and matches_any(s.events, key)
         ]
         job_id = event.subject
-        try:
-            if self._callbacks and key in CALLBACK_EVENTS and job_id and is_job_id(job_id):
-                url = await holding(
-                    [message], "reading a callback_url", lambda: self._callback(job_id)
-                )
-                if url is not None:
-                    deliveries.append(self._delivery(event, url, None))
-            for delivery in deliveries:
-                await holding(
-                    [message], "publishing a webhook delivery", lambda d=delivery: self._publish(d)
-                )
-        except Abandoned:
-            return
-        await message.ack()
+        if self._callbacks and key in CALLBACK_EVENTS and job_id and is_job_id(job_id):
+            url = await holding([message], "reading a callback_url", lambda: self._callback(job_id))
+            if url is not None:
+                deliveries.append(self._delivery(event, url, None))
+        for delivery in deliveries:
+            await holding(
+                [message], "publishing a webhook delivery", lambda d=delivery: self._publish(d)
+            )
+        return "ack"
 
     @staticmethod
     def _delivery(event: CloudEvent, url: AnyHttpUrl, subscription: str | None) -> WebhookDelivery:
