@@ -9,13 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from pydantic import ValidationError
 
 from schemas.config import Config
-from schemas.errors import format_validation_error
 from schemas.events import JobEvent, SheepState
 from services.common.broker import Broker
-from services.common.metrics import invalid_reason, reject
+from services.common.consumer import decode
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +36,10 @@ class Fleet:
             self._channel = None
 
     async def _on_state(self, message: AbstractIncomingMessage) -> None:
-        try:
-            state = SheepState.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.warning(
-                "ignoring a malformed sheep announcement (routing key %s): %s",
-                message.routing_key,
-                format_validation_error(exc),
-            )
-            reject("sheep-state", invalid_reason(exc))
-            return
-        self.states[state.sheep_id] = state
+        what = f"ignoring a malformed sheep announcement (routing key {message.routing_key})"
+        state = decode(SheepState, message.body, "sheep-state", what)
+        if state is not None:
+            self.states[state.sheep_id] = state
 
     def saw(self, event: JobEvent) -> None:
         """A job event naming a sheep: it lived when the event was published."""

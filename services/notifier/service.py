@@ -39,6 +39,7 @@ from schemas.layout import status_key
 from schemas.status import JobStatus
 from schemas.topology import NEW_JOB
 from services.common.broker import Broker
+from services.common.consumer import decode
 from services.common.history import EventHistory
 from services.common.live import (
     SNAPSHOT_EVERY,
@@ -49,7 +50,7 @@ from services.common.live import (
     replay_start,
     save_snapshot,
 )
-from services.common.metrics import invalid_reason, reject
+from services.common.metrics import reject
 from services.common.outages import OUTAGES, Abandoned, holding, settle
 from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage
@@ -200,16 +201,8 @@ class Notifier:
         before queuing the report, or the order of one job's reports could change."""
         if self._stopping:
             return  # left unacked: the broker redelivers it once the channel closes
-        try:
-            report = self._report(message)
-        except ValidationError as exc:
-            log.warning(
-                "dead-lettering status report %s (routing key %s): %s",
-                message.message_id or message.delivery_tag,
-                message.routing_key,
-                format_validation_error(exc),
-            )
-            reject("status", invalid_reason(exc))
+        report = self._report(message)
+        if report is None:
             await settle(message, "dead-letter")
             return
         delivery = _Delivery(message, report)
@@ -222,11 +215,18 @@ class Notifier:
         self._workers.add(task)
         task.add_done_callback(self._workers.discard)
 
-    def _report(self, message: AbstractIncomingMessage) -> StatusReport:
-        """A status report, or a job's message: its ``queued`` report."""
+    def _report(self, message: AbstractIncomingMessage) -> StatusReport | None:
+        """A status report, or a job's message: its ``queued`` report; None (logged and
+        counted) for neither."""
+        what = (
+            f"dead-lettering status report {message.message_id or message.delivery_tag} "
+            f"(routing key {message.routing_key})"
+        )
         if message.exchange != self._names.jobs_exchange:
-            return StatusReport.model_validate_json(message.body)
-        dispatch = JobDispatch.model_validate_json(message.body)
+            return decode(StatusReport, message.body, "status", what)
+        dispatch = decode(JobDispatch, message.body, "status", what)
+        if dispatch is None:
+            return None
         return StatusReport.queued(dispatch, new_job=bool((message.headers or {}).get(NEW_JOB)))
 
     async def _work(self, job_id: str) -> None:

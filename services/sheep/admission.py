@@ -20,13 +20,12 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from schemas.config import Config
-from schemas.errors import format_validation_error
 from schemas.events import StatusReport
 from schemas.job import JobDispatch
 from schemas.layout import job_prefix, status_key
 from schemas.status import ErrorInfo, JobState, JobStatus
 from schemas.topology import REDISPATCHED
-from services.common.metrics import invalid_reason, reject
+from services.common.consumer import decode
 from services.common.outages import settle
 from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.cancellations import Cancellations
@@ -82,16 +81,9 @@ class Admission:
 
     async def decode(self, message: AbstractIncomingMessage) -> Attempt | None:
         """The attempt a job message stands for; an invalid message is dead-lettered."""
-        try:
-            dispatch = JobDispatch.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.error(
-                "sheep %s: dead-lettering an invalid job message from %s: %s",
-                self._sheep_id,
-                message.routing_key,
-                format_validation_error(exc),
-            )
-            reject("jobs", invalid_reason(exc))
+        what = f"sheep {self._sheep_id}: dead-lettering an invalid job message from "
+        dispatch = decode(JobDispatch, message.body, "jobs", what + str(message.routing_key))
+        if dispatch is None:
             await settle(message, "dead-letter")
             return None
         # A directory of its own: a redelivery of the job may be prepared while it runs.

@@ -24,13 +24,12 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
-from pydantic import ValidationError
 
 from schemas.events import StatusReport, utcnow
 from schemas.layout import cancel_key
 from schemas.status import JobState
 from services.common.broker import Broker
-from services.common.metrics import invalid_reason, reject
+from services.common.consumer import decode
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +97,9 @@ class Cancellations:
         self._watched.pop(job_id, None)
 
     async def _on_report(self, message: AbstractIncomingMessage) -> None:
-        try:
-            report = StatusReport.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.warning("ignoring an invalid cancellation report: %.200r", message.body)
-            reject("cancellations", invalid_reason(exc))
+        what = "ignoring an invalid cancellation report"
+        report = decode(StatusReport, message.body, "cancellations", what)
+        if report is None:
             return
         self._remember(report.job_id)
         if (event := self._watched.get(report.job_id)) is not None:
