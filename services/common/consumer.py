@@ -22,8 +22,10 @@ the broker, which redelivers it.
 Stopping cancels the consumer, gives the handlers in hand ``grace`` seconds, cancels the rest
 and closes the channel: what was not settled goes back to the queue.
 
-Consumers of events rather than of a queue of their own (listeners, the event history) use
-:func:`decode` for the same decoding, logging and counting.
+A consumer of raw bytes (AMQP submissions: content type, size, then JSON) is a
+:class:`QueueConsumer`, the same without the decoding. Consumers of events rather than of a
+queue of their own (listeners, the event history) use :func:`decode` for the same decoding,
+logging and counting.
 """
 
 from __future__ import annotations
@@ -62,64 +64,63 @@ def decode(model: type[M], body: bytes, source: str, what: str) -> M | None:
         return None
 
 
-class TypedConsumer(Generic[M]):
+class QueueConsumer:
+    """Consume ``queue`` raw: ``handler`` gets each message and returns its settlement."""
+
     def __init__(
         self,
         broker: Broker,
         queue: str,
-        model: type[M],
-        handler: Callable[[M, AbstractIncomingMessage], Awaitable[Settlement]],
+        handler: Callable[[AbstractIncomingMessage], Awaitable[Settlement]],
         *,
         source: str,
-        bad_input: Settlement,
-        bad_input_log: str,
         prefetch: int,
         grace: float = STOP_GRACE,
     ) -> None:
-        """``source``: the queue's role, for the rejected-messages counter (``inputs``);
-        ``bad_input_log``: the log line's opening for a message that does not decode."""
+        """``source``: the queue's role, for the rejected-messages counter (``inputs``)."""
         self._broker = broker
         self._queue = queue
-        self._model = model
         self._handler = handler
         self._source = source
-        self._bad_input = bad_input
-        self._bad_input_log = bad_input_log
         self._prefetch = prefetch
         self._grace = grace
         self._consumer: tuple[AbstractRobustChannel, str] | None = None
         self._in_flight: set[asyncio.Task[object]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
+        self._stopping = False
         self._consumer = await self._broker.consume(
             self._queue, self._receive, prefetch=self._prefetch
         )
 
     async def _receive(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            return  # left unsettled: the broker delivers it again once the channel closes
         task = asyncio.current_task()
         assert task is not None  # the broker runs each delivery's handler in a task
         self._in_flight.add(task)
         try:
-            await settle(message, await self._handle(message))
+            await settle(message, await self._guarded(message))
         except Abandoned:
             pass  # the channel closed during an outage: the broker redelivers the message
         finally:
             self._in_flight.discard(task)
 
-    async def _handle(self, message: AbstractIncomingMessage) -> Settlement:
-        decoded = decode(self._model, message.body, self._source, self._bad_input_log)
-        if decoded is None:
-            return self._bad_input
+    async def _guarded(self, message: AbstractIncomingMessage) -> Settlement:
         try:
-            return await self._handler(decoded, message)
+            return await self._handler(message)
         except (Abandoned, asyncio.CancelledError):
             raise
         except Exception:
-            log.exception("handling a message of %s failed; dead-lettering it", self._queue)
+            log.exception("handler for %s failed; dead-lettering the message", self._queue)
             reject(self._source, "error")
             return "dead-letter"
 
     async def stop(self) -> None:
+        """Stop new deliveries, give the handlers in hand ``grace`` seconds, cancel the rest
+        and close the channel: what was not settled goes back to the queue."""
+        self._stopping = True
         if self._consumer is None:
             return
         channel, tag = self._consumer
@@ -136,3 +137,36 @@ class TypedConsumer(Generic[M]):
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await channel.close()
+
+
+class TypedConsumer(QueueConsumer, Generic[M]):
+    """Consume ``queue`` as messages of ``model`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        queue: str,
+        model: type[M],
+        handler: Callable[[M, AbstractIncomingMessage], Awaitable[Settlement]],
+        *,
+        source: str,
+        bad_input: Settlement,
+        bad_input_log: str,
+        prefetch: int,
+        grace: float = STOP_GRACE,
+    ) -> None:
+        """``bad_input``: the settlement of a message that does not decode; ``bad_input_log``:
+        the opening of its log line."""
+        super().__init__(
+            broker, queue, self._decoded, source=source, prefetch=prefetch, grace=grace
+        )
+        self._model = model
+        self._typed_handler = handler
+        self._bad_input = bad_input
+        self._bad_input_log = bad_input_log
+
+    async def _decoded(self, message: AbstractIncomingMessage) -> Settlement:
+        decoded = decode(self._model, message.body, self._source, self._bad_input_log)
+        if decoded is None:
+            return self._bad_input
+        return await self._typed_handler(decoded, message)

@@ -13,11 +13,9 @@ and then requeued, so that an outage costs it one delivery, not a tight loop of 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from schemas.errors import field_errors
@@ -30,16 +28,14 @@ from schemas.submission import (
     REJECTION_HEADER,
     SubmissionReply,
 )
+from services.common.consumer import QueueConsumer
 from services.common.json_body import BadJson, is_json_media_type, parse_json
 from services.common.metrics import reject
-from services.common.outages import OUTAGES, settle, until_store_answers
+from services.common.outages import OUTAGES, Settlement, until_store_answers
 from services.common.problems import Problem
 from services.gateway.intake import Declared, Intake
 
 log = logging.getLogger(__name__)
-
-STOP_GRACE = 5.0
-"""Seconds stopping waits for declarations in hand; the rest are requeued by the broker."""
 
 
 class Refused(Exception):
@@ -57,41 +53,19 @@ class SubmissionListener:
         self.max_payload_bytes = max_payload_bytes
         self.source = f"/{self.broker.names.namespace}/gateway"
         """CloudEvents ``source`` of the ``job.rejected`` events."""
-        self._channel: AbstractChannel | None = None
-        self._handling: set[asyncio.Task[Any]] = set()
-        self._stopping = False
-
-    async def start(self, prefetch: int = 16) -> None:
-        self._stopping = False
-        self._channel, _ = await self.broker.consume(
-            self.broker.names.submit_queue, self.handle, prefetch=prefetch
+        # Stopping lets the declarations in hand finish for a while and cancels the rest:
+        # each step is idempotent, and the unacked submission is delivered again.
+        self._consumer = QueueConsumer(
+            self.broker, self.broker.names.submit_queue, self.handle, source="submit", prefetch=16
         )
 
+    async def start(self) -> None:
+        await self._consumer.start()
+
     async def stop(self) -> None:
-        """Let the declarations in hand finish for a while, cancel the rest (each step is
-        idempotent, and the unacked submission is delivered again), close the channel."""
-        self._stopping = True
-        if self._handling:
-            _, late = await asyncio.wait(self._handling, timeout=STOP_GRACE)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        if self._channel:  # closing the channel cancels the consumer; unacked are requeued
-            await self._channel.close()
-            self._channel = None
+        await self._consumer.stop()
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
-        if self._stopping:
-            return  # left unacked: the broker delivers it again once the channel closes
-        task = asyncio.current_task()
-        assert task is not None
-        self._handling.add(task)
-        try:
-            await self._handle(message)
-        finally:
-            self._handling.discard(task)
-
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: AbstractIncomingMessage) -> Settlement:
         try:
             try:
                 reply = await self._declare(message.body, message.content_type)
@@ -112,9 +86,8 @@ class SubmissionListener:
                 exc,
             )
             await self._wait_for_servers()
-            await settle(message, "requeue")
-            return
-        await settle(message, "ack")
+            return "requeue"
+        return "ack"
 
     async def _declare(self, body: bytes, content_type: str | None) -> SubmissionReply:
         """Declare the request in ``body``; raises :class:`Refused` where ``POST /start-job``
