@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from pydantic import BaseModel, ValidationError
@@ -62,6 +62,28 @@ def decode(model: type[M], body: bytes, source: str, what: str) -> M | None:
         log.warning("%s: %s", what, format_validation_error(exc))
         reject(source, invalid_reason(exc))
         return None
+
+
+async def wind_down(
+    channel: AbstractRobustChannel,
+    queue: str,
+    tag: str,
+    in_flight: set[asyncio.Task[Any]],
+    grace: float,
+) -> None:
+    """The orderly stop of a consumer: no new deliveries, ``grace`` seconds for the work in
+    ``in_flight``, the rest cancelled. The caller closes the channel, which puts back what
+    was not settled."""
+    try:
+        async with asyncio.timeout(CANCEL_TIMEOUT):
+            await (await channel.get_queue(queue, ensure=False)).cancel(tag)
+    except Exception:
+        log.warning("cancelling the consumer of %s failed", queue, exc_info=True)
+    if in_flight:
+        _, late = await asyncio.wait(set(in_flight), timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
 
 class QueueConsumer:
@@ -125,17 +147,7 @@ class QueueConsumer:
             return
         channel, tag = self._consumer
         self._consumer = None
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT):
-                queue = await channel.get_queue(self._queue, ensure=False)
-                await queue.cancel(tag)
-        except Exception:
-            log.warning("cancelling the consumer of %s failed", self._queue, exc_info=True)
-        if self._in_flight:
-            _, late = await asyncio.wait(set(self._in_flight), timeout=self._grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await wind_down(channel, self._queue, tag, self._in_flight, self._grace)
         await channel.close()
 
 

@@ -39,7 +39,7 @@ from schemas.layout import status_key
 from schemas.status import JobStatus
 from schemas.topology import NEW_JOB
 from services.common.broker import Broker
-from services.common.consumer import decode
+from services.common.consumer import decode, wind_down
 from services.common.history import EventHistory
 from services.common.live import (
     SNAPSHOT_EVERY,
@@ -125,17 +125,7 @@ class Notifier:
                 await asyncio.gather(task, return_exceptions=True)
         channel, tag = self._consumer
         self._consumer = None
-        try:
-            async with asyncio.timeout(5):  # the broker may be unreachable
-                queue = await channel.get_queue(self._names.status_queue)
-                await queue.cancel(tag)
-        except Exception:
-            log.warning("cancelling the status consumer failed", exc_info=True)
-        if self._workers:
-            _, late = await asyncio.wait(self._workers, timeout=self._stop_grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await wind_down(channel, self._names.status_queue, tag, self._workers, self._stop_grace)
         await self._snapshot()
         self._restoring = None
         await self._history.close()

@@ -38,7 +38,7 @@ from services.notifier.webhooks.signing import signature_headers
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE = 2.0
+ATTEMPTS_GRACE = 2.0
 """Seconds the attempts in flight may take to finish on stop; the rest are cancelled and
 attempted again after a restart (same webhook-id)."""
 
@@ -66,7 +66,7 @@ class WebhookDeliverer:
             bad_input="dead-letter",
             bad_input_log="dead-lettering a webhook delivery",
             prefetch=config.notifier.webhook_concurrency,
-            grace=STOP_GRACE,
+            grace=ATTEMPTS_GRACE,
         )
 
     async def start(self) -> None:
