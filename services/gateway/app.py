@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from schemas.asyncapi import build_asyncapi
@@ -29,10 +29,11 @@ from services.common.problems import Problem, problem_handler
 from services.common.storage import Storage, UnreadableRecord
 from services.gateway.auth import bearer_auth
 from services.gateway.cancel import CancelRoutes
+from services.gateway.docs import docs_routes
 from services.gateway.fleet import Fleet
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
-from services.gateway.openapi import build_openapi, docs_page
+from services.gateway.openapi import build_openapi
 from services.gateway.readiness import routes as status_routes
 from services.gateway.streams import StreamRoutes
 from services.gateway.submissions import SubmissionListener
@@ -81,7 +82,7 @@ class Gateway:
                 Route("/metrics", self.metrics),
                 Route("/openapi.json", self.openapi_json),
                 Route("/asyncapi.json", self.asyncapi_json),
-                Route("/docs", self.docs),
+                *docs_routes(),
             ],
             exception_handlers={
                 Problem: problem_handler,
@@ -145,9 +146,6 @@ class Gateway:
 
     async def asyncapi_json(self, request: Request) -> JSONResponse:
         return JSONResponse(self.asyncapi)
-
-    async def docs(self, request: Request) -> HTMLResponse:
-        return HTMLResponse(docs_page(self.openapi))
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return Problem(404, f"no route {request.url.path}").response(request.url.path)

@@ -30,6 +30,15 @@ from services.common.problems import Problem
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/asyncapi.json", "/docs"})
+OPEN_PREFIX = "/docs/static/"
+"""The docs page's own script and styles, open like the page."""
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is served without a token."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
+
+
 TOKEN_PREFIX = "shp_"
 _REALM = 'Bearer realm="shepherd"'
 
@@ -51,7 +60,7 @@ class BearerAuth:
         self.tokens = list(tokens)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:

@@ -73,6 +73,10 @@ _EVENT_STREAM_TEXT = (
 )
 
 
+def _text(description: str, media_type: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
 def _event_stream(description: str) -> dict[str, Any]:
     return {
         "description": f"{description} {_EVENT_STREAM_TEXT}",
@@ -335,6 +339,30 @@ def build_openapi() -> dict[str, Any]:
                     "responses": {"200": _object("Healthy"), "503": _object("Something is down")},
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of this gateway process",
+                    "responses": {"200": _text("The text exposition format", "text/plain")},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _object("OpenAPI 3.1")},
+                }
+            },
+            "/asyncapi.json": {
+                "get": {
+                    "summary": "The AMQP side of Shepherd: exchanges, queues, messages",
+                    "responses": {"200": _object("AsyncAPI 3.0")},
+                }
+            },
+            "/docs": {
+                "get": {
+                    "summary": "This document as an interactive page (RapiDoc, served here)",
+                    "responses": {"200": _text("An HTML page", "text/html")},
+                }
+            },
         },
         "webhooks": webhooks_section(),
         "components": {"schemas": components},
@@ -360,20 +388,3 @@ def _secure(spec: dict[str, Any]) -> dict[str, Any]:
             operation["security"] = [{"bearer": [required_scope(method)]}]
             operation["responses"].update({"401": _PROBLEM, "403": _PROBLEM})
     return spec
-
-
-def docs_page(spec: dict[str, Any]) -> str:
-    """A self-contained page listing the endpoints (no scripts from elsewhere)."""
-    rows = "".join(
-        f"<tr><td><code>{method.upper()}</code></td><td><code>{path}</code></td>"
-        f"<td>{operation.get('summary', '')}</td></tr>"
-        for path, item in spec["paths"].items()
-        for method, operation in item.items()
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Shepherd API</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td{padding:4px 12px}</style></head>"
-        f"<body><h1>Shepherd API</h1><p>{spec['info']['description']}</p>"
-        f"<table>{rows}</table><p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>"
-        "</p></body></html>"
-    )

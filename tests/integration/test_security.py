@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import traceback
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from schemas.config import (
 from services.common.broker import Broker
 from services.common.storage import Storage
 from services.gateway.app import Gateway
+from services.gateway.openapi import build_openapi
 from tests.support.credentials import Credentials, own_credentials
 from tests.support.routes import gateway_routes
 from tests.support.servers import Servers
@@ -339,3 +341,31 @@ async def test_the_runner_gets_no_credentials(secured, monkeypatch, tmp_path, jo
     assert not [n for n in environ if n.startswith(("SHEPHERD_", "AWS_", "MINIO_", "RABBITMQ_"))]
     for secret in secured.secrets:
         assert secret not in result.text, f"{secret[:12]}... reached the runner"
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(secured):
+    """``/metrics`` and ``/docs`` included: the document is the whole API, no more."""
+    documented = {
+        (method.upper(), path) for path, item in build_openapi()["paths"].items() for method in item
+    }
+    served = {(method, re.sub(r":\w+}", "}", path)) for method, path in secured.routes}
+    assert served == documented
+
+
+async def test_the_docs_page_is_served_whole_by_the_gateway(secured):
+    """No script or style from elsewhere: the page works where no CDN can be reached, and,
+    like the document it shows, without a token."""
+    secured.config.sheep = {}
+    async with running_stack(secured.config) as client:
+        page = await client.get("/docs")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        sources = re.findall(r'(?:src|href|spec-url)="([^"]+)"', page.text)
+        assert sources and all(s.startswith("/") for s in sources), sources
+        assert "/openapi.json" in sources
+        for source in sources:
+            fetched = await client.get(source)
+            assert fetched.status_code == 200, (source, fetched.status_code)
+        script = await client.get("/docs/static/rapidoc-min.js")
+        assert "javascript" in script.headers["content-type"]
+        assert "RapiDoc" in script.text
+        assert (await client.get("/metrics")).status_code == 401  # the rest still needs one
