@@ -6,19 +6,13 @@ SHEPHERD_BROKER__URL=amqp://... shepherd up    # overrides broker.url
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -30,18 +24,15 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from schemas.config_section import Section
 from schemas.names import PathSegment
-from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
+from schemas.notifier_config import NotifierConfig as NotifierConfig
+from schemas.notifier_config import WebhookSubscription as WebhookSubscription
 
 _DEFAULT_DATA_ROOT = Path("/tmp/shepherd-data")
 
 
-class _Section(BaseModel):
-    # Errors never quote the input: it may be a password or a token.
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-
-class BrokerConfig(_Section):
+class BrokerConfig(Section):
     url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
         description="AMQP URL; never logged.",
@@ -95,7 +86,7 @@ class BrokerConfig(_Section):
         return url
 
 
-class StorageConfig(_Section):
+class StorageConfig(Section):
     endpoint: str = Field(default="127.0.0.1:9000", description="host:port of the S3 service.")
     access_key: SecretStr = SecretStr("minioadmin")
     secret_key: SecretStr = Field(default=SecretStr("minioadmin"), description="Never logged.")
@@ -108,13 +99,13 @@ class StorageConfig(_Section):
     )
 
 
-class RegistryConfig(_Section):
+class RegistryConfig(Section):
     url: str = Field(default="127.0.0.1:5050", description="Docker registry host:port.")
     username: str | None = None
     password: SecretStr | None = None
 
 
-class ModelDefaults(_Section):
+class ModelDefaults(Section):
     timeout: PositiveFloat | None = Field(
         default=None, description="Seconds a job of this model may run when it names none."
     )
@@ -127,7 +118,7 @@ class ModelDefaults(_Section):
     )
 
 
-class _SheepBase(_Section):
+class _SheepBase(Section):
     port: int = Field(ge=1, le=65535, description="Loopback TCP port of the runner's socket.")
     devices: list[str] = Field(
         default_factory=list, description="GPU ids or device paths given to the runner."
@@ -196,7 +187,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class TokenConfig(_Section):
+class TokenConfig(Section):
     name: str = Field(
         min_length=1, max_length=64, description="Who holds it; logs name it, never the token."
     )
@@ -232,7 +223,7 @@ class TokenConfig(_Section):
         return {**data, "sha256": token_digest(plain), "token": None}
 
 
-class GatewayConfig(_Section):
+class GatewayConfig(Section):
     host: str = Field(default="127.0.0.1", description="Address the HTTP API binds.")
     port: int = Field(default=5000, ge=0, le=65535, description="Its port.")
     max_payload_bytes: PositiveInt = Field(
@@ -299,104 +290,6 @@ class GatewayConfig(_Section):
         digests = [token.sha256 for token in self.tokens]
         if len(set(digests)) != len(digests):
             raise ValueError("two gateway.tokens are the same token")
-        return self
-
-
-WHSEC_PREFIX = "whsec_"
-
-
-def _whsec(secret: SecretStr | None) -> SecretStr | None:
-    """A Standard Webhooks secret: ``whsec_`` and 24 to 64 random bytes in base64. The
-    message never quotes it."""
-    if secret is None:
-        return None
-    value = secret.get_secret_value()
-    try:
-        key = base64.b64decode(value.removeprefix(WHSEC_PREFIX), validate=True)
-    except binascii.Error:
-        key = b""
-    if not value.startswith(WHSEC_PREFIX) or not 24 <= len(key) <= 64:
-        raise ValueError(
-            "must be whsec_ followed by 24 to 64 random bytes in base64; make one with "
-            'python3 -c \'import base64,os; print("whsec_" + base64.b64encode(os.urandom(32))'
-            ".decode())'"
-        )
-    return secret
-
-
-_EVENT_PATTERN = re.compile(r"([a-z0-9_-]+|\*|#)(\.([a-z0-9_-]+|\*|#))*")
-_RETRY_DELAYS = (0.001, 86_400.0)
-
-
-class WebhookSubscription(_Section):
-    name: PathSegment = Field(
-        description="Names the subscription in logs, metrics and webhook-id; unique."
-    )
-    url: AnyHttpUrl = Field(description="Receiver of the deliveries (POST).")
-    events: list[str] = Field(
-        default_factory=lambda: ["job.*"],
-        min_length=1,
-        description='Routing-key patterns of the events delivered, e.g. ["job.done", '
-        '"job.failed"]; job.* is every job event.',
-    )
-    secret: SecretStr = Field(description="whsec_ signing secret, e.g. ${WEBHOOK_SECRET}.")
-
-    _secret_format = field_validator("secret")(_whsec)
-
-    @field_validator("events")
-    @classmethod
-    def _patterns(cls, events: list[str]) -> list[str]:
-        bad = [pattern for pattern in events if not _EVENT_PATTERN.fullmatch(pattern)]
-        if bad:
-            raise ValueError(
-                f"{', '.join(bad)}: not a routing-key pattern (lowercase words, * for one "
-                "word, # for any number, separated by dots)"
-            )
-        return events
-
-
-class NotifierConfig(_Section):
-    webhooks: list[WebhookSubscription] = Field(
-        default_factory=list, description="Global webhook subscriptions."
-    )
-    callback_secret: SecretStr | None = Field(
-        default=None,
-        description="whsec_ secret signing the deliveries to a job's callback_url; without "
-        "it, a job request naming a callback_url is refused.",
-    )
-    allow_private_targets: bool = Field(
-        default=False,
-        description="Deliver webhooks to loopback, private, link-local and other "
-        "non-public addresses too (refused by default: SSRF guard).",
-    )
-    webhook_timeout: PositiveFloat = Field(
-        default=10.0, description="Seconds one delivery attempt may take, answer included."
-    )
-    webhook_retry_schedule: list[float] = Field(
-        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE),
-        max_length=30,
-        description="Seconds before each retry of a delivery that met a network error, a "
-        "timeout, 429 or 5xx (stretched to a longer Retry-After); given up after the last.",
-    )
-    webhook_concurrency: PositiveInt = Field(
-        default=32, description="Deliveries in flight at once, per notifier."
-    )
-
-    _callback_secret_format = field_validator("callback_secret")(_whsec)
-
-    @field_validator("webhook_retry_schedule")
-    @classmethod
-    def _delays(cls, schedule: list[float]) -> list[float]:
-        low, high = _RETRY_DELAYS
-        if not all(low <= delay <= high for delay in schedule):
-            raise ValueError(f"every delay must be from {low:g} to {high:g} seconds")
-        return schedule
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> NotifierConfig:
-        names = [w.name for w in self.webhooks]
-        if len(set(names)) != len(names):
-            raise ValueError("two notifier.webhooks have the same name")
         return self
 
 

@@ -70,7 +70,8 @@ def _type(field: FieldInfo) -> str:
     if field.annotation is not None and "SheepConfig" in str(field.annotation):
         return "mapping of sheep id to a sheep section"
     text = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
-    for noise in ("<class '", "'>", "pydantic.types.", "pydantic.networks.", "schemas.config."):
+    noises = ("<class '", "'>", "pydantic.types.", "pydantic.networks.")
+    for noise in (*noises, "schemas.config.", "schemas.notifier_config."):
         text = text.replace(noise, "")
     return text.replace("|", "\\|")
 
