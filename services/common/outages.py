@@ -75,6 +75,16 @@ def backoff(first: float = FIRST_RETRY_DELAY, cap: float = MAX_RETRY_DELAY) -> I
         delay = min(delay * 2, cap)
 
 
+def describe(exc: Exception) -> str:
+    """What went wrong, without urllib3's wrapping around the cause, for a 503 or a health
+    check."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    if isinstance(exc, BrokerUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class Pingable(Protocol):
     async def ping(self) -> None: ...
 

@@ -7,24 +7,20 @@ uvicorn.Server(uvicorn.Config(gateway.app, ...)).serve()
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from urllib.parse import urlsplit
 
-import urllib3
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
 from schemas.asyncapi import build_asyncapi
 from schemas.config import Config
-from services.common.broker import Broker, BrokerUnavailable
+from services.common.broker import Broker
 from services.common.history import EventHistory
 from services.common.lookup import StatusLookup
-from services.common.outages import BROKER_OUTAGES, OUTAGES, STORAGE_OUTAGES
+from services.common.outages import BROKER_OUTAGES, OUTAGES, STORAGE_OUTAGES, describe
 from services.common.problems import Problem, problem_handler
 from services.common.storage import Storage, UnreadableRecord
 from services.gateway.auth import bearer_auth
@@ -34,6 +30,7 @@ from services.gateway.fleet import Fleet
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
 from services.gateway.openapi import build_openapi
+from services.gateway.operations import Operations
 from services.gateway.readiness import routes as status_routes
 from services.gateway.streams import StreamRoutes
 from services.gateway.submissions import SubmissionListener
@@ -43,7 +40,6 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER = 5
 """Seconds a client is asked to wait before retrying during an outage (503 Retry-After)."""
-STORAGE_CHECK_TIMEOUT = 3.0
 
 
 class Gateway:
@@ -77,12 +73,10 @@ class Gateway:
                 *CancelRoutes(self.lookup, storage, broker).routes(),
                 *status_routes(self.lookup),
                 *StreamRoutes(self.history, self.lookup).routes(),
-                Route("/status", self.status),
-                Route("/health", self.health),
-                Route("/metrics", self.metrics),
-                Route("/openapi.json", self.openapi_json),
-                Route("/asyncapi.json", self.asyncapi_json),
-                *docs_routes(),
+                *Operations(
+                    config, broker, storage, self.fleet, self.openapi, self.asyncapi
+                ).routes(),
+                *docs_routes(self.openapi),
             ],
             exception_handlers={
                 Problem: problem_handler,
@@ -114,39 +108,6 @@ class Gateway:
         await self.fleet.stop()
         await self.lookup.stop()
 
-    async def status(self, request: Request) -> JSONResponse:
-        return JSONResponse(await self.fleet.report())
-
-    async def health(self, request: Request) -> JSONResponse:
-        checks = {"broker": await self._check_broker(), "storage": await self._check_storage()}
-        healthy = all(c["ok"] for c in checks.values())
-        return JSONResponse({"healthy": healthy, **checks}, status_code=200 if healthy else 503)
-
-    async def _check_broker(self) -> dict:
-        outage = self.broker.outage
-        return {"ok": False, "error": outage} if outage else {"ok": True}
-
-    async def _check_storage(self) -> dict:
-        where = f"MinIO at {self.config.storage.endpoint}"
-        try:
-            async with asyncio.timeout(STORAGE_CHECK_TIMEOUT):
-                await self.storage.ping()
-        except TimeoutError:
-            error = f"{where} did not answer within {STORAGE_CHECK_TIMEOUT:g} s"
-            return {"ok": False, "error": error}
-        except Exception as exc:
-            return {"ok": False, "error": f"{where}: {_reason(exc)}"}
-        return {"ok": True}
-
-    async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    async def openapi_json(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.openapi)
-
-    async def asyncapi_json(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.asyncapi)
-
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return Problem(404, f"no route {request.url.path}").response(request.url.path)
 
@@ -167,7 +128,7 @@ class Gateway:
             what = f"MinIO at {self.config.storage.endpoint}"
         else:
             what = "RabbitMQ or MinIO"
-        detail = f"{what} is unavailable ({_reason(exc)}); retry in {RETRY_AFTER} s"
+        detail = f"{what} is unavailable ({describe(exc)}); retry in {RETRY_AFTER} s"
         log.warning("%s %s: %s", request.method, request.url.path, detail)
         return Problem(503, detail, headers={"Retry-After": str(RETRY_AFTER)}).response(
             request.url.path
@@ -188,12 +149,3 @@ class Gateway:
 def _broker_host(config: Config) -> str:
     """``host:port`` of the broker, for the AsyncAPI document: never its credentials."""
     return urlsplit(config.broker.url.get_secret_value()).netloc.rpartition("@")[2]
-
-
-def _reason(exc: Exception) -> str:
-    """What went wrong, without urllib3's wrapping around the cause."""
-    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
-        exc = exc.reason
-    if isinstance(exc, BrokerUnavailable):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -23,6 +23,22 @@ from services.common.params import parse_job_id
 from services.common.problems import Problem
 from services.common.storage import Storage
 from services.common.transitions import apply
+from services.gateway.api_docs import ERRORS, JOB, Answer, Doc, Docs, json_answer
+
+_CANCEL = Doc(
+    "Cancel a job: a queued job never runs, a running one is stopped within 2 s; an ended "
+    "job is left as it is",
+    {
+        200: Answer("The job had already ended; unchanged", JobStatus),
+        202: Answer("Cancelled", JobStatus),
+        **ERRORS,
+    },
+    JOB,
+)
+DOCS: Docs = {
+    ("POST", "/jobs/{job_id}/cancel"): _CANCEL,
+    ("DELETE", "/jobs/{job_id}"): _CANCEL,
+}
 
 
 class CancelRoutes:
@@ -45,7 +61,7 @@ class CancelRoutes:
         if status is None:
             raise Problem(404, f"no job {job_id}")
         if status.state.terminal:
-            return _status_response(status, 200)
+            return json_answer(status, 200)
         marker = json.dumps({"requested_at": utcnow().isoformat()}).encode()
         await self._storage.put_bytes(cancel_key(job_id), marker, "application/json")
         report = StatusReport(
@@ -57,8 +73,4 @@ class CancelRoutes:
         )
         await self._broker.publish(self._broker.names.events_exchange, report.routing_key, report)
         transition = apply(status, report)
-        return _status_response(transition.status if transition else status, 202)
-
-
-def _status_response(status: JobStatus, code: int) -> JSONResponse:
-    return JSONResponse(status.model_dump(mode="json"), status_code=code)
+        return json_answer(transition.status if transition else status, 202)

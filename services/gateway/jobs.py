@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from schemas.api import Accepted, FileListing, ListedFile, Uploaded
 from schemas.errors import field_errors
 from schemas.job import PAYLOAD_INPUT, JobRequest
 from schemas.layout import inputs_prefix, outputs_prefix
@@ -21,6 +22,7 @@ from services.common.lookup import StatusLookup
 from services.common.params import parse_file, parse_job_id
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
+from services.gateway.api_docs import ERRORS, FILE, JOB, PROBLEM, Answer, Doc, Docs, json_answer
 from services.gateway.intake import Declaration, Declared, Intake
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,68 @@ def _file_param(request: Request) -> str | None:
     return None if file is None else parse_file(file)
 
 
+_FILE_OR_LISTING = "The file, or (without it, or with others) a FileListing"
+DOCS: Docs = {
+    ("POST", "/start-job"): Doc(
+        "Declare a job",
+        {
+            202: Answer("A new job", Accepted),
+            200: Answer("An identical repeat of a known job", Accepted),
+            409: PROBLEM,
+            413: PROBLEM,
+            415: PROBLEM,
+            422: PROBLEM,
+            **ERRORS,
+        },
+        body=JobRequest,
+    ),
+    ("GET", "/jobs/{job_id}/result"): Doc(
+        "outputs/output.json, or the list of output files",
+        {
+            200: Answer(_FILE_OR_LISTING, media_type="*/*"),
+            202: Answer("Not terminal yet", JobStatus),
+            409: PROBLEM,
+            **ERRORS,
+        },
+        JOB,
+    ),
+    ("GET", "/jobs/{job_id}/result/{file:path}"): Doc(
+        "One output file",
+        {
+            200: Answer("The file", media_type="*/*"),
+            202: Answer("Not terminal yet", JobStatus),
+            409: PROBLEM,
+            **ERRORS,
+        },
+        FILE,
+    ),
+    ("GET", "/jobs/{job_id}/input"): Doc(
+        "inputs/input.json, or the list of input files",
+        {200: Answer(_FILE_OR_LISTING, media_type="*/*"), **ERRORS},
+        JOB,
+    ),
+    ("GET", "/jobs/{job_id}/input/{file:path}"): Doc(
+        "One input file", {200: Answer("The file", media_type="*/*"), **ERRORS}, FILE
+    ),
+    ("PUT", "/jobs/{job_id}/input/{file:path}"): Doc(
+        "Upload one input file",
+        {
+            201: Answer("Stored; Location is its URL", Uploaded),
+            409: PROBLEM,
+            413: PROBLEM,
+            **ERRORS,
+        },
+        FILE,
+        description="The body is streamed into <job_id>/inputs/<file>, up to "
+        "gateway.max_upload_bytes; like an upload straight to the store, it queues the job "
+        "once all its declared inputs are there. An upload over the limit is refused with 413 "
+        "and leaves nothing behind. A job's inputs are fixed once it is queued: a later upload "
+        "is refused with 409, naming the job's state.",
+        raw_body=True,
+    ),
+}
+
+
 class JobRoutes:
     def __init__(
         self,
@@ -109,16 +173,9 @@ class JobRoutes:
         declaration = await self.intake.declare(job)
         status = 202 if declaration.outcome is Declared.NEW else 200
         state = await self._declared_state(declaration)
-        return JSONResponse(
-            {
-                "job_id": job.job_id,
-                "state": state,
-                "links": job_links(request, job.job_id),
-                "notes": declaration.notes,
-            },
-            status_code=status,
-            headers={"Location": job_links(request, job.job_id)["status"]},
-        )
+        links = job_links(request, job.job_id)
+        accepted = Accepted(job_id=job.job_id, state=state, links=links, notes=declaration.notes)
+        return json_answer(accepted, status, headers={"Location": links["status"]})
 
     async def _declared_state(self, declaration: Declaration) -> JobState:
         """The state a declaration leaves its job in: a repeat finds it wherever it got."""
@@ -141,7 +198,7 @@ class JobRoutes:
         file = _file_param(request)
         status = await self._known_status(job_id)
         if not status.state.terminal:
-            return JSONResponse(status.model_dump(mode="json"), status_code=202)
+            return json_answer(status, 202)
         if status.state is not JobState.DONE:
             error = status.error
             raise Problem(
@@ -199,10 +256,9 @@ class JobRoutes:
             await self.intake.try_dispatch(job_id, stored=[file])
         except Exception as exc:  # stored all the same: the notification queues the job
             log.warning("queueing job %s after its upload failed: %s", job_id, exc)
-        return JSONResponse(
-            {"job_id": job_id, "file": file, "size": size},
-            status_code=201,
-            headers={"Location": f"{job_links(request, job_id)['input']}/{file}"},
+        location = f"{job_links(request, job_id)['input']}/{file}"
+        return json_answer(
+            Uploaded(job_id=job_id, file=file, size=size), 201, {"Location": location}
         )
 
     async def _file_or_listing(
@@ -216,18 +272,9 @@ class JobRoutes:
         if any(o.key == prefix + default for o in objects):
             return await self._stream(prefix + default)
         base = str(request.url).rstrip("/")
-        return JSONResponse(
-            {
-                "files": [
-                    {
-                        "name": (name := o.key.removeprefix(prefix)),
-                        "size": o.size,
-                        "url": f"{base}/{name}",
-                    }
-                    for o in objects
-                ]
-            }
-        )
+        listed = [(o.key.removeprefix(prefix), o.size) for o in objects]
+        files = [ListedFile(name=name, size=size, url=f"{base}/{name}") for name, size in listed]
+        return json_answer(FileListing(files=files))
 
     async def _stream(self, key: str) -> StreamingResponse:
         try:

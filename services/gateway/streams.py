@@ -40,6 +40,7 @@ from services.common.lookup import StatusLookup
 from services.common.metrics import invalid_reason, reject
 from services.common.params import parse_job_id
 from services.common.problems import Problem
+from services.gateway.api_docs import ERRORS, JOB, PROBLEM, Answer, Doc, Docs
 from services.gateway.sse import KEEPALIVE, EventSourceResponse, frame
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Verdict(Enum):
 
 
 Selector = Callable[[StreamedEvent], Verdict]
-Answer = Response | EventSourceResponse
+StreamAnswer = Response | EventSourceResponse
 
 
 class _Envelope(BaseModel):
@@ -131,6 +132,63 @@ def kinds_selector(kinds: frozenset[str] | None) -> Selector:
     return select
 
 
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "Resume after this event (the id of the last one received): every event "
+    "published since is sent, none twice. Browsers' EventSource sends it when it reconnects. "
+    "Empty: as if absent.",
+    "schema": {"type": "string", "pattern": f"^[0-9]{{0,{MAX_OFFSET_DIGITS}}}$"},
+}
+_EVENTS = (
+    "Server-sent events. Each event: `id` its offset in the event history (send it back as "
+    "Last-Event-ID to resume), `event` its kind (`job.accepted`, `job.queued`, "
+    "`job.running`, `job.progress`, `job.done`, `job.failed`, `job.cancelled`, ...), `data` "
+    "the CloudEvent as published on AMQP (`data.data` is the job's status). A comment line "
+    "every 15 s keeps an idle stream open."
+)
+DOCS: Docs = {
+    ("GET", "/jobs/{job_id}/events"): Doc(
+        "The job's events, live: its current status, then each transition and progress "
+        "report, ending after done, failed or cancelled",
+        {
+            200: Answer(
+                "Without Last-Event-ID, first an event `status` (no id) with the job's current "
+                "status, as GET /jobs/{job_id}/status answers it; the stream ends after a "
+                f"terminal event. {_EVENTS}",
+                media_type="text/event-stream",
+            ),
+            204: Answer(
+                "Resumed after the job's terminal event: nothing more will come "
+                "(EventSource stops reconnecting)"
+            ),
+            **ERRORS,
+        },
+        [*JOB, _LAST_EVENT_ID],
+    ),
+    ("GET", "/events"): Doc(
+        "Every job's events, live, from now on (or after Last-Event-ID)",
+        {
+            200: Answer(f"Never ends by itself. {_EVENTS}", media_type="text/event-stream"),
+            400: PROBLEM,
+            503: PROBLEM,
+        },
+        [
+            {
+                "name": "types",
+                "in": "query",
+                "required": False,
+                "description": "Only these kinds, comma-separated: `job.done,job.failed`. "
+                "Default (or empty): all.",
+                "schema": {"type": "string", "pattern": f"^({TYPES.pattern})?$"},
+            },
+            _LAST_EVENT_ID,
+        ],
+    ),
+}
+
+
 class StreamRoutes:
     def __init__(
         self,
@@ -148,7 +206,7 @@ class StreamRoutes:
             Route("/jobs/{job_id}/events", self.job_events, methods=["GET"]),
         ]
 
-    async def all_events(self, request: Request) -> Answer:
+    async def all_events(self, request: Request) -> StreamAnswer:
         kinds = _parse_types(request)
         last = _last_event_id(request)
         subscription = await self._history.subscribe("next" if last is None else last + 1)
@@ -156,7 +214,7 @@ class StreamRoutes:
             self._frames(subscription, kinds_selector(kinds)), subscription.close
         )
 
-    async def job_events(self, request: Request) -> Answer:
+    async def job_events(self, request: Request) -> StreamAnswer:
         job_id = parse_job_id(request.path_params["job_id"])
         last = _last_event_id(request)
         if last is not None:
@@ -179,7 +237,7 @@ class StreamRoutes:
         )
         return EventSourceResponse(frames, subscription.close)
 
-    async def _resume(self, job_id: str, last: int) -> Answer:
+    async def _resume(self, job_id: str, last: int) -> StreamAnswer:
         status = await self._lookup.status(job_id)
         if status is None:
             raise Problem(404, f"no job {job_id}")

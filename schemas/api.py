@@ -1,0 +1,106 @@
+"""The bodies the HTTP API answers with (besides a job's status, ``schemas.status``): the
+gateway's handlers build these, and its OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.names import JobId
+from schemas.job import ModelRef
+from schemas.status import JobState
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The field, path parameter or header at fault.")
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: every error of the API names what is wrong."""
+
+    model_config = ConfigDict(extra="allow")  # members of a problem type's own
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = Field(default=None, exclude_if=_absent)
+    errors: list[FieldError] | None = Field(
+        default=None, exclude_if=_absent, description="Each field at fault (400, 422)."
+    )
+    required_scope: str | None = Field(
+        default=None, exclude_if=_absent, description="The scope a 403 lacked."
+    )
+    object: str | None = Field(
+        default=None, exclude_if=_absent, description="The stored object that cannot be read."
+    )
+
+
+class Accepted(BaseModel):
+    job_id: JobId
+    state: JobState = Field(
+        description="The state the declaration leaves the job in: queued, accepted while "
+        "declared inputs are missing, or (a repeat) wherever it got."
+    )
+    links: dict[str, str] = Field(description="The job's URLs: status, ready, result, ...")
+    notes: list[str] = Field(
+        description="What the submitter should know: e.g. that the callback_url's host does "
+        "not resolve now (each delivery resolves and checks it again)."
+    )
+
+
+class Uploaded(BaseModel):
+    job_id: JobId
+    file: str = Field(description="Its path below the job's inputs.")
+    size: int = Field(description="Bytes stored.")
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="Whether the job is terminal: done, failed or cancelled.")
+    state: JobState
+
+
+class ListedFile(BaseModel):
+    name: str
+    size: int
+    url: str
+
+
+class FileListing(BaseModel):
+    """A job's files, when it has more than the default one or not that one."""
+
+    files: list[ListedFile]
+
+
+class Check(BaseModel):
+    ok: bool
+    error: str | None = Field(default=None, exclude_if=_absent, description="What is wrong.")
+
+
+class Health(BaseModel):
+    healthy: bool
+    broker: Check
+    storage: Check
+
+
+class SheepStatus(BaseModel):
+    type: str = Field(description="bare or docker.")
+    alive: bool = Field(description="Heard from within three announcement intervals.")
+    runner_alive: bool
+    model: ModelRef | None = Field(description="The model its runner holds.")
+    current_job: str | None
+    last_seen: str | None = Field(description="When it was last heard of (ISO 8601).")
+    queue_depth: int | None = Field(description="Jobs waiting in its own queue.")
+
+
+class PoolStatus(BaseModel):
+    queue_depth: int | None = Field(description="Jobs waiting for any sheep.")
+
+
+class FleetStatus(BaseModel):
+    sheep: dict[str, SheepStatus]
+    pool: PoolStatus
