@@ -9,7 +9,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 # The services connect as the broker user `make services` made for them (scripts/services.sh env).
 run: services
-	eval "$$(scripts/services.sh env)" && $(VENV)/bin/shepherd up
+	users=$$(scripts/services.sh env) && eval "$$users" && $(VENV)/bin/shepherd up
 
 test: services
 	$(PY) -m pytest -q -ra

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.names import JobId
 from schemas.job import ModelRef
+from schemas.names import JobId
 from schemas.status import JobState
 
 

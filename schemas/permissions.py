@@ -22,9 +22,11 @@ user                        may
 ==========================  ==========================================================
 
 So only Shepherd's own components can publish job events, and no subscriber or submitter
-can read another's queues or Shepherd's. ``python -m schemas definitions`` exports these
-grants with the topology; ``make services`` creates the users (with generated passwords)
-and imports them. ``guest`` keeps every right: it is for local development only.
+can read Shepherd's queues. Subscribers sharing the one subscriber user share its queues
+too: a team that must not read another's gets a user of its own, with the subscriber's
+patterns and its own name as the queue prefix. ``python -m schemas definitions`` exports
+these grants with the topology; ``make services`` creates the users (with generated
+passwords) and imports them. ``guest`` keeps every right: it is for local development only.
 """
 
 from __future__ import annotations

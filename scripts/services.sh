@@ -85,11 +85,13 @@ rabbitmq_up() {
     wait_for 120 RabbitMQ port_open 127.0.0.1:5672
     rabbitmqctl await_startup >/dev/null
   fi
-  rabbitmq_users
   # Load the topology (exchanges, queues, bindings, policies) and the users' permissions from
-  # deploy/rabbitmq/; a broker this script did not start gets the topology over AMQP instead
-  # (no policies, no permissions).
-  if ! rabbitmqctl import_definitions "$ROOT/deploy/rabbitmq/definitions.json" >/dev/null 2>&1; then
+  # deploy/rabbitmq/, once the users exist; a broker this script did not start gets the
+  # topology over AMQP instead (no policies, no users: everything connects as guest).
+  if ! { rabbitmq_users && rabbitmqctl import_definitions \
+      "$ROOT/deploy/rabbitmq/definitions.json" >/dev/null 2>&1; }; then
+    say "the broker users could not be set up here: the services connect as guest"
+    rm -f "$CREDENTIALS"
     "$PYTHON" -m services.setup broker --url "$AMQP_URL/"
   fi
 }
@@ -100,20 +102,21 @@ password_of() {  # password_of ROLE: the stored password, empty when there is no
 }
 
 # Create (or re-key) the role users through the management API: the password travels in a
-# request body, never on a command line. Their permissions come with the definitions.
+# request body, never on a command line, and is kept only once the user exists. Their
+# permissions come with the definitions. Fails when the management API refuses.
 rabbitmq_users() {
   local role password
+  mkdir -p "$STATE"
   (umask 077 && touch "$CREDENTIALS")
+  curl -fsS -o /dev/null -u guest:guest --retry 10 --retry-connrefused --retry-delay 1 \
+    "$MANAGEMENT_URL/overview" 2>/dev/null || return 1  # its listener may lag the node's
   for role in "${ROLES[@]}"; do
     password=$(password_of "$role")
-    if [[ -z $password ]]; then
-      password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
-      echo "$role=$password" >>"$CREDENTIALS"
-    fi
+    [[ -n $password ]] || password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
     printf '{"password": "%s", "tags": ""}' "$password" | curl -fsS -o /dev/null -u guest:guest \
       -X PUT -H 'content-type: application/json' --data-binary @- \
-      "$MANAGEMENT_URL/users/shepherd-$role" \
-      || { say "cannot create the broker users (management API); using guest"; return 0; }
+      "$MANAGEMENT_URL/users/shepherd-$role" 2>/dev/null || return 1
+    [[ -n $(password_of "$role") ]] || echo "$role=$password" >>"$CREDENTIALS"
   done
 }
 
@@ -163,18 +166,21 @@ minio_up() {
     # No queue_dir: MinIO replays a queue_dir only every 3 s, far too slow for dispatch;
     # events lost while RabbitMQ is down are recovered by the gateway's reconciliation,
     # which is also why MinIO's publisher confirms stay off (see docs/architecture.md).
-    setsid -f env MINIO_ROOT_USER=minioadmin MINIO_ROOT_PASSWORD=minioadmin \
-      MINIO_BROWSER=off \
-      MINIO_NOTIFY_AMQP_ENABLE_SHEPHERD=on \
-      MINIO_NOTIFY_AMQP_URL_SHEPHERD="$(user_url storage)" \
-      MINIO_NOTIFY_AMQP_EXCHANGE_SHEPHERD=shepherd.storage \
-      MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_SHEPHERD=fanout \
-      MINIO_NOTIFY_AMQP_ROUTING_KEY_SHEPHERD=s3 \
-      MINIO_NOTIFY_AMQP_DURABLE_SHEPHERD=on \
-      MINIO_NOTIFY_AMQP_DELIVERY_MODE_SHEPHERD=2 \
-      "$MINIO_BIN" server "$STATE/minio/data" --quiet \
+    # Exported in a subshell rather than given to env(1): the storage user's password stays
+    # off every command line.
+    (
+      export MINIO_ROOT_USER=minioadmin MINIO_ROOT_PASSWORD=minioadmin MINIO_BROWSER=off \
+        MINIO_NOTIFY_AMQP_ENABLE_SHEPHERD=on \
+        MINIO_NOTIFY_AMQP_URL_SHEPHERD="$(user_url storage)" \
+        MINIO_NOTIFY_AMQP_EXCHANGE_SHEPHERD=shepherd.storage \
+        MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_SHEPHERD=fanout \
+        MINIO_NOTIFY_AMQP_ROUTING_KEY_SHEPHERD=s3 \
+        MINIO_NOTIFY_AMQP_DURABLE_SHEPHERD=on \
+        MINIO_NOTIFY_AMQP_DELIVERY_MODE_SHEPHERD=2
+      exec setsid -f "$MINIO_BIN" server "$STATE/minio/data" --quiet \
         --address "$MINIO_ADDRESS" --console-address "$MINIO_CONSOLE" \
         >"$STATE/minio/minio.log" 2>&1 </dev/null
+    )
     wait_for 60 MinIO minio_healthy
   fi
   "$PYTHON" -m services.setup storage --endpoint "$MINIO_ADDRESS" --bucket shepherd

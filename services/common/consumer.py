@@ -2,13 +2,13 @@
 the model, what it decides settled, and an orderly stop.
 
     consumer = TypedConsumer(
-        broker, names.gave_up_queue, JobDispatch, self._on_gave_up,
+        broker, names.gave_up_queue, JobDispatch, self._fail,
         source="gave-up", bad_input="ack", bad_input_log="dropping an unreadable job",
         prefetch=16,
     )
     await consumer.start()
 
-    async def _on_gave_up(self, dispatch: JobDispatch, _: AbstractIncomingMessage) -> Settlement:
+    async def _fail(self, dispatch: JobDispatch, _: AbstractIncomingMessage) -> Settlement:
         ...                                   # only the handling
         return "ack"
 

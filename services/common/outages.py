@@ -29,7 +29,7 @@ from typing import Literal, Protocol, TypeVar
 import urllib3
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
-from minio.error import InvalidResponseError, ServerError
+from minio.error import MinioException
 
 from services.common.broker import BrokerUnavailable
 
@@ -45,11 +45,12 @@ BROKER_OUTAGES: tuple[type[Exception], ...] = (
 """RabbitMQ is unreachable, did not confirm in time, or closed the channel under us."""
 STORAGE_OUTAGES: tuple[type[Exception], ...] = (
     urllib3.exceptions.HTTPError,  # no connection, a timeout, a broken response
-    ServerError,  # a 5xx answer: MinIO starting, or overloaded
-    InvalidResponseError,  # not an S3 answer at all: a proxy in front of a MinIO away
+    MinioException,  # a 5xx, a response that is no S3 answer, and S3 errors with a code
 )
-"""MinIO is unreachable or cannot answer now. An S3 error with a code (AccessDenied,
-NoSuchBucket) is an answer, not an outage."""
+"""MinIO is unreachable or refuses to serve. An S3 error with a code (AccessDenied,
+NoSuchBucket: a bucket or a policy being restored) counts too: held messages wait for it to
+pass rather than being dead-lettered and lost. A missing object is no error here: the
+storage layer answers it as ``ObjectMissing``."""
 OUTAGES: tuple[type[Exception], ...] = (
     *BROKER_OUTAGES,
     *STORAGE_OUTAGES,
@@ -89,10 +90,12 @@ class Pingable(Protocol):
     async def ping(self) -> None: ...
 
 
-async def until_store_answers(storage: Pingable, who: str) -> None:
+async def until_store_answers(
+    storage: Pingable, who: str, first: float = FIRST_RETRY_DELAY
+) -> None:
     """Return once MinIO answers ``storage.ping()``, saying who waits while it does not. Any
     failure counts: a missing bucket makes the store as unusable as a dead server."""
-    for delay in backoff():
+    for delay in backoff(first):
         try:
             await storage.ping()
             return

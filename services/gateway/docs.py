@@ -17,8 +17,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from services.gateway.api_docs import Answer, Doc, Docs
+from services.gateway.auth import OPEN_PREFIX
 
-DOCS_ASSETS = "/docs/static"
+DOCS_ASSETS = OPEN_PREFIX.rstrip("/")
 """Where the page's script is served; open like ``/docs`` itself."""
 
 DOCS: Docs = {

@@ -21,7 +21,7 @@ from schemas.job import JobDispatch
 from schemas.status import ErrorInfo, JobState
 from services.common.broker import Broker
 from services.common.consumer import TypedConsumer
-from services.common.outages import Settlement
+from services.common.outages import Settlement, holding
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class GaveUpListener:
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def _fail(self, dispatch: JobDispatch, _: AbstractIncomingMessage) -> Settlement:
+    async def _fail(self, dispatch: JobDispatch, message: AbstractIncomingMessage) -> Settlement:
         report = StatusReport(
             job_id=dispatch.job.job_id,
             model=dispatch.job.model,
@@ -56,6 +56,13 @@ class GaveUpListener:
             state=JobState.FAILED,
             error=ErrorInfo(type="GaveUp", message=f"gave up after {self._limit} deliveries"),
         )
-        await self._broker.publish(self._broker.names.events_exchange, report.routing_key, report)
+        # <ns>.gave-up dead-letters nowhere: a report lost here would leave the job unended.
+        await holding(
+            [message],
+            "reporting a job given up",
+            lambda: self._broker.publish(
+                self._broker.names.events_exchange, report.routing_key, report
+            ),
+        )
         log.warning("job %s failed: %s", report.job_id, report.error.message)
         return "ack"

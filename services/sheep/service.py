@@ -37,7 +37,7 @@ from schemas.runner import Run
 from schemas.status import ErrorInfo, InputFile, JobState
 from schemas.topology import Topology
 from services.common.broker import Broker, BrokerUnavailable
-from services.common.outages import MAX_RETRY_DELAY, until_store_answers
+from services.common.outages import until_store_answers
 from services.common.storage import Storage
 from services.sheep.admission import Admission, Attempt
 from services.sheep.announcer import Announcer
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 BROKER_TRIES = 3
 """Tries of a publish that RabbitMQ refuses for being away, waiting for it in between."""
+BROKER_WAIT = 30.0
+"""Seconds each of those waits gives RabbitMQ to come back (a restart takes about this)."""
 
 
 T = TypeVar("T")
@@ -387,13 +389,14 @@ class Sheep:
                 return await action()
             except BrokerUnavailable as exc:
                 log.warning("sheep %s: waiting for RabbitMQ to %s: %s", self.sheep_id, what, exc)
-                async with asyncio.timeout(MAX_RETRY_DELAY):
+                async with asyncio.timeout(BROKER_WAIT):
                     await self._broker.wait_connected()
         return await action()
 
     async def _wait_for_servers(self) -> None:
         """Return once the store answers and the broker is connected."""
-        await until_store_answers(self._storage, f"sheep {self.sheep_id}")
+        first = self._config.broker.reconnect_interval
+        await until_store_answers(self._storage, f"sheep {self.sheep_id}", first)
         await self._broker.wait_connected()
 
     def _set_current_job(self, job_id: str | None) -> None:

@@ -9,6 +9,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def test_the_runner_imports_none_of_the_services_libraries():
     libraries made unimportable: ``pip install '.[runner]'`` is enough for it."""
     blocker = f"""
 import sys
+import tomllib
 class Blocked:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {SERVICE_LIBRARIES!r}:
@@ -100,3 +102,18 @@ def test_runner_images_carry_the_base_dependencies():
     }
     assert base == {"pydantic", "pydantic-core", "pyzmq", "pyyaml"}
     assert base <= set(RUNNER_DISTRIBUTIONS)
+
+
+def test_the_lock_pins_every_declared_dependency():
+    """``make`` installs from requirements.lock, then Shepherd without its dependencies: one
+    declared in pyproject.toml but not locked would be missing (run ``make lock``)."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = declared["optional-dependencies"]
+    wanted = [*declared["dependencies"], *extras["services"], *extras["dev"], *extras["examples"]]
+    locked = {
+        line.split("==")[0].lower()
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    names = {re.split(r"[<>=!~; \[]", r, maxsplit=1)[0].lower() for r in wanted}
+    assert names - locked == set()

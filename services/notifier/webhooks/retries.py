@@ -19,9 +19,7 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 
 from schemas.topology import retry_delays_ms
-
-JITTER = 0.2
-"""The largest share of a step's delay taken off at random."""
+from services.common.outages import JITTER
 
 
 class Verdict(Enum):
