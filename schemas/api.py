@@ -15,6 +15,8 @@ def _absent(value: object) -> bool:
 
 
 class FieldError(BaseModel):
+    model_config = ConfigDict(extra="allow")  # nothing a handler says is dropped
+
     field: str = Field(description="The field, path parameter or header at fault.")
     message: str
 

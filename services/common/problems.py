@@ -10,6 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from schemas.api import Problem as ProblemBody
+
 PROBLEM_JSON = "application/problem+json"
 _TITLES = {
     400: "Bad request",
@@ -42,17 +44,19 @@ class Problem(Exception):
         self.extra = extra
 
     def response(self, instance: str | None = None) -> JSONResponse:
-        body = {
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
+        """The answer, as ``schemas.api.Problem`` documents it."""
+        body = ProblemBody(
+            title=self.title,
+            status=self.status,
+            detail=self.detail,
+            instance=instance or None,
             **self.extra,
-        }
-        if instance:
-            body["instance"] = instance
+        )
         return JSONResponse(
-            body, status_code=self.status, headers=self.headers, media_type=PROBLEM_JSON
+            body.model_dump(mode="json"),
+            status_code=self.status,
+            headers=self.headers,
+            media_type=PROBLEM_JSON,
         )
 
 
