@@ -53,13 +53,14 @@ CANCEL_TIMEOUT = 5.0
 STOP_GRACE = 5.0
 
 
-def decode(model: type[M], body: bytes, source: str, what: str) -> M | None:
-    """``body`` as ``model``; None, logged (``what``: the sentence that names the message)
-    and counted under ``source``, when it is not one."""
+def decode(model: type[M], body: bytes, source: str, what: str, *args: object) -> M | None:
+    """``body`` as ``model``; None, logged and counted under ``source``, when it is not one.
+    ``what % args`` names the message in the log line; it is formatted only then, so that
+    a valid message (every job's) costs nothing more than its validation."""
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        log.warning("%s: %s", what, format_validation_error(exc))
+        log.warning(f"{what}: %s", *args, format_validation_error(exc))
         reject(source, invalid_reason(exc))
         return None
 

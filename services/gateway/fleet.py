@@ -36,8 +36,8 @@ class Fleet:
             self._channel = None
 
     async def _on_state(self, message: AbstractIncomingMessage) -> None:
-        what = f"ignoring a malformed sheep announcement (routing key {message.routing_key})"
-        state = decode(SheepState, message.body, "sheep-state", what)
+        what = "ignoring a malformed sheep announcement (routing key %s)"
+        state = decode(SheepState, message.body, "sheep-state", what, message.routing_key)
         if state is not None:
             self.states[state.sheep_id] = state
 

@@ -115,7 +115,8 @@ class Intake:
                     f"callback_url refused: {callback.refused}",
                     errors=[{"field": "callback_url", "message": callback.refused}],
                 )
-            notes += [callback.note] if callback.note else []
+            if callback.note:
+                notes.append(callback.note)
         if not self.broker.connected:
             raise BrokerUnavailable(self.broker.outage)
         spec = JobSpec.from_request(request, datetime.now(UTC), self._carried_bytes)

@@ -174,7 +174,10 @@ class JobRoutes:
         status = 202 if declaration.outcome is Declared.NEW else 200
         state = await self._declared_state(declaration)
         links = job_links(request, job.job_id)
-        accepted = Accepted(job_id=job.job_id, state=state, links=links, notes=declaration.notes)
+        # Built from values validated already: no second validation on every submission.
+        accepted = Accepted.model_construct(
+            job_id=job.job_id, state=state, links=links, notes=declaration.notes
+        )
         return json_answer(accepted, status, headers={"Location": links["status"]})
 
     async def _declared_state(self, declaration: Declaration) -> JobState:

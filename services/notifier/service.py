@@ -58,6 +58,8 @@ from services.common.transitions import apply, replay
 
 log = logging.getLogger(__name__)
 
+_BAD_REPORT = "dead-lettering status report %s (routing key %s)"
+
 T = TypeVar("T")
 
 
@@ -208,13 +210,10 @@ class Notifier:
     def _report(self, message: AbstractIncomingMessage) -> StatusReport | None:
         """A status report, or a job's message: its ``queued`` report; None (logged and
         counted) for neither."""
-        what = (
-            f"dead-lettering status report {message.message_id or message.delivery_tag} "
-            f"(routing key {message.routing_key})"
-        )
+        named = (_BAD_REPORT, message.message_id or message.delivery_tag, message.routing_key)
         if message.exchange != self._names.jobs_exchange:
-            return decode(StatusReport, message.body, "status", what)
-        dispatch = decode(JobDispatch, message.body, "status", what)
+            return decode(StatusReport, message.body, "status", *named)
+        dispatch = decode(JobDispatch, message.body, "status", *named)
         if dispatch is None:
             return None
         return StatusReport.queued(dispatch, new_job=bool((message.headers or {}).get(NEW_JOB)))

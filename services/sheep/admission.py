@@ -81,8 +81,10 @@ class Admission:
 
     async def decode(self, message: AbstractIncomingMessage) -> Attempt | None:
         """The attempt a job message stands for; an invalid message is dead-lettered."""
-        what = f"sheep {self._sheep_id}: dead-lettering an invalid job message from "
-        dispatch = decode(JobDispatch, message.body, "jobs", what + str(message.routing_key))
+        what = "sheep %s: dead-lettering an invalid job message from %s"
+        dispatch = decode(
+            JobDispatch, message.body, "jobs", what, self._sheep_id, message.routing_key
+        )
         if dispatch is None:
             await settle(message, "dead-letter")
             return None
