@@ -29,8 +29,8 @@ from pydantic import SecretStr
 
 from bench.processes import ManagedProcess, alive, clean_environment, free_port
 from bench.servers import empty_bucket, management_port_url
+from schemas.broker_names import Names
 from schemas.config import BrokerConfig, StorageConfig
-from schemas.topology import Names
 from services import setup
 from services.setup import setup_broker, setup_storage
 

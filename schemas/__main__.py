@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from schemas import permissions
 from schemas.asyncapi import build_asyncapi
+from schemas.broker_names import Names
 from schemas.config import Config
 from schemas.events import JobEvent, JobRejectedEvent, SheepState, StatusReport
 from schemas.job import JobDispatch, JobRequest, JobSpec
@@ -25,7 +26,7 @@ from schemas.runner import RunnerMessage, SheepMessage
 from schemas.s3 import S3EventNotification
 from schemas.status import JobStatus
 from schemas.submission import SubmissionReply
-from schemas.topology import Names, build_topology, to_definitions
+from schemas.topology import build_topology, to_definitions
 
 EXPORTED: dict[str, type[BaseModel] | TypeAdapter] = {
     "job-request": JobRequest,

@@ -1,61 +1,37 @@
-"""Shepherd's AMQP interface as data: every address on an exchange that something publishes to,
-every queue that something consumes, and who does which. ``schemas.asyncapi`` builds the
-AsyncAPI document from these tables in loops; names come from :class:`Names` and exchange
-types from the topology, so a renamed queue or a changed exchange shows everywhere at once
-(``tests/unit/test_asyncapi.py`` checks that every exchange, queue and binding of the
-topology is described here).
+"""Who does what on Shepherd's AMQP interface: which service sends to each address of the
+topology and which consumes each queue (the channels themselves, their messages and
+descriptions are the topology's own, :mod:`schemas.topology`). ``schemas.asyncapi`` builds
+the AsyncAPI document's operations from these tables in loops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from schemas.asyncapi_messages import (
-    EVENT_KINDS,
-    KIND_SUMMARY,
-    camel,
-    event_channel,
-    event_message,
-)
-from schemas.events import CLOUDEVENT_TYPE_PREFIX, REJECTED, STATUS_KINDS
+from schemas.asyncapi_messages import EVENT_KINDS, camel, event_channel
+from schemas.events import REJECTED, STATUS_KINDS
 from schemas.status import JobState
-from schemas.submission import DEAD_LETTER_KEY
-from schemas.topology import DELIVER, GAVE_UP, HOLDER, Names
-from schemas.webhooks import GAVE_UP_KEY
+from schemas.topology import Address
 
-Text = Callable[[Names], str]
-"""A name or description of the namespace ``Names`` stands for."""
+SUBMISSION_REPLIES = Address(
+    "submissionReplies",
+    None,
+    ("submissionReply",),
+    "The reply_to queue a submission named, through the default exchange. Shepherd never "
+    "replies into queues of its namespace.",
+)
+"""The one address outside the topology: replies go through the default exchange."""
 
-SHEEP_ID = {"description": "A configured sheep id.", "examples": ["gpu0"]}
-RETRY_DELAY = {
-    "description": "A delay of notifier.webhook_retry_schedule, in milliseconds.",
-    "examples": ["5000"],
-}
 PARAMETERS: dict[str, dict[str, Any]] = {
-    "sheep_id": SHEEP_ID,
-    "delay_ms": RETRY_DELAY,
+    "sheep_id": {"description": "A configured sheep id.", "examples": ["gpu0"]},
+    "delay_ms": {
+        "description": "A delay of notifier.webhook_retry_schedule, in milliseconds.",
+        "examples": ["5000"],
+    },
     "state": {"description": "The job's new state, or progress.", "enum": list(STATUS_KINDS)},
 }
-
-
-@dataclass(frozen=True)
-class Channel:
-    """An address on an exchange (``exchange`` set: publishers need it) or a queue
-    (``exchange`` None: what a service consumes). ``{parameters}`` in the address vary."""
-
-    id: str
-    address: Text | None
-    messages: tuple[str, ...]
-    description: Text
-    exchange: Text | None = None
-
-    @property
-    def parameters(self) -> list[str]:
-        return (
-            [p for p in PARAMETERS if f"{{{p}}}" in self.address(Names())] if self.address else []
-        )
+"""The ``{parameters}`` of addresses and queue names."""
 
 
 @dataclass(frozen=True)
@@ -65,101 +41,6 @@ class Operation:
     channel: str
     summary: str
 
-
-def _on(exchange: Text, channel: str, key: str | None, messages: tuple[str, ...], text: Text):
-    return Channel(channel, (lambda _: key) if key else None, messages, text, exchange)
-
-
-def _queue(channel: str, queue: Text, messages: tuple[str, ...], text: Text) -> Channel:
-    return Channel(channel, queue, messages, text)
-
-
-EVERY_EVENT = tuple(event_message(kind) for kind in EVENT_KINDS)
-
-CHANNELS: list[Channel] = [
-    # -- addresses on exchanges -------------------------------------------------------------
-    _on(lambda n: n.submit_exchange, "submit", None, ("jobRequest",), lambda n: (
-        "Job requests from any AMQP client (fanout: the routing key is ignored). Handled "
-        "like POST /start-job; name reply_to (and correlation_id) to get the outcome.")),
-    _on(lambda n: "", "submissionReplies", None, ("submissionReply",), lambda n: (
-        "The reply_to queue a submission named, through the default exchange. Shepherd "
-        f"never replies into queues of its namespace ({n.namespace}.*).")),
-    _on(lambda n: n.jobs_exchange, "jobsForSheep", "sheep.{sheep_id}", ("jobDispatch",),
-        lambda n: "Queued jobs for one sheep."),
-    _on(lambda n: n.jobs_exchange, "jobsForPool", "pool", ("jobDispatch",),
-        lambda n: "Queued jobs for any sheep."),
-    _on(lambda n: n.storage_exchange, "storageEvents", None, ("s3Event",), lambda n: (
-        "MinIO's bucket notifications (fanout; MinIO's own routing key). Shared by every "
-        "namespace on the broker.")),
-    _on(lambda n: n.events_exchange, "statusReports", "status.{state}", ("statusReport",),
-        lambda n: ("Reports of what happened to a job, from the gateway and the sheep, for the "
-        "notifier only: subscribe to job.<kind> instead.")),
-    *(
-        _on(lambda n: n.events_exchange, event_channel(kind), f"job.{kind}",
-            (event_message(kind),), lambda n, kind=kind: (
-            f"CloudEvents {CLOUDEVENT_TYPE_PREFIX}{kind}: {KIND_SUMMARY[kind]} Published "
-            "once the status is durable; bind your own queue (job.# for all)."))
-        for kind in STATUS_KINDS
-    ),
-    _on(lambda n: n.events_exchange, event_channel(REJECTED), f"job.{REJECTED}",
-        (event_message(REJECTED),), lambda n: (
-        f"CloudEvents {CLOUDEVENT_TYPE_PREFIX}{REJECTED}: a submission on "
-        f"{n.submit_exchange} was refused. Not a job state: no status changes.")),
-    _on(lambda n: n.events_exchange, "sheepStates", "sheep.{sheep_id}", ("sheepState",),
-        lambda n: "What each sheep announces when its state changes and every few seconds."),
-    _on(lambda n: n.leases_exchange, "leases", None, ("leasedJob",), lambda n: (
-        f"Copies of running jobs (headers exchange, routed on {HOLDER}; the routing key "
-        "is the job's own, sheep.<id> or pool, for its return).")),
-    _on(lambda n: n.dead_letter_exchange, "deadLetters", None, ("deadLetter",),
-        lambda n: "Everything dead-lettered, under its original routing key."),
-    _on(lambda n: n.dead_letter_exchange, "gaveUp", GAVE_UP, ("jobDispatch",),
-        lambda n: "Jobs that ran out of deliveries."),
-    _on(lambda n: n.dead_letter_exchange, "rejectedSubmissions", DEAD_LETTER_KEY,
-        ("rejectedSubmission",),
-        lambda n: "Submissions Shepherd refused, as they arrived plus the reason in headers."),
-    # -- queues ------------------------------------------------------------------------------
-    _queue("submitQueue", lambda n: n.submit_queue, ("jobRequest",),
-           lambda n: f"Bound to {n.submit_exchange}; the gateways consume it."),
-    _queue("inputsQueue", lambda n: n.inputs_queue, ("s3Event",),
-           lambda n: f"Bound to {n.storage_exchange}; the gateways consume it."),
-    _queue("statusQueue", lambda n: n.status_queue, ("statusReport",), lambda n: (
-        f"Bound to {n.events_exchange} for status.#; one notifier consumes it at a time "
-        "(single active consumer).")),
-    _queue("poolQueue", lambda n: n.pool_queue, ("jobDispatch",),
-           lambda n: "Pool jobs; any idle sheep takes one."),
-    _queue("sheepQueue", lambda n: n.sheep_queue("{sheep_id}"), ("jobDispatch",),
-           lambda n: "Jobs for one sheep."),
-    _queue("leaseQueue", lambda n: n.lease_queue("{sheep_id}"), ("leasedJob",), lambda n: (
-        f"The job a sheep runs, renewed while it runs; expired, it returns to "
-        f"{n.jobs_exchange} under its routing key.")),
-    _queue("deadQueue", lambda n: n.dead_letter_queue,
-           ("deadLetter", "rejectedSubmission", "abandonedWebhookDelivery"),
-           lambda n: "Every dead letter, kept two weeks for inspection."),
-    _queue("gaveUpQueue", lambda n: n.gave_up_queue, ("jobDispatch",),
-           lambda n: "Jobs that ran out of deliveries; the notifier marks them failed."),
-    # -- webhooks and the event history ------------------------------------------------------
-    _queue("eventStream", lambda n: n.event_stream, EVERY_EVENT, lambda n: (
-        f"A RabbitMQ stream bound to {n.events_exchange} for job.#: the history of job "
-        "events, kept a day (1 GB at most), which GET /events and GET /jobs/{id}/events "
-        "replay from an offset.")),
-    _queue("webhookEventsQueue", lambda n: n.webhook_events_queue, EVERY_EVENT, lambda n: (
-        f"Bound to {n.events_exchange} for job.# by the notifier while webhooks are "
-        "configured; its webhook dispatcher consumes it.")),
-    _on(lambda n: n.webhooks_exchange, "webhookDeliveries", DELIVER, ("webhookDelivery",),
-        lambda n: "One job event for one receiver, due now."),
-    _queue("webhookDeliveriesQueue", lambda n: n.webhook_deliveries_queue, ("webhookDelivery",),
-           lambda n: "Deliveries due; the notifier's delivery workers POST them."),
-    _on(lambda n: n.webhooks_exchange, "webhookRetries", "retry.{delay_ms}ms",
-        ("webhookDelivery",),
-        lambda n: "A delivery to try again after a delay of the retry schedule."),
-    _queue("webhookRetryQueue", lambda n: f"{n.namespace}.webhook-retry.{{delay_ms}}ms",
-           ("webhookDelivery",), lambda n: (
-        f"Holds each delivery for its delay (its TTL), then dead-letters it to "
-        f"{n.webhooks_exchange} under {DELIVER}.")),
-    _on(lambda n: n.dead_letter_exchange, "webhookGaveUp", GAVE_UP_KEY,
-        ("abandonedWebhookDelivery",),
-        lambda n: "Deliveries given up after the last retry, or refused by their receiver."),
-]  # fmt: skip
 
 _TERMINAL = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 

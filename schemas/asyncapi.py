@@ -13,8 +13,10 @@ both, so there are two kinds of channel:
 * one per queue of the topology (``is: queue``): what Shepherd's services consume, and what
   the exchanges route to.
 
-The channels and operations are the tables of ``schemas.amqp_contract``, the messages those
-of ``schemas.asyncapi_messages``; this module only shapes them, in loops. Message payloads
+The channels, their messages and descriptions are the declarations of the topology
+(:meth:`Topology.documented`: each exchange's addresses, each queue and what it is bound to),
+the operations those of ``schemas.amqp_contract``, the messages those of
+``schemas.asyncapi_messages``; this module only shapes them, in loops. Message payloads
 are the pydantic models' JSON Schemas, under ``components.schemas``. The runner protocol
 (ZeroMQ) and HTTP are not AMQP and are described elsewhere: the JSON Schemas of
 ``python -m schemas export`` and the gateway's OpenAPI document.
@@ -26,14 +28,15 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from schemas.amqp_contract import CHANNELS, OPERATIONS, PARAMETERS, REPLIES, Channel, Operation
+from schemas.amqp_contract import OPERATIONS, PARAMETERS, REPLIES, SUBMISSION_REPLIES, Operation
 from schemas.asyncapi_messages import JSON, MODELS, messages
+from schemas.broker_names import Names
 from schemas.events import CLOUDEVENT_TYPE_PREFIX
-from schemas.topology import Names, build_topology
+from schemas.topology import Address, Binding, Queue, Topology
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
-_VHOST = "/"
+_DURABLE = {"durable": True, "autoDelete": False, "vhost": "/"}
 
 
 def _ref(*path: str) -> dict[str, str]:
@@ -44,8 +47,16 @@ def build_asyncapi(names: Names | None = None, broker_host: str = "127.0.0.1:567
     """The document for the namespace of ``names`` (``shepherd`` by default), whose broker
     listens at ``broker_host`` (host and port only: never credentials)."""
     names = names or Names()
-    exchange_types = {e.name: e.type for e in build_topology(names, delivery_limit=1).exchanges}
-    channels = {c.id: _channel(c, names, exchange_types) for c in CHANNELS}
+    topology = Topology.documented(names)
+    channels = {
+        address.channel: _address(address, exchange.name, exchange.type)
+        for exchange in topology.exchanges
+        for address in exchange.addresses
+    }
+    channels[SUBMISSION_REPLIES.channel] = _address(SUBMISSION_REPLIES, "", "default")
+    for queue in topology.queues:
+        bound = [b for b in topology.bindings if b.queue == queue.name]
+        channels[queue.channel] = _queue(queue, bound)
     _, definitions = models_json_schema(MODELS, ref_template="#/components/schemas/{model}")
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -74,22 +85,40 @@ def build_asyncapi(names: Names | None = None, broker_host: str = "127.0.0.1:567
     }
 
 
-def _channel(channel: Channel, names: Names, exchange_types: dict[str, str]) -> dict[str, Any]:
-    address = channel.address(names) if channel.address else None
-    if channel.exchange is None:
-        assert address is not None  # a queue always has its name
-        amqp: dict[str, Any] = {"is": "queue", "queue": {"name": address, "exclusive": False}}
-    else:
-        exchange = channel.exchange(names)
-        kind = exchange_types.get(exchange, "default")
-        amqp = {"is": "routingKey", "exchange": {"name": exchange, "type": kind}}
-    place = amqp["queue" if channel.exchange is None else "exchange"]
-    place.update({"durable": True, "autoDelete": False, "vhost": _VHOST})
-    parameters = {p: PARAMETERS[p] for p in channel.parameters}
+def _address(address: Address, exchange: str, kind: str) -> dict[str, Any]:
+    amqp = {"is": "routingKey", "exchange": {"name": exchange, "type": kind, **_DURABLE}}
+    return _shaped(address.routing_key, address.description, address.messages, amqp)
+
+
+def _queue(queue: Queue, bindings: list[Binding]) -> dict[str, Any]:
+    amqp = {"is": "queue", "queue": {"name": queue.name, "exclusive": False, **_DURABLE}}
+    description = " ".join([*_bound(bindings), queue.description])
+    return _shaped(queue.name, description, queue.messages, amqp)
+
+
+def _bound(bindings: list[Binding]) -> list[str]:
+    """What the bindings of a queue route to it, in words: one sentence per exchange and
+    reason."""
+    keys: dict[tuple[str, str], list[str]] = {}
+    for b in bindings:
+        matched = [f"{k} = {v}" for k, v in b.arguments.items() if k != "x-match"]
+        where = f" where {', '.join(matched)}" if matched else ""
+        why = f": {b.description}" if b.description else ""
+        keys.setdefault((b.exchange + where, why), []).extend(filter(None, [b.routing_key]))
+    return [
+        f"Bound to {source}{' for ' + ' and '.join(k) if k else ''}{why}."
+        for (source, why), k in keys.items()
+    ]
+
+
+def _shaped(
+    address: str | None, description: str, messages: tuple[str, ...], amqp: dict[str, Any]
+) -> dict[str, Any]:
+    parameters = {p: PARAMETERS[p] for p in PARAMETERS if f"{{{p}}}" in (address or "")}
     return {
         "address": address,
-        "description": channel.description(names),
-        "messages": {m: _ref("components", "messages", m) for m in channel.messages},
+        "description": description,
+        "messages": {m: _ref("components", "messages", m) for m in messages},
         **({"parameters": parameters} if parameters else {}),
         "bindings": {"amqp": {**amqp, "bindingVersion": AMQP_BINDING_VERSION}},
     }

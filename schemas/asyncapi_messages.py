@@ -8,6 +8,7 @@ from typing import Any, get_args
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
+from schemas.broker_names import ATTEMPTS, HOLDER
 from schemas.events import (
     CLOUDEVENT_TYPE_PREFIX,
     CLOUDEVENTS_CONTENT_TYPE,
@@ -24,7 +25,6 @@ from schemas.job import JobDispatch, JobRequest
 from schemas.s3 import S3EventNotification
 from schemas.status import JobState
 from schemas.submission import REJECTION_DETAIL_HEADER, REJECTION_HEADER, SubmissionReply
-from schemas.topology import ATTEMPTS, HOLDER
 from schemas.webhooks import ATTEMPT_HEADER, REASON_HEADER, WebhookDelivery
 
 JSON = "application/json"

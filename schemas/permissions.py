@@ -35,7 +35,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from schemas.topology import Names
+from schemas.broker_names import Names
 
 Role = Literal["services", "storage", "subscriber", "submitter"]
 ROLES: tuple[Role, ...] = ("services", "storage", "subscriber", "submitter")

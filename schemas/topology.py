@@ -1,22 +1,10 @@
-"""The broker topology, declared once as data.
+"""The broker topology, declared once as data, each exchange, queue and binding with what flows
+through it and why.
 
-The same description is declared by the services at start-up (idempotently, over AMQP) and
-exported to ``deploy/rabbitmq/definitions.json``, which RabbitMQ loads at boot. Names are the
-contract other-language clients rely on:
-
-==========================  =======  =================================================
-exchange                    type     what flows
-==========================  =======  =================================================
-``<ns>.submit``             fanout   job requests from any AMQP client
-``<ns>.jobs``               direct   queued jobs: ``sheep.<id>`` or ``pool``; also
-                                     to ``<ns>.status``: a job's message is its
-                                     ``queued`` report
-``shepherd.storage``        fanout   S3 event notifications from MinIO
-``<ns>.events``             topic    ``status.<state>`` reports, ``job.<state>`` events
-``<ns>.leases``             headers  the job each sheep is running (see below)
-``<ns>.dlx``                topic    dead letters of every Shepherd queue
-``<ns>.webhooks``           direct   webhook deliveries: ``deliver``, ``retry.<ms>ms``
-==========================  =======  =================================================
+The same declarations are made by the services at start-up (idempotently, over AMQP),
+exported to ``deploy/rabbitmq/definitions.json``, which RabbitMQ loads at boot, and shaped
+into the AsyncAPI document (:mod:`schemas.asyncapi`), which takes every channel, message and
+description from here. Names are in :mod:`schemas.broker_names`.
 
 Leases. A sheep acks a job as soon as it has parked a copy of it in its lease queue
 ``<ns>.lease.<sheep>`` (through ``<ns>.leases``, which keeps the job's routing key), and
@@ -52,24 +40,51 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
+from schemas import queue_arguments as arguments
+from schemas.asyncapi_messages import EVENT_KINDS, KIND_SUMMARY, event_channel, event_message
+from schemas.broker_names import DELIVER, GAVE_UP, HOLDER, Names, retry_routing_key
+from schemas.events import CLOUDEVENT_TYPE_PREFIX, REJECTED
+from schemas.submission import DEAD_LETTER_KEY
+from schemas.webhooks import DEFAULT_RETRY_SCHEDULE, GAVE_UP_KEY
 
 if TYPE_CHECKING:
     from schemas.config import Config
 
 ExchangeType = Literal["direct", "fanout", "topic", "headers"]
 
+#: Placeholders of the documented topology (:meth:`Topology.documented`).
+SHEEP_ID = "{sheep_id}"
+DELAY_MS = "{delay_ms}"
+
+
+@dataclass(frozen=True)
+class Address:
+    """A routing key publishers use on an exchange (None where it plays no part), the
+    messages sent with it and what they are for; ``channel`` is its AsyncAPI channel id."""
+
+    channel: str
+    routing_key: str | None
+    messages: tuple[str, ...]
+    description: str
+
 
 @dataclass(frozen=True)
 class Exchange:
     name: str
     type: ExchangeType
+    addresses: tuple[Address, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
 class Queue:
+    """A queue; ``channel``, ``messages`` and ``description`` say what it holds and who
+    consumes it."""
+
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    channel: str = field(default="", compare=False)
+    messages: tuple[str, ...] = field(default=(), compare=False)
+    description: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,8 @@ class Binding:
     queue: str
     routing_key: str = ""
     arguments: dict[str, Any] = field(default_factory=dict)
+    description: str = field(default="", compare=False)
+    """Why the queue is bound, where its own description does not say."""
 
 
 @dataclass(frozen=True)
@@ -107,193 +124,17 @@ class Topology:
             config.notifier.webhook_retry_schedule,
         )
 
-
-@dataclass(frozen=True)
-class Names:
-    """Every exchange and queue name of one namespace (``shepherd`` unless configured)."""
-
-    namespace: str = "shepherd"
-    storage_exchange: str = "shepherd.storage"
-
     @classmethod
-    def for_config(cls, config: Config) -> Names:
-        return cls(config.broker.namespace, config.storage.notification_exchange)
-
-    @property
-    def submit_exchange(self) -> str:
-        return f"{self.namespace}.submit"
-
-    @property
-    def jobs_exchange(self) -> str:
-        return f"{self.namespace}.jobs"
-
-    @property
-    def events_exchange(self) -> str:
-        return f"{self.namespace}.events"
-
-    @property
-    def dead_letter_exchange(self) -> str:
-        return f"{self.namespace}.dlx"
-
-    @property
-    def leases_exchange(self) -> str:
-        return f"{self.namespace}.leases"
-
-    @property
-    def webhooks_exchange(self) -> str:
-        return f"{self.namespace}.webhooks"
-
-    @property
-    def submit_queue(self) -> str:
-        return f"{self.namespace}.submit"
-
-    @property
-    def inputs_queue(self) -> str:
-        return f"{self.namespace}.inputs"
-
-    @property
-    def status_queue(self) -> str:
-        return f"{self.namespace}.status"
-
-    @property
-    def pool_queue(self) -> str:
-        return f"{self.namespace}.pool"
-
-    @property
-    def dead_letter_queue(self) -> str:
-        return f"{self.namespace}.dead"
-
-    @property
-    def gave_up_queue(self) -> str:
-        return f"{self.namespace}.gave-up"
-
-    @property
-    def event_stream(self) -> str:
-        return f"{self.namespace}.event-stream"
-
-    @property
-    def webhook_events_queue(self) -> str:
-        return f"{self.namespace}.webhook-events"
-
-    @property
-    def webhook_deliveries_queue(self) -> str:
-        return f"{self.namespace}.webhook-deliveries"
-
-    def webhook_retry_queue(self, delay_ms: int) -> str:
-        return f"{self.namespace}.webhook-retry.{delay_ms}ms"
-
-    def sheep_queue(self, sheep_id: str) -> str:
-        return f"{self.namespace}.sheep.{sheep_id}"
-
-    def lease_queue(self, sheep_id: str) -> str:
-        return f"{self.namespace}.lease.{sheep_id}"
-
-    @staticmethod
-    def job_routing_key(sheep_id: str | None) -> str:
-        return f"sheep.{sheep_id}" if sheep_id else "pool"
-
-
-def _quorum(names: Names, delivery_limit: int | None = None) -> dict[str, Any]:
-    """Replicated, durable queues whose rejected or over-delivered messages are dead-lettered
-    at-least-once (the dead-letter copy is confirmed before the original is dropped)."""
-    arguments: dict[str, Any] = {
-        "x-queue-type": "quorum",
-        "x-dead-letter-exchange": names.dead_letter_exchange,
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
-    }
-    if delivery_limit is not None:
-        arguments["x-delivery-limit"] = delivery_limit
-    return arguments
-
-
-GAVE_UP = "gave-up"
-"""Dead-letter routing key of jobs: they also reach ``<ns>.gave-up``, to be marked failed."""
-HOLDER = "shepherd-holder"
-"""Header naming the sheep a lease copy belongs to; ``<ns>.leases`` routes on it."""
-ATTEMPTS = "shepherd-attempts"
-"""Header counting the attempts a job had before it went back to a queue."""
-REDISPATCHED = "shepherd-redispatched"
-"""Header of a job published again by a gateway recovering its pending jobs: it may have
-run already, so its sheep checks its status first."""
-NEW_JOB = "shepherd-new-job"
-"""Header of a job queued by the declaration that created it: no status can exist yet, so
-the notifier need not look one up."""
-
-
-def job_queue(names: Names, name: str, delivery_limit: int) -> Queue:
-    """A queue of jobs (the pool or one sheep's): bounded redeliveries, then dead-lettered."""
-    return Queue(name, {**_quorum(names, delivery_limit), "x-dead-letter-routing-key": GAVE_UP})
-
-
-def lease_queue(names: Names, sheep_id: str) -> Queue:
-    """Where a sheep parks the job it runs; expired copies go back to ``<ns>.jobs`` under
-    the routing key they were parked with."""
-    return Queue(
-        names.lease_queue(sheep_id),
-        {
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": names.jobs_exchange,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        },
-    )
-
-
-EVENT_STREAM_RETENTION: dict[str, Any] = {
-    "x-max-age": "1D",
-    "x-max-length-bytes": 1_000_000_000,
-    # Retention drops whole segments: smaller ones than the default 500 MB keep the size
-    # bound close to what it says.
-    "x-stream-max-segment-size-bytes": 50_000_000,
-}
-"""How long ``<ns>.event-stream`` keeps events: a day, and 1 GB at most (about a million
-events), whichever is reached first. A client away for longer misses what was dropped. Queue
-arguments cannot change once declared: a new retention needs the stream deleted first."""
-
-
-def event_stream(names: Names) -> Queue:
-    """The history of job events that live streams replay from (see the module docstring)."""
-    return Queue(names.event_stream, {"x-queue-type": "stream", **EVENT_STREAM_RETENTION})
-
-
-DELIVER = "deliver"
-"""Routing key of webhook deliveries due now, on ``<ns>.webhooks``."""
+    def documented(cls, names: Names) -> Topology:
+        """The topology of any configuration, as documents show it: one sheep queue named
+        ``{sheep_id}`` and one retry queue ``{delay_ms}`` standing for them all."""
+        return _declare(names, 1, [SHEEP_ID], [DELAY_MS])
 
 
 def retry_delays_ms(schedule: Sequence[float]) -> list[int]:
     """The distinct delays of a webhook retry schedule, in milliseconds, shortest first: one
     retry queue each."""
     return sorted({max(1, round(seconds * 1000)) for seconds in schedule})
-
-
-def retry_routing_key(delay_ms: int) -> str:
-    return f"retry.{delay_ms}ms"
-
-
-def webhook_queues(names: Names, delivery_limit: int, schedule: Sequence[float]) -> list[Queue]:
-    """The dispatcher's feed of job events, the deliveries due, and one retry queue per delay
-    of the schedule. A retry queue holds each message for its TTL (or the message's own,
-    shorter expiration: jitter, Retry-After) and then dead-letters it back to the deliveries:
-    a retry waits in RabbitMQ, not in a process, and never longer than its queue's TTL."""
-    return [
-        Queue(names.webhook_events_queue, _quorum(names, delivery_limit)),
-        Queue(names.webhook_deliveries_queue, _quorum(names, delivery_limit)),
-        *(
-            Queue(
-                names.webhook_retry_queue(delay),
-                {
-                    "x-queue-type": "quorum",
-                    "x-message-ttl": delay,
-                    "x-dead-letter-exchange": names.webhooks_exchange,
-                    "x-dead-letter-routing-key": DELIVER,
-                    "x-dead-letter-strategy": "at-least-once",
-                    "x-overflow": "reject-publish",
-                },
-            )
-            for delay in retry_delays_ms(schedule)
-        ),
-    ]
 
 
 def webhook_events_binding(names: Names) -> Binding:
@@ -304,74 +145,21 @@ def webhook_events_binding(names: Names) -> Binding:
 def build_topology(
     names: Names,
     delivery_limit: int,
-    sheep_ids: list[str] = (),
+    sheep_ids: Sequence[str] = (),
     webhook_retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE,
 ) -> Topology:
     """Everything a namespace needs; sheep queues for the sheep named here, webhook retry
     queues for the delays of ``webhook_retry_schedule``."""
-    jobs = [job_queue(names, names.pool_queue, delivery_limit)] + [
-        job_queue(names, names.sheep_queue(s), delivery_limit) for s in sheep_ids
-    ]
-    leases = [lease_queue(names, s) for s in sheep_ids]
-    dead = Queue(names.dead_letter_queue, {"x-queue-type": "quorum"})
-    gave_up = Queue(names.gave_up_queue, {"x-queue-type": "quorum"})
-    status = Queue(
-        names.status_queue, {**_quorum(names, delivery_limit), "x-single-active-consumer": True}
-    )
+    return _declare(names, delivery_limit, sheep_ids, retry_delays_ms(webhook_retry_schedule))
+
+
+def _declare(
+    names: Names, delivery_limit: int, sheep_ids: Sequence[str], delays: Sequence[int | str]
+) -> Topology:
     return Topology(
-        exchanges=[
-            Exchange(names.submit_exchange, "fanout"),
-            Exchange(names.jobs_exchange, "direct"),
-            Exchange(names.storage_exchange, "fanout"),
-            Exchange(names.events_exchange, "topic"),
-            Exchange(names.leases_exchange, "headers"),
-            Exchange(names.dead_letter_exchange, "topic"),
-            Exchange(names.webhooks_exchange, "direct"),
-        ],
-        queues=[
-            Queue(names.submit_queue, _quorum(names, delivery_limit)),
-            Queue(names.inputs_queue, _quorum(names, delivery_limit)),
-            status,
-            *jobs,
-            *leases,
-            dead,
-            gave_up,
-            event_stream(names),
-            *webhook_queues(names, delivery_limit, webhook_retry_schedule),
-        ],
-        bindings=[
-            Binding(names.submit_exchange, names.submit_queue),
-            Binding(names.storage_exchange, names.inputs_queue),
-            Binding(names.events_exchange, names.status_queue, "status.#"),
-            Binding(names.events_exchange, names.event_stream, "job.#"),
-            Binding(names.jobs_exchange, names.pool_queue, Names.job_routing_key(None)),
-            *(
-                Binding(names.jobs_exchange, names.sheep_queue(s), Names.job_routing_key(s))
-                for s in sheep_ids
-            ),
-            # Every queued job reaches the notifier too, as its "queued" report: one message
-            # queues the job and reports it, and the report is in the status queue before the
-            # sheep's "running" can be.
-            *(
-                Binding(names.jobs_exchange, names.status_queue, Names.job_routing_key(s))
-                for s in [None, *sheep_ids]
-            ),
-            *(
-                Binding(
-                    names.leases_exchange,
-                    names.lease_queue(s),
-                    arguments={"x-match": "all", HOLDER: s},
-                )
-                for s in sheep_ids
-            ),
-            Binding(names.dead_letter_exchange, names.dead_letter_queue, "#"),
-            Binding(names.dead_letter_exchange, names.gave_up_queue, GAVE_UP),
-            Binding(names.webhooks_exchange, names.webhook_deliveries_queue, DELIVER),
-            *(
-                Binding(names.webhooks_exchange, names.webhook_retry_queue(d), retry_routing_key(d))
-                for d in retry_delays_ms(webhook_retry_schedule)
-            ),
-        ],
+        exchanges=_exchanges(names),
+        queues=_queues(names, delivery_limit, sheep_ids, delays),
+        bindings=_bindings(names, sheep_ids, delays),
         policies=[
             # Dead letters are kept two weeks for inspection, then expire.
             Policy(
@@ -381,6 +169,153 @@ def build_topology(
             ),
         ],
     )
+
+
+def _exchanges(n: Names) -> list[Exchange]:
+    events = tuple(
+        Address(
+            event_channel(kind),
+            f"job.{kind}",
+            (event_message(kind),),
+            f"CloudEvents {CLOUDEVENT_TYPE_PREFIX}{kind}: {KIND_SUMMARY[kind]} Published "
+            "once the status is durable; bind your own queue (job.# for all).",
+        )
+        for kind in EVENT_KINDS
+        if kind != REJECTED
+    )
+    return [
+        Exchange(n.submit_exchange, "fanout", (
+            Address("submit", None, ("jobRequest",),
+                "Job requests from any AMQP client (fanout: the routing key is ignored). "
+                "Handled like POST /start-job; name reply_to (and correlation_id) to get the "
+                "outcome."),
+        )),
+        Exchange(n.jobs_exchange, "direct", (
+            Address("jobsForSheep", f"sheep.{SHEEP_ID}", ("jobDispatch",),
+                "Queued jobs for one sheep."),
+            Address("jobsForPool", "pool", ("jobDispatch",), "Queued jobs for any sheep."),
+        )),
+        Exchange(n.storage_exchange, "fanout", (
+            Address("storageEvents", None, ("s3Event",),
+                "MinIO's bucket notifications (fanout; MinIO's own routing key). Shared by "
+                "every namespace on the broker."),
+        )),
+        Exchange(n.events_exchange, "topic", (
+            Address("statusReports", "status.{state}", ("statusReport",),
+                "Reports of what happened to a job, from the gateway and the sheep, for the "
+                "notifier only: subscribe to job.<kind> instead."),
+            *events,
+            Address(event_channel(REJECTED), f"job.{REJECTED}", (event_message(REJECTED),),
+                f"CloudEvents {CLOUDEVENT_TYPE_PREFIX}{REJECTED}: a submission on "
+                f"{n.submit_exchange} was refused. Not a job state: no status changes."),
+            Address("sheepStates", f"sheep.{SHEEP_ID}", ("sheepState",),
+                "What each sheep announces when its state changes and every few seconds."),
+        )),
+        Exchange(n.leases_exchange, "headers", (
+            Address("leases", None, ("leasedJob",),
+                f"Copies of running jobs (headers exchange, routed on {HOLDER}; the routing "
+                "key is the job's own, sheep.<id> or pool, for its return)."),
+        )),
+        Exchange(n.dead_letter_exchange, "topic", (
+            Address("deadLetters", None, ("deadLetter",),
+                "Everything dead-lettered, under its original routing key."),
+            Address("gaveUp", GAVE_UP, ("jobDispatch",), "Jobs that ran out of deliveries."),
+            Address("rejectedSubmissions", DEAD_LETTER_KEY, ("rejectedSubmission",),
+                "Submissions Shepherd refused, as they arrived plus the reason in headers."),
+            Address("webhookGaveUp", GAVE_UP_KEY, ("abandonedWebhookDelivery",),
+                "Deliveries given up after the last retry, or refused by their receiver."),
+        )),
+        Exchange(n.webhooks_exchange, "direct", (
+            Address("webhookDeliveries", DELIVER, ("webhookDelivery",),
+                "One job event for one receiver, due now."),
+            Address("webhookRetries", retry_routing_key(DELAY_MS), ("webhookDelivery",),
+                "A delivery to try again after a delay of the retry schedule."),
+        )),
+    ]  # fmt: skip
+
+
+def _queues(
+    n: Names, delivery_limit: int, sheep_ids: Sequence[str], delays: Sequence[int | str]
+) -> list[Queue]:
+    every_event = tuple(event_message(kind) for kind in EVENT_KINDS)
+    jobs = arguments.job_queue(n, delivery_limit)
+    return [
+        Queue(n.submit_queue, arguments.quorum(n, delivery_limit), "submitQueue",
+            ("jobRequest",), "The gateways consume it."),
+        Queue(n.inputs_queue, arguments.quorum(n, delivery_limit), "inputsQueue",
+            ("s3Event",), "The gateways consume it."),
+        Queue(n.status_queue,
+            {**arguments.quorum(n, delivery_limit), "x-single-active-consumer": True},
+            "statusQueue", ("statusReport",),
+            "One notifier consumes it at a time (single active consumer)."),
+        Queue(n.pool_queue, jobs, "poolQueue", ("jobDispatch",),
+            "Pool jobs; any idle sheep takes one."),
+        *(
+            Queue(n.sheep_queue(s), jobs, "sheepQueue", ("jobDispatch",), "Jobs for one sheep.")
+            for s in sheep_ids
+        ),
+        *(
+            Queue(n.lease_queue(s), arguments.lease_queue(n), "leaseQueue", ("leasedJob",),
+                "The job a sheep runs, renewed while it runs; expired, it returns to "
+                f"{n.jobs_exchange} under its routing key.")
+            for s in sheep_ids
+        ),
+        Queue(n.dead_letter_queue, {"x-queue-type": "quorum"}, "deadQueue",
+            ("deadLetter", "rejectedSubmission", "abandonedWebhookDelivery"),
+            "Every dead letter, kept two weeks for inspection."),
+        Queue(n.gave_up_queue, {"x-queue-type": "quorum"}, "gaveUpQueue", ("jobDispatch",),
+            "Jobs that ran out of deliveries; the notifier marks them failed."),
+        Queue(n.event_stream, arguments.event_stream(), "eventStream", every_event,
+            "A RabbitMQ stream: the history of job events, kept a day (1 GB at most), which "
+            "GET /events and GET /jobs/{id}/events replay from an offset."),
+        Queue(n.webhook_events_queue, arguments.quorum(n, delivery_limit), "webhookEventsQueue",
+            every_event,
+            f"Bound to {n.events_exchange} for job.# by the notifier while webhooks are "
+            "configured; its webhook dispatcher consumes it."),
+        Queue(n.webhook_deliveries_queue, arguments.quorum(n, delivery_limit),
+            "webhookDeliveriesQueue", ("webhookDelivery",),
+            "Deliveries due; the notifier's delivery workers POST them."),
+        *(
+            Queue(n.webhook_retry_queue(d), arguments.retry_queue(n, d), "webhookRetryQueue",
+                ("webhookDelivery",),
+                f"Holds each delivery for its delay (its TTL), then dead-letters it to "
+                f"{n.webhooks_exchange} under {DELIVER}: a retry waits in RabbitMQ, not in "
+                "a process.")
+            for d in delays
+        ),
+    ]  # fmt: skip
+
+
+def _bindings(n: Names, sheep_ids: Sequence[str], delays: Sequence[int | str]) -> list[Binding]:
+    return [
+        Binding(n.submit_exchange, n.submit_queue),
+        Binding(n.storage_exchange, n.inputs_queue),
+        Binding(n.events_exchange, n.status_queue, "status.#"),
+        Binding(n.events_exchange, n.event_stream, "job.#"),
+        Binding(n.jobs_exchange, n.pool_queue, Names.job_routing_key(None)),
+        *(
+            Binding(n.jobs_exchange, n.sheep_queue(s), Names.job_routing_key(s))
+            for s in sheep_ids
+        ),
+        *(
+            Binding(n.jobs_exchange, n.status_queue, Names.job_routing_key(s),
+                description="every queued job reaches the notifier too, as its queued "
+                "report: one message queues the job and reports it, and the report is in "
+                "the status queue before the sheep's running can be")
+            for s in [None, *sheep_ids]
+        ),
+        *(
+            Binding(n.leases_exchange, n.lease_queue(s), arguments={"x-match": "all", HOLDER: s})
+            for s in sheep_ids
+        ),
+        Binding(n.dead_letter_exchange, n.dead_letter_queue, "#"),
+        Binding(n.dead_letter_exchange, n.gave_up_queue, GAVE_UP),
+        Binding(n.webhooks_exchange, n.webhook_deliveries_queue, DELIVER),
+        *(
+            Binding(n.webhooks_exchange, n.webhook_retry_queue(d), retry_routing_key(d))
+            for d in delays
+        ),
+    ]  # fmt: skip
 
 
 def to_definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:

@@ -17,8 +17,9 @@ from typing import Protocol
 
 import uvicorn
 
+from schemas.broker_names import Names
 from schemas.config import Config
-from schemas.topology import Names, Topology
+from schemas.topology import Topology
 from services.common.broker import Broker
 from services.common.storage import Storage
 

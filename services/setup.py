@@ -18,8 +18,9 @@ from minio import Minio
 from minio.notificationconfig import NotificationConfig, PrefixFilterRule, QueueConfig
 from pydantic import SecretStr
 
+from schemas.broker_names import Names
 from schemas.config import BrokerConfig, StorageConfig
-from schemas.topology import Names, build_topology
+from schemas.topology import build_topology
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
 from services.common.broker import Broker
 

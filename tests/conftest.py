@@ -14,8 +14,9 @@ import httpx
 import pytest
 from minio import Minio
 
+from schemas.broker_names import Names
 from schemas.config import Config
-from schemas.topology import Names, Topology
+from schemas.topology import Topology
 from services.common.broker import Broker
 from services.setup import delete_namespace, setup_storage
 from tests.support.servers import Servers, build_config, find_servers

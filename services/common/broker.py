@@ -1,10 +1,10 @@
 """RabbitMQ plumbing shared by every service: one robust connection, confirmed publishes,
-topology declaration, and consumers that never die on a bad message.
+topology declaration, and the channels consumers read from (:mod:`services.common.consumer`).
 
     broker = await Broker.connect(config.broker, names)
-    await broker.declare(build_topology(names, delivery_limit=5))
+    await broker.declare(Topology.for_config(config))
     await broker.publish(names.events_exchange, report.routing_key, report)
-    await broker.consume(names.status_queue, handle, prefetch=64)
+    channel, queue = await broker.open_queue(names.status_queue, prefetch=64)
 
 While RabbitMQ is unreachable the connection reconnects every ``reconnect_interval`` seconds
 and then restores every channel, queue, binding and consumer declared through it;
@@ -17,28 +17,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aio_pika
 from aio_pika.abc import (
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
     AbstractRobustExchange,
+    AbstractRobustQueue,
     HeadersType,
 )
 from pydantic import BaseModel
 
+from schemas.broker_names import Names
 from schemas.config import BrokerConfig
-from schemas.topology import Binding, Names, Topology
-from services.common.metrics import reject
+from schemas.topology import Binding, Topology
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 JSON = "application/json"
 
 
@@ -54,7 +52,6 @@ class Broker:
     publish_timeout: float
     """Seconds a publish may wait for the broker's confirm before it fails."""
     _exchanges: dict[str, AbstractRobustExchange] = field(default_factory=dict)
-    _consumer_channels: list[AbstractRobustChannel] = field(default_factory=list)
     _lost: str | None = None
     _up: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -187,51 +184,28 @@ class Broker:
                 f"{self.publish_timeout:g} s"
             ) from None
 
-    async def listen(
-        self, routing_keys: list[str], handler: Handler, *, prefetch: int = 64
-    ) -> AbstractRobustChannel:
-        """Deliver the events matching ``routing_keys`` to ``handler`` on an exclusive queue
-        that lives as long as this connection (a reconnected channel declares it anew: what
-        was published in between is missed). Each message is acked once the handler
-        returns; the channel is returned for the caller to close. The queue is named in the
-        namespace, where the services' broker user may declare queues."""
+    async def open_queue(
+        self, name: str, prefetch: int
+    ) -> tuple[AbstractRobustChannel, AbstractRobustQueue]:
+        """The topology's queue ``name`` on a channel of its own, to consume (see
+        :mod:`services.common.consumer`)."""
+        channel = await self.connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        # A passive declare registers the queue with the robust channel, so the consumer is
+        # restored after a reconnect (``get_queue(ensure=False)`` is not, and goes silent).
+        return channel, await channel.declare_queue(name, passive=True)
+
+    async def open_subscription(
+        self, routing_keys: tuple[str, ...], prefetch: int
+    ) -> tuple[AbstractRobustChannel, AbstractRobustQueue]:
+        """A private queue of the events matching ``routing_keys``, on a channel of its own:
+        it lives as long as this connection (a reconnected channel declares it anew, and
+        what was published in between is missed). It is named in the namespace, where the
+        services' broker user may declare queues."""
         channel = await self.connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
         name = f"{self.names.namespace}.listener.{uuid.uuid4().hex}"
         queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         for key in routing_keys:
             await queue.bind(self.names.events_exchange, key)
-
-        async def acking(message: AbstractIncomingMessage) -> None:
-            async with message.process(ignore_processed=True):
-                await handler(message)
-
-        await queue.consume(acking)
-        return channel
-
-    async def consume(
-        self, queue_name: str, handler: Handler, *, prefetch: int, consumer_tag: str | None = None
-    ) -> tuple[AbstractRobustChannel, str]:
-        """Deliver messages to ``handler`` on a channel of their own.
-
-        The handler owns ack/nack. If it raises, the message is rejected to the dead-letter
-        exchange with a log line, and the consumer carries on.
-        """
-        channel = await self.connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=prefetch)
-        # A passive declare registers the queue with the robust channel, so the consumer is
-        # restored after a reconnect (``get_queue(ensure=False)`` is not, and goes silent).
-        queue = await channel.declare_queue(queue_name, passive=True)
-
-        async def guarded(message: AbstractIncomingMessage) -> None:
-            try:
-                await handler(message)
-            except Exception:
-                log.exception("handler for %s failed; dead-lettering the message", queue_name)
-                if not message.processed:
-                    reject(queue_name.removeprefix(f"{self.names.namespace}."), "error")
-                    await message.reject(requeue=False)
-
-        tag = await queue.consume(guarded, consumer_tag=consumer_tag)
-        self._consumer_channels.append(channel)
-        return channel, tag
+        return channel, queue

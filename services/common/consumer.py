@@ -1,5 +1,5 @@
-"""One way to consume a queue: each message decoded into its pydantic model, the handler given
-the model, what it decides settled, and an orderly stop.
+"""One way to consume: each message decoded into its pydantic model, the handler given the
+model, what it decides settled, and an orderly stop.
 
     consumer = TypedConsumer(
         broker, names.gave_up_queue, JobDispatch, self._fail,
@@ -8,7 +8,7 @@ the model, what it decides settled, and an orderly stop.
     )
     await consumer.start()
 
-    async def _fail(self, dispatch: JobDispatch, _: AbstractIncomingMessage) -> Settlement:
+    async def _fail(self, dispatch: JobDispatch, _: AbstractIncomingMessage) -> Outcome:
         ...                                   # only the handling
         return "ack"
 
@@ -17,15 +17,21 @@ A message that does not decode is logged with what is wrong, counted in
 for all (``bad_input``: ``"dead-letter"`` keeps it in ``<ns>.dead``, ``"ack"`` drops it). A
 handler that raises gets its message dead-lettered and counted as ``error``; one that raises
 :class:`~services.common.outages.Abandoned` (its channel closed during an outage) leaves it to
-the broker, which redelivers it.
+the broker, which redelivers it. A handler that keeps the message, to settle it itself once
+its work is done (a sheep's job, a batch of status reports), answers :data:`KEPT` and hands
+that work to :meth:`QueueConsumer.track`.
 
-Stopping cancels the consumer, gives the handlers in hand ``grace`` seconds, cancels the rest
-and closes the channel: what was not settled goes back to the queue.
+The queue is one of the topology's (a name), or a private one bound to the events exchange
+that lives as long as the connection (:class:`Subscription`: what a listener hears while it
+is down is missed). :meth:`~QueueConsumer.pause` and :meth:`~QueueConsumer.resume` stop and
+restart deliveries on the same channel, whose kept messages can still be settled meanwhile.
+
+Stopping cancels the consumer, gives the work in hand ``grace`` seconds, cancels the rest and
+closes the channel: what was not settled goes back to the queue.
 
 A consumer of raw bytes (AMQP submissions: content type, size, then JSON) is a
-:class:`QueueConsumer`, the same without the decoding. Consumers of events rather than of a
-queue of their own (listeners, the event history) use :func:`decode` for the same decoding,
-logging and counting.
+:class:`QueueConsumer`, the same without the decoding. A reader of the event stream (the
+event history) uses :func:`decode` for the same decoding, logging and counting.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, Generic, Literal, TypeVar
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import BaseModel, ValidationError
 
 from schemas.errors import format_validation_error
@@ -47,10 +54,16 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
-#: Seconds a stopping consumer waits for the broker to cancel it (it may be unreachable).
-CANCEL_TIMEOUT = 5.0
-#: Seconds a stopping consumer gives the handlers in hand by default.
+#: Seconds a clean-up step with the broker gets (cancelling a consumer, closing a channel):
+#: RabbitMQ may be unreachable, and what a dead channel held goes back to its queue anyway.
+BROKER_STEP_TIMEOUT = 5.0
+#: Seconds a stopping consumer gives the work in hand by default.
 STOP_GRACE = 5.0
+#: A handler's answer when it keeps the message, to settle it itself later.
+KEPT: Final = "kept"
+
+Outcome = Settlement | Literal["kept"]
+Handler = Callable[[AbstractIncomingMessage], Awaitable[Outcome]]
 
 
 def decode(model: type[M], body: bytes, source: str, what: str, *args: object) -> M | None:
@@ -65,36 +78,31 @@ def decode(model: type[M], body: bytes, source: str, what: str, *args: object) -
         return None
 
 
-async def wind_down(
-    channel: AbstractRobustChannel,
-    queue: str,
-    tag: str,
-    in_flight: set[asyncio.Task[Any]],
-    grace: float,
-) -> None:
-    """The orderly stop of a consumer: no new deliveries, ``grace`` seconds for the work in
-    ``in_flight``, the rest cancelled. The caller closes the channel, which puts back what
-    was not settled."""
+async def briefly(what: str, action: Awaitable[object]) -> None:
+    """A clean-up step with the broker, given :data:`BROKER_STEP_TIMEOUT` seconds; failing
+    is only logged."""
     try:
-        async with asyncio.timeout(CANCEL_TIMEOUT):
-            await (await channel.get_queue(queue, ensure=False)).cancel(tag)
-    except Exception:
-        log.warning("cancelling the consumer of %s failed", queue, exc_info=True)
-    if in_flight:
-        _, late = await asyncio.wait(set(in_flight), timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        async with asyncio.timeout(BROKER_STEP_TIMEOUT):
+            await action
+    except Exception as exc:
+        log.warning("%s failed: %s", what, exc or type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A private queue bound to the events exchange with ``routing_keys``."""
+
+    routing_keys: tuple[str, ...]
 
 
 class QueueConsumer:
-    """Consume ``queue`` raw: ``handler`` gets each message and returns its settlement."""
+    """Consume a queue raw: ``handler`` gets each message and answers its settlement."""
 
     def __init__(
         self,
         broker: Broker,
-        queue: str,
-        handler: Callable[[AbstractIncomingMessage], Awaitable[Settlement]],
+        queue: str | Subscription,
+        handler: Handler,
         *,
         source: str,
         prefetch: int,
@@ -102,20 +110,53 @@ class QueueConsumer:
     ) -> None:
         """``source``: the queue's role, for the rejected-messages counter (``inputs``)."""
         self._broker = broker
-        self._queue = queue
+        self._queue_spec = queue
         self._handler = handler
         self._source = source
         self._prefetch = prefetch
         self._grace = grace
-        self._consumer: tuple[AbstractRobustChannel, str] | None = None
-        self._in_flight: set[asyncio.Task[object]] = set()
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
+    @property
+    def channel(self) -> AbstractRobustChannel:
+        """The consumer's channel, once opened: its callbacks tell of outages."""
+        assert self._channel is not None, "the consumer is not open"
+        return self._channel
+
     async def start(self) -> None:
+        """Open the channel and consume."""
+        await self.open()
+        await self.resume()
+
+    async def open(self) -> None:
+        """Open the channel, not consuming yet."""
         self._stopping = False
-        self._consumer = await self._broker.consume(
-            self._queue, self._receive, prefetch=self._prefetch
-        )
+        spec = self._queue_spec
+        if isinstance(spec, Subscription):
+            opened = await self._broker.open_subscription(spec.routing_keys, self._prefetch)
+        else:
+            opened = await self._broker.open_queue(spec, self._prefetch)
+        self._channel, self._queue = opened
+
+    async def resume(self) -> None:
+        """Consume (again). Raises while the channel is being restored after an outage."""
+        if self._queue is not None and self._tag is None:
+            self._tag = await self._queue.consume(self._receive)
+
+    async def pause(self) -> None:
+        """No more deliveries; those kept can still be settled."""
+        tag, self._tag = self._tag, None
+        if self._queue is not None and tag is not None:
+            await briefly(f"cancelling the consumer of {self._queue.name}", self._queue.cancel(tag))
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Work that settles kept messages: a stop waits for it as for a handler."""
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
     async def _receive(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
@@ -124,43 +165,50 @@ class QueueConsumer:
         assert task is not None  # the broker runs each delivery's handler in a task
         self._in_flight.add(task)
         try:
-            await settle(message, await self._guarded(message))
+            outcome = await self._guarded(message)
+            if outcome != KEPT:
+                await settle(message, outcome)
         except Abandoned:
             pass  # the channel closed during an outage: the broker redelivers the message
         finally:
             self._in_flight.discard(task)
 
-    async def _guarded(self, message: AbstractIncomingMessage) -> Settlement:
+    async def _guarded(self, message: AbstractIncomingMessage) -> Outcome:
         try:
             return await self._handler(message)
         except (Abandoned, asyncio.CancelledError):
             raise
         except Exception:
-            log.exception("handler for %s failed; dead-lettering the message", self._queue)
+            log.exception("handler for %s failed; dead-lettering the message", self._queue_spec)
             reject(self._source, "error")
             return "dead-letter"
 
     async def stop(self) -> None:
-        """Stop new deliveries, give the handlers in hand ``grace`` seconds, cancel the rest
-        and close the channel: what was not settled goes back to the queue."""
+        """Stop new deliveries, give the work in hand ``grace`` seconds, cancel the rest and
+        close the channel: what was not settled goes back to the queue."""
         self._stopping = True
-        if self._consumer is None:
+        channel, self._channel = self._channel, None
+        if channel is None:
             return
-        channel, tag = self._consumer
-        self._consumer = None
-        await wind_down(channel, self._queue, tag, self._in_flight, self._grace)
-        await channel.close()
+        await self.pause()
+        if self._in_flight:
+            _, late = await asyncio.wait(set(self._in_flight), timeout=self._grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self._queue = None
+        await briefly("closing a consumer's channel", channel.close())
 
 
 class TypedConsumer(QueueConsumer, Generic[M]):
-    """Consume ``queue`` as messages of ``model`` (see the module docstring)."""
+    """Consume a queue as messages of ``model`` (see the module docstring)."""
 
     def __init__(
         self,
         broker: Broker,
-        queue: str,
+        queue: str | Subscription,
         model: type[M],
-        handler: Callable[[M, AbstractIncomingMessage], Awaitable[Settlement]],
+        handler: Callable[[M, AbstractIncomingMessage], Awaitable[Outcome]],
         *,
         source: str,
         bad_input: Settlement,
@@ -178,7 +226,7 @@ class TypedConsumer(QueueConsumer, Generic[M]):
         self._bad_input = bad_input
         self._bad_input_log = bad_input_log
 
-    async def _decoded(self, message: AbstractIncomingMessage) -> Settlement:
+    async def _decoded(self, message: AbstractIncomingMessage) -> Outcome:
         decoded = decode(self._model, message.body, self._source, self._bad_input_log)
         if decoded is None:
             return self._bad_input

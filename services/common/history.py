@@ -31,8 +31,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from prometheus_client import Gauge
 
+from schemas.broker_names import Names
 from schemas.config import BrokerConfig
-from schemas.topology import Names
 from services.common.broker import BrokerUnavailable
 
 log = logging.getLogger(__name__)

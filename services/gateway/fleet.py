@@ -8,12 +8,12 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.config import Config
 from schemas.events import JobEvent, SheepState
 from services.common.broker import Broker
-from services.common.consumer import decode
+from services.common.consumer import Outcome, Subscription, TypedConsumer
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +25,26 @@ class Fleet:
         self.states: dict[str, SheepState] = {}
         self._heard: dict[str, datetime] = {}
         """When each sheep was last named by a job event."""
-        self._channel: AbstractChannel | None = None
+        self._announcements = TypedConsumer(
+            broker,
+            Subscription(("sheep.*",)),
+            SheepState,
+            self._on_state,
+            source="sheep-state",
+            bad_input="ack",
+            bad_input_log="ignoring a malformed sheep announcement",
+            prefetch=64,
+        )
 
     async def start(self) -> None:
-        self._channel = await self.broker.listen(["sheep.*"], self._on_state)
+        await self._announcements.start()
 
     async def stop(self) -> None:
-        if self._channel:
-            await self._channel.close()
-            self._channel = None
+        await self._announcements.stop()
 
-    async def _on_state(self, message: AbstractIncomingMessage) -> None:
-        what = "ignoring a malformed sheep announcement (routing key %s)"
-        state = decode(SheepState, message.body, "sheep-state", what, message.routing_key)
-        if state is not None:
-            self.states[state.sheep_id] = state
+    async def _on_state(self, state: SheepState, _: AbstractIncomingMessage) -> Outcome:
+        self.states[state.sheep_id] = state
+        return "ack"
 
     def saw(self, event: JobEvent) -> None:
         """A job event naming a sheep: it lived when the event was published."""

@@ -29,6 +29,7 @@ from enum import Enum
 
 from pydantic import ValidationError
 
+from schemas.broker_names import NEW_JOB, REDISPATCHED
 from schemas.config import Config
 from schemas.errors import format_validation_error
 from schemas.events import StatusReport
@@ -42,7 +43,6 @@ from schemas.layout import (
     pending_key,
     status_key,
 )
-from schemas.topology import NEW_JOB, REDISPATCHED
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.problems import Problem
 from services.common.recent import RecentlyUsed

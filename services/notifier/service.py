@@ -28,18 +28,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from schemas.broker_names import NEW_JOB
 from schemas.config import Config
 from schemas.errors import format_validation_error
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
 from schemas.job import JobDispatch
 from schemas.layout import status_key
 from schemas.status import JobStatus
-from schemas.topology import NEW_JOB
 from services.common.broker import Broker
-from services.common.consumer import decode, wind_down
+from services.common.consumer import KEPT, Outcome, QueueConsumer, decode
 from services.common.history import EventHistory
 from services.common.live import (
     SNAPSHOT_EVERY,
@@ -98,40 +98,40 @@ class Notifier:
         self._snapshot_due = asyncio.Event()
         self.source = f"/{config.broker.namespace}/notifier"
         """CloudEvents ``source`` of every event this notifier publishes."""
-        self._consumer: tuple[AbstractRobustChannel, str] | None = None
+        self._reports = QueueConsumer(
+            broker,
+            self._names.status_queue,
+            self._receive,
+            source="status",
+            prefetch=prefetch,
+            grace=stop_grace,
+        )
         self._pending: dict[str, list[_Delivery]] = {}
-        self._workers: set[asyncio.Task[None]] = set()
-        self._stopping = False
+        self._started = False
 
     async def start(self) -> None:
         """Consume ``<ns>.status``; the topology is declared by whoever starts the process."""
-        self._stopping = False
-        channel, tag = await self._broker.consume(
-            self._names.status_queue, self._receive, prefetch=self._prefetch
-        )
+        await self._reports.start()
+        self._started = True
         # The queue has a single active consumer: after a reconnect another notifier may
         # have written statuses in between, so what is cached can no longer be trusted.
-        channel.reopen_callbacks.add(self._forget)
-        self._consumer = (channel, tag)
+        self._reports.channel.reopen_callbacks.add(self._forget)
         self._snapshots = asyncio.create_task(self._take_snapshots(), name="notifier-snapshots")
 
     async def stop(self) -> None:
         """Stop consuming, let the reports in hand finish (for ``stop_grace`` seconds at most;
         the rest are cancelled and redelivered), then close the channel."""
-        self._stopping = True
-        if self._consumer is None:
+        if not self._started:
             return
+        self._started = False
         for task in (self._snapshots, self._restoring):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        channel, tag = self._consumer
-        self._consumer = None
-        await wind_down(channel, self._names.status_queue, tag, self._workers, self._stop_grace)
+        await self._reports.stop()
         await self._snapshot()
         self._restoring = None
         await self._history.close()
-        await channel.close()
 
     def _forget(self, *_: object) -> None:
         """After a reconnect, another notifier may have been active meanwhile: statuses are
@@ -188,24 +188,23 @@ class Notifier:
             return
         self._snapshot_changes = changes
 
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
-        """Hand a report to its job's worker. Runs in delivery order and must not await
-        before queuing the report, or the order of one job's reports could change."""
-        if self._stopping:
-            return  # left unacked: the broker redelivers it once the channel closes
+    async def _receive(self, message: AbstractIncomingMessage) -> Outcome:
+        """Hand a report to its job's worker, which settles it. Runs in delivery order and
+        must not await before queuing the report, or the order of one job's reports could
+        change."""
         report = self._report(message)
         if report is None:
-            await settle(message, "dead-letter")
-            return
+            return "dead-letter"
         delivery = _Delivery(message, report)
         batch = self._pending.get(report.job_id)
         if batch is not None:
             batch.append(delivery)
-            return
+            return KEPT
         self._pending[report.job_id] = [delivery]
-        task = asyncio.create_task(self._work(report.job_id), name=f"notifier:{report.job_id}")
-        self._workers.add(task)
-        task.add_done_callback(self._workers.discard)
+        self._reports.track(
+            asyncio.create_task(self._work(report.job_id), name=f"notifier:{report.job_id}")
+        )
+        return KEPT
 
     def _report(self, message: AbstractIncomingMessage) -> StatusReport | None:
         """A status report, or a job's message: its ``queued`` report; None (logged and

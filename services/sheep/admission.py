@@ -1,9 +1,9 @@
-"""Whether a delivered job may run on this sheep: it decodes, it has not ended already, it has
-attempts left, and it was not cancelled before it started; and whether a job whose runner
-died under it runs again.
+"""Whether a delivered job may run on this sheep: it has not ended already, it has attempts
+left, and it was not cancelled before it started; and whether a job whose runner died under
+it runs again.
 
     admission = Admission("gpu0", config, storage, cancellations, publish, wait_for_servers)
-    attempt = await admission.decode(message)            # None: dead-lettered
+    attempt = admission.attempt(dispatch, message)
     stored = await admission.admit(message, attempt)     # None: settled instead of run
 """
 
@@ -19,13 +19,12 @@ from pathlib import Path
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from schemas.broker_names import REDISPATCHED
 from schemas.config import Config
 from schemas.events import StatusReport
 from schemas.job import JobDispatch
 from schemas.layout import job_prefix, status_key
 from schemas.status import ErrorInfo, JobState, JobStatus
-from schemas.topology import REDISPATCHED
-from services.common.consumer import decode
 from services.common.outages import settle
 from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.cancellations import Cancellations
@@ -79,15 +78,8 @@ class Admission:
         self._publish = publish
         self._wait_for_servers = wait_for_servers
 
-    async def decode(self, message: AbstractIncomingMessage) -> Attempt | None:
-        """The attempt a job message stands for; an invalid message is dead-lettered."""
-        what = "sheep %s: dead-lettering an invalid job message from %s"
-        dispatch = decode(
-            JobDispatch, message.body, "jobs", what, self._sheep_id, message.routing_key
-        )
-        if dispatch is None:
-            await settle(message, "dead-letter")
-            return None
+    def attempt(self, dispatch: JobDispatch, message: AbstractIncomingMessage) -> Attempt:
+        """The attempt a delivered job stands for."""
         # A directory of its own: a redelivery of the job may be prepared while it runs.
         directory = self._jobs_root / f"{dispatch.job.job_id}.{uuid.uuid4().hex[:8]}"
         return Attempt(dispatch, attempt_number(message), self._sheep_id, directory)

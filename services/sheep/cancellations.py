@@ -23,13 +23,13 @@ from collections import OrderedDict
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.events import StatusReport, utcnow
 from schemas.layout import cancel_key
 from schemas.status import JobState
 from services.common.broker import Broker
-from services.common.consumer import decode
+from services.common.consumer import Outcome, Subscription, TypedConsumer
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,24 @@ class Cancellations:
         self._broker = broker
         self._known: OrderedDict[str, None] = OrderedDict()
         self._watched: dict[str, asyncio.Event] = {}
-        self._channel: AbstractRobustChannel | None = None
+        self._reports = TypedConsumer(
+            broker,
+            Subscription((f"status.{JobState.CANCELLED.value}",)),
+            StatusReport,
+            self._on_report,
+            source="cancellations",
+            bad_input="ack",
+            bad_input_log="ignoring an invalid cancellation report",
+            prefetch=64,
+        )
         self._listening_since: datetime | None = None
 
     async def start(self) -> None:
-        self._channel = await self._broker.listen(
-            [f"status.{JobState.CANCELLED.value}"], self._on_report
-        )
+        await self._reports.start()
         self._listening_since = utcnow()
         # Reports published while the channel is down are lost to it.
-        self._channel.close_callbacks.add(self._deaf)
-        self._channel.reopen_callbacks.add(self._listening)
+        self._reports.channel.close_callbacks.add(self._deaf)
+        self._reports.channel.reopen_callbacks.add(self._listening)
 
     def _deaf(self, *_: object) -> None:
         self._listening_since = None
@@ -70,9 +77,7 @@ class Cancellations:
         return since is not None and moment >= since + CLOCK_MARGIN
 
     async def stop(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            await channel.close()
+        await self._reports.stop()
 
     def requested(self, job_id: str, stored: Collection[str]) -> bool:
         """Whether ``job_id`` was cancelled: a report heard, or its marker among the keys
@@ -96,14 +101,11 @@ class Cancellations:
     def unwatch(self, job_id: str) -> None:
         self._watched.pop(job_id, None)
 
-    async def _on_report(self, message: AbstractIncomingMessage) -> None:
-        what = "ignoring an invalid cancellation report"
-        report = decode(StatusReport, message.body, "cancellations", what)
-        if report is None:
-            return
+    async def _on_report(self, report: StatusReport, _: AbstractIncomingMessage) -> Outcome:
         self._remember(report.job_id)
         if (event := self._watched.get(report.job_id)) is not None:
             event.set()
+        return "ack"
 
     def _remember(self, job_id: str) -> None:
         self._known[job_id] = None

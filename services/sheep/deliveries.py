@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import partial
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage
 
+from schemas.job import JobDispatch
 from services.common.broker import Broker
+from services.common.consumer import KEPT, Outcome, TypedConsumer
 from services.common.outages import backoff, settle
 
 log = logging.getLogger(__name__)
-
-BROKER_STEP_TIMEOUT = 5.0
-"""Seconds a clean-up step with the broker gets (it may be unreachable)."""
 
 OWN_PREFETCH = 2
 """Jobs of its own queue a sheep holds at once: one on the runner, one being prepared."""
@@ -37,32 +35,44 @@ OWN_PREFETCH = 2
 
 @dataclass(frozen=True)
 class Delivery:
+    dispatch: JobDispatch
     message: AbstractIncomingMessage
     from_pool: bool
 
 
 class Deliveries:
-    """The sheep's consumers of its own queue and of the pool, feeding one inbox."""
+    """The sheep's consumers of its own queue and of the pool, feeding one inbox. Both keep
+    what they deliver: the sheep settles each job once it is done."""
 
     def __init__(self, broker: Broker, sheep_id: str, reconnect_interval: float) -> None:
-        self._broker = broker
         self._sheep_id = sheep_id
         self._reconnect_interval = reconnect_interval
         self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
-        self._channels: list[AbstractRobustChannel] = []
-        self._own_queue: AbstractQueue | None = None
-        self._own_tag: str | None = None
-        self._pool_queue: AbstractQueue | None = None
-        self._pool_tag: str | None = None
+        self._broker = broker
+        names = broker.names
+        self._own = self._consumer(names.sheep_queue(sheep_id), from_pool=False)
+        self._pool = self._consumer(names.pool_queue, from_pool=True)
         self._pool_open = False
         self._stopping = False
 
+    def _consumer(self, queue: str, *, from_pool: bool) -> TypedConsumer[JobDispatch]:
+        return TypedConsumer(
+            self._broker,
+            queue,
+            JobDispatch,
+            partial(self._receive, from_pool=from_pool),
+            source="jobs",
+            bad_input="dead-letter",
+            bad_input_log=f"sheep {self._sheep_id}: dead-lettering an invalid job from {queue}",
+            prefetch=1 if from_pool else OWN_PREFETCH,
+        )
+
     async def start(self) -> None:
-        names = self._broker.names
-        self._own_queue = await self._open_queue(names.sheep_queue(self._sheep_id), OWN_PREFETCH)
-        self._pool_queue = await self._open_queue(names.pool_queue, 1)
-        self._own_tag = await self._own_queue.consume(partial(self._receive, from_pool=False))
-        log.info("sheep %s consuming %s", self._sheep_id, names.sheep_queue(self._sheep_id))
+        await self._own.start()
+        await self._pool.open()
+        log.info(
+            "sheep %s consuming %s", self._sheep_id, self._broker.names.sheep_queue(self._sheep_id)
+        )
 
     async def next(self) -> Delivery | None:
         """The next delivery in arrival order; None once :meth:`end` was called."""
@@ -77,9 +87,9 @@ class Deliveries:
         self._inbox.put_nowait(None)
 
     async def stop_consuming(self) -> None:
+        """No more deliveries; the job in hand can still be settled."""
         self._stopping = True
-        await _cancel_consumer(self._own_queue, self._own_tag)
-        self._own_tag = None
+        await self._own.pause()
         await self.close_pool()
 
     async def stop(self) -> None:
@@ -88,9 +98,8 @@ class Deliveries:
             delivery = self._inbox.get_nowait()
             if delivery is not None:
                 await settle(delivery.message, "requeue")
-        for channel in self._channels:
-            await briefly("closing a channel", channel.close())
-        self._channels = []
+        await self._own.stop()
+        await self._pool.stop()
 
     async def close_pool(self) -> None:
         """Stop taking pool work and hand back pool jobs that arrived but were not started.
@@ -99,8 +108,7 @@ class Deliveries:
         if not self._pool_open:
             return
         self._pool_open = False
-        tag, self._pool_tag = self._pool_tag, None
-        await _cancel_consumer(self._pool_queue, tag)
+        await self._pool.pause()
         kept = []
         while not self._inbox.empty():
             delivery = self._inbox.get_nowait()
@@ -111,27 +119,21 @@ class Deliveries:
         for delivery in kept:
             self._inbox.put_nowait(delivery)
 
-    async def _open_queue(self, name: str, prefetch: int) -> AbstractQueue:
-        channel = await self._broker.connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=prefetch)
-        self._channels.append(channel)
-        # Passive declare, not get_queue: only declared queues get their consumers back when
-        # the robust channel reconnects.
-        return await channel.declare_queue(name, passive=True)
-
-    async def _receive(self, message: AbstractIncomingMessage, *, from_pool: bool) -> None:
+    async def _receive(
+        self, dispatch: JobDispatch, message: AbstractIncomingMessage, *, from_pool: bool
+    ) -> Outcome:
         if self._stopping or (from_pool and not self._pool_open):  # let another sheep have it
-            await settle(message, "requeue")
-            return
-        self._inbox.put_nowait(Delivery(message, from_pool))
+            return "requeue"
+        self._inbox.put_nowait(Delivery(dispatch, message, from_pool))
+        return KEPT
 
     async def open_pool(self) -> None:
         """Take pool work: only while idle, so nothing waits behind a busy sheep."""
         delays = backoff(self._reconnect_interval)
-        while not (self._pool_open or self._stopping or self._pool_queue is None):
+        while not (self._pool_open or self._stopping):
             self._pool_open = True
             try:
-                tag = await self._pool_queue.consume(partial(self._receive, from_pool=True))
+                await self._pool.resume()
             except Exception as exc:  # a channel still being restored after a reconnection
                 self._pool_open = False
                 log.warning("sheep %s cannot consume the pool yet: %s", self._sheep_id, exc)
@@ -140,23 +142,5 @@ class Deliveries:
                     return
                 await asyncio.sleep(next(delays))
                 continue
-            if self._pool_open:
-                self._pool_tag = tag
-            else:  # stop() closed the pool while we subscribed
-                await _cancel_consumer(self._pool_queue, tag)
-
-
-async def _cancel_consumer(queue: AbstractQueue | None, tag: str | None) -> None:
-    if queue is None or tag is None:
-        return
-    await briefly(f"cancelling the consumer of {queue.name}", queue.cancel(tag))
-
-
-async def briefly(what: str, action: Awaitable[object]) -> None:
-    """A clean-up step with the broker, given ``BROKER_STEP_TIMEOUT`` seconds: RabbitMQ may
-    be unreachable, and whatever a dead channel held goes back to its queue anyway."""
-    try:
-        async with asyncio.timeout(BROKER_STEP_TIMEOUT):
-            await action
-    except Exception as exc:
-        log.warning("%s failed: %s", what, exc or type(exc).__name__)
+            if not self._pool_open:  # close_pool() ran while we subscribed
+                await self._pool.pause()

@@ -35,7 +35,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
-from schemas.topology import ATTEMPTS, HOLDER
+from schemas.broker_names import ATTEMPTS, HOLDER
 from services.common.broker import Broker
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from schemas.config import BareSheepConfig, Config
 from schemas.events import SheepState, StatusReport
 from schemas.job import ModelRef
@@ -37,6 +35,7 @@ from schemas.runner import Run
 from schemas.status import ErrorInfo, InputFile, JobState
 from schemas.topology import Topology
 from services.common.broker import Broker, BrokerUnavailable
+from services.common.consumer import briefly
 from services.common.outages import until_store_answers
 from services.common.storage import Storage
 from services.sheep.admission import Admission, Attempt
@@ -45,7 +44,7 @@ from services.sheep.backend import RunnerBackend
 from services.sheep.bare import BareBackend
 from services.sheep.cancellations import Cancellations
 from services.sheep.containers import DockerBackend
-from services.sheep.deliveries import Deliveries, briefly
+from services.sheep.deliveries import Deliveries, Delivery
 from services.sheep.driver import JobCancelled, Ran, RunnerDriver
 from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
@@ -172,7 +171,7 @@ class Sheep:
         await self._announcer.stop()
         await self._deliveries.stop()
         await self._driver.close()
-        await briefly("stopping the cancellation listener", self._cancellations.stop())
+        await self._cancellations.stop()
         await briefly("closing the lease channel", self._leases.close())
         log.info("sheep %s stopped", self.sheep_id)
 
@@ -223,25 +222,24 @@ class Sheep:
             try:
                 if not delivery.from_pool:
                     await self._deliveries.close_pool()
-                job = await self._take(delivery.message)
+                job = await self._take(delivery)
             finally:
                 self._admitting = False
             if job is not None:
                 await self._driver.hand_over(_request(job.attempt), job.model, job.cancelled)
                 return job
             if not (self._running or self._deliveries.waiting()):
-                # Settled instead of run (invalid, ended, cancelled) with the runner idle:
+                # Settled instead of run (ended, cancelled) with the runner idle:
                 # the pool, closed for it, may give work again.
                 await self._deliveries.open_pool()
         return None
 
     # -- one job ------------------------------------------------------------------------------
 
-    async def _take(self, message: AbstractIncomingMessage) -> _Job | None:
+    async def _take(self, delivery: Delivery) -> _Job | None:
         """Admit, hold and prepare a delivered job; None if it was settled instead."""
-        attempt = await self._admission.decode(message)
-        if attempt is None:
-            return None
+        message = delivery.message
+        attempt = self._admission.attempt(delivery.dispatch, message)
         stored = await self._admission.admit(message, attempt)
         if stored is None:
             return None

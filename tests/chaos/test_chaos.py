@@ -30,10 +30,11 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from schemas.broker_names import Names
 from schemas.config import BrokerConfig, Config, ModelDefaults
 from schemas.events import JobEvent
 from schemas.status import TERMINAL_STATES
-from schemas.topology import Names, build_topology
+from schemas.topology import build_topology
 from services.common.broker import Broker
 from services.common.storage import ObjectMissing, Storage
 from tests.chaos.ledger import Blow, open_runs, read_runs, unexplained_reruns

@@ -8,8 +8,8 @@ from typing import Any
 import aio_pika
 import pytest
 
+from schemas.broker_names import Names
 from schemas.config import Config
-from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import Storage
 from services.sheep.service import Sheep

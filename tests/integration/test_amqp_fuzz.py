@@ -16,8 +16,8 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
 
+from schemas.broker_names import Names
 from schemas.config import Config
-from schemas.topology import Names
 from tests.conftest import delete_namespace
 from tests.support.sse import read_events
 from tests.support.stack import bare_sheep, running_stack

@@ -17,6 +17,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from schemas.broker_names import Names
 from schemas.config import Config
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, JobRejectedEvent
 from schemas.submission import (
@@ -25,7 +26,6 @@ from schemas.submission import (
     REJECTION_HEADER,
     SubmissionReply,
 )
-from schemas.topology import Names
 from tests.conftest import delete_namespace
 from tests.support.metrics import rejected
 from tests.support.polling import eventually

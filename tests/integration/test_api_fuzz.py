@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from schemathesis import GenerationMode
 
+from schemas.broker_names import Names
 from schemas.config import BrokerConfig, Config, GatewayConfig, NotifierConfig, TokenConfig
-from schemas.topology import Names
 from services.gateway.openapi import build_openapi
 from tests.conftest import delete_namespace
 from tests.support.servers import Servers

@@ -15,9 +15,10 @@ import aio_pika
 import pytest
 from pydantic import SecretStr
 
+from schemas.broker_names import Names
 from schemas.config import Config
 from schemas.status import JobState
-from schemas.topology import Names, build_topology
+from schemas.topology import build_topology
 from services.common.broker import Broker
 from services.common.storage import Storage
 from services.sheep.service import Sheep

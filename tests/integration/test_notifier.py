@@ -14,12 +14,12 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from starlette.applications import Starlette
 
+from schemas.broker_names import Names
 from schemas.config import Config
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
 from schemas.job import JobSpec, ModelRef
 from schemas.layout import job_key, live_snapshot_key, status_key
 from schemas.status import ErrorInfo, JobState, JobStatus, LiveSnapshot, Progress
-from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.history import EventHistory
 from services.common.lookup import StatusLookup

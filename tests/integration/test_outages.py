@@ -21,9 +21,9 @@ import httpx
 import pytest
 from minio import Minio
 
+from schemas.broker_names import Names
 from schemas.config import Config
 from schemas.layout import pending_key
-from schemas.topology import Names
 from tests.support.jobs import unbound
 from tests.support.polling import eventually
 from tests.support.private_servers import PrivateServers, private_servers

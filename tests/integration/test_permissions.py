@@ -16,9 +16,9 @@ from aiormq.exceptions import ChannelAccessRefused
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
+from schemas.broker_names import Names
 from schemas.config import NotifierConfig, WebhookSubscription
 from schemas.permissions import own_queues
-from schemas.topology import Names
 from tests.conftest import serving
 from tests.support.broker_users import Management, RoleUsers, role_users
 from tests.support.polling import eventually

@@ -20,6 +20,7 @@ from schemas.job import JobDispatch, JobRequest, JobSpec, ModelRef
 from schemas.layout import status_key
 from schemas.status import JobState, JobStatus
 from services.common.broker import Broker
+from services.common.consumer import Outcome, QueueConsumer
 from services.common.history import EventHistory
 from services.common.lookup import StatusLookup
 from services.common.storage import Storage
@@ -247,19 +248,20 @@ async def test_a_handler_that_raises_has_its_message_dead_lettered_and_consuming
 ):
     handled: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def handler(message: AbstractIncomingMessage) -> None:
+    async def handler(message: AbstractIncomingMessage) -> Outcome:
         if message.body == b"poison":
             raise RuntimeError("cannot handle this")
-        await message.ack()
         handled.put_nowait(message.body)
+        return "ack"
 
     before = rejected("submit", "error")
-    consumer, _ = await broker.consume(names.submit_queue, handler, prefetch=1)
+    consumer = QueueConsumer(broker, names.submit_queue, handler, source="submit", prefetch=1)
+    await consumer.start()
     try:
         await send_to_queue(channel, names.submit_queue, b"poison", b"fine")
         assert await asyncio.wait_for(handled.get(), WAIT) == b"fine"
         assert await take(channel, names.dead_letter_queue, 1) == [b"poison"]
     finally:
-        await consumer.close()
+        await consumer.stop()
     assert rejected("submit", "error") == before + 1
     assert "handler for " + names.submit_queue + " failed; dead-lettering" in caplog.text

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
+from schemas.broker_names import Names
 from schemas.config import ModelDefaults
 from schemas.events import SheepState
 from schemas.job import ModelRef
 from schemas.status import ErrorInfo, JobState
-from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.service import Sheep

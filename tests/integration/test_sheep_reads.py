@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from schemas.broker_names import Names
 from schemas.job import JobDispatch, JobSpec, ModelRef
 from schemas.layout import cancel_key
 from schemas.status import JobState
-from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import ObjectMissing, Storage, StoredObject
 from services.sheep.cancellations import CLOCK_MARGIN

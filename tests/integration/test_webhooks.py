@@ -23,12 +23,13 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
+from schemas.broker_names import Names
 from schemas.config import Config, NotifierConfig, WebhookSubscription
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent
 from schemas.job import JobSpec, ModelRef
 from schemas.layout import disabled_webhook_key, job_key
 from schemas.status import JobState, JobStatus
-from schemas.topology import Names, build_topology, retry_delays_ms
+from schemas.topology import build_topology, retry_delays_ms
 from schemas.webhooks import ATTEMPT_HEADER, GAVE_UP_KEY, REASON_HEADER, DisabledSubscription
 from services.common.broker import Broker
 from services.common.storage import ObjectMissing, Storage

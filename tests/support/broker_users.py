@@ -17,8 +17,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from schemas.broker_names import Names
 from schemas.permissions import ROLES, Grant, Role, grant
-from schemas.topology import Names
 from tests.support.requirements import missing
 
 MANAGEMENT_PORT = 15672

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from schemas.broker_names import Names
 from schemas.events import StatusReport
 from schemas.job import JobDispatch, JobSpec, ModelRef
 from schemas.status import JobState
-from schemas.topology import Names
 from services.common.broker import Broker
 from services.common.storage import Storage
 from services.sheep.service import Sheep

@@ -14,10 +14,11 @@ import pytest
 
 from schemas.__main__ import export
 from schemas.asyncapi import build_asyncapi
+from schemas.broker_names import Names
 from schemas.events import JobEvent, JobRejectedEvent, JobRejection
 from schemas.job import ModelRef
 from schemas.status import JobState, JobStatus
-from schemas.topology import Names, build_topology
+from schemas.topology import build_topology
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "asyncapi"
 NAMES = Names("ns")

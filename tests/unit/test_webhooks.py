@@ -14,8 +14,9 @@ import pytest
 from pydantic import AnyHttpUrl, SecretStr, ValidationError
 from standardwebhooks import Webhook
 
+from schemas.broker_names import Names
 from schemas.config import Config, NotifierConfig, WebhookSubscription
-from schemas.topology import Names, build_topology, retry_delays_ms
+from schemas.topology import build_topology, retry_delays_ms
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE, CloudEvent
 from services.common.ssrf_guard import (
     CallbackCheck,

@@ -23,8 +23,8 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import AnyHttpUrl
 
+from schemas.broker_names import retry_routing_key
 from schemas.config import Config
-from schemas.topology import retry_routing_key
 from schemas.webhooks import ATTEMPT_HEADER, GAVE_UP_KEY, REASON_HEADER, WebhookDelivery
 from services.common.broker import Broker
 from services.common.consumer import TypedConsumer

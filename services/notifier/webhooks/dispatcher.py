@@ -19,12 +19,13 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import AnyHttpUrl, ValidationError
 
+from schemas.broker_names import DELIVER
 from schemas.config import Config
 from schemas.job import JobSpec
 from schemas.layout import job_key
 from schemas.names import is_job_id
 from schemas.status import TERMINAL_STATES
-from schemas.topology import DELIVER, webhook_events_binding
+from schemas.topology import webhook_events_binding
 from schemas.webhooks import ATTEMPT_HEADER, CloudEvent, WebhookDelivery
 from services.common.broker import Broker
 from services.common.consumer import TypedConsumer
