@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from schemas.config_section import Section
+from schemas.config_section import MetricsEndpoint, Section
 from schemas.names import PathSegment
 from schemas.notifier_config import NotifierConfig as NotifierConfig
 from schemas.notifier_config import WebhookSubscription as WebhookSubscription
@@ -118,7 +118,7 @@ class ModelDefaults(Section):
     )
 
 
-class _SheepBase(Section):
+class _SheepBase(MetricsEndpoint):
     port: int = Field(ge=1, le=65535, description="Loopback TCP port of the runner's socket.")
     devices: list[str] = Field(
         default_factory=list, description="GPU ids or device paths given to the runner."

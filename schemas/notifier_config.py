@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.config_section import Section
+from schemas.config_section import MetricsEndpoint, Section
 from schemas.names import PathSegment
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
 
@@ -74,7 +74,7 @@ class WebhookSubscription(Section):
         return events
 
 
-class NotifierConfig(Section):
+class NotifierConfig(MetricsEndpoint):
     webhooks: list[WebhookSubscription] = Field(
         default_factory=list, description="Global webhook subscriptions."
     )

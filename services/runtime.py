@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import uvicorn
+from prometheus_client import make_asgi_app
 
 from schemas.broker_names import Names
 from schemas.config import Config
@@ -86,17 +87,15 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
         for service in services:
             await service.start()
         if gateway:
-            server = _Server(
-                uvicorn.Config(
-                    gateway.app,
-                    host=config.gateway.host,
-                    port=config.gateway.port,
-                    log_config=None,
-                    lifespan="off",
-                    access_log=False,
-                    timeout_keep_alive=config.gateway.keep_alive_timeout,
-                )
+            server = _server(
+                gateway.app,
+                config.gateway.host,
+                config.gateway.port,
+                timeout_keep_alive=config.gateway.keep_alive_timeout,
             )
+        elif (endpoint := _metrics_endpoint(config, roles)) is not None:
+            server = _server(make_asgi_app(), *endpoint)
+        if server:
             server_task = asyncio.create_task(server.serve(), name="http")
         log.info("shepherd running: %s", roles.label)
         waiters = [asyncio.create_task(stop.wait(), name="stop-signal")]
@@ -118,3 +117,25 @@ async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -
         await broker.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+def _server(app: object, host: str, port: int, **options: object) -> _Server:
+    return _Server(
+        uvicorn.Config(
+            app, host=host, port=port, log_config=None, lifespan="off", access_log=False, **options
+        )
+    )
+
+
+def _metrics_endpoint(config: Config, roles: Roles) -> tuple[str, int] | None:
+    """Where a process without a gateway serves ``/metrics``: the notifier's endpoint, else
+    its one sheep's; None if that has no ``metrics_port``."""
+    if roles.notifier:
+        section = config.notifier
+    elif len(roles.sheep) == 1:
+        section = config.sheep[roles.sheep[0]]
+    else:
+        return None
+    if section.metrics_port is None:
+        return None
+    return section.metrics_host, section.metrics_port

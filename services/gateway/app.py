@@ -27,6 +27,7 @@ from services.gateway.auth import bearer_auth
 from services.gateway.cancel import CancelRoutes
 from services.gateway.docs import docs_routes
 from services.gateway.fleet import Fleet
+from services.gateway.http_metrics import HttpMetrics
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
 from services.gateway.openapi import build_openapi
@@ -67,26 +68,28 @@ class Gateway:
             config.gateway.max_payload_bytes,
             config.gateway.max_upload_bytes,
         )
-        self.app = Starlette(
-            routes=[
-                *jobs.routes(),
-                *CancelRoutes(self.lookup, storage, broker).routes(),
-                *status_routes(self.lookup),
-                *StreamRoutes(self.history, self.lookup).routes(),
-                *Operations(
-                    config, broker, storage, self.fleet, self.openapi, self.asyncapi
-                ).routes(),
-                *docs_routes(self.openapi),
-            ],
-            exception_handlers={
-                Problem: problem_handler,
-                UnreadableRecord: self._unreadable,
-                404: self._not_found,
-                405: self._not_allowed,
-                **dict.fromkeys(OUTAGES, self._unavailable),
-                Exception: self._server_error,
-            },
-            middleware=bearer_auth(config.gateway),
+        self.app = HttpMetrics(
+            Starlette(
+                routes=[
+                    *jobs.routes(),
+                    *CancelRoutes(self.lookup, storage, broker).routes(),
+                    *status_routes(self.lookup),
+                    *StreamRoutes(self.history, self.lookup).routes(),
+                    *Operations(
+                        config, broker, storage, self.fleet, self.openapi, self.asyncapi
+                    ).routes(),
+                    *docs_routes(self.openapi),
+                ],
+                exception_handlers={
+                    Problem: problem_handler,
+                    UnreadableRecord: self._unreadable,
+                    404: self._not_found,
+                    405: self._not_allowed,
+                    **dict.fromkeys(OUTAGES, self._unavailable),
+                    Exception: self._server_error,
+                },
+                middleware=bearer_auth(config.gateway),
+            )
         )
 
     async def start(self) -> None:

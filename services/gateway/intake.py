@@ -44,6 +44,7 @@ from schemas.layout import (
     status_key,
 )
 from services.common.broker import Broker, BrokerUnavailable
+from services.common.job_metrics import QUEUED, SUBMITTED, Trigger, Way
 from services.common.problems import Problem
 from services.common.recent import RecentlyUsed
 from services.common.ssrf_guard import check_callback
@@ -90,7 +91,7 @@ class Intake:
         self._queued_elsewhere = queued_elsewhere
         self._carried_bytes = config.gateway.dispatch_payload_bytes
 
-    async def declare(self, request: JobRequest) -> Declaration:
+    async def declare(self, request: JobRequest, way: Way) -> Declaration:
         """Store the job, its payload, report it accepted, and queue it if it can run.
 
         Raises :class:`Problem` for an unknown sheep or a refused ``callback_url`` (422; see
@@ -129,6 +130,8 @@ class Intake:
         else:
             spec = await self._existing(spec)
         outcome = Declared.NEW if created else Declared.REPEATED
+        if created:
+            SUBMITTED.labels(way=way).inc()
         if spec.inputs is None:
             return Declaration(outcome, spec, await self._queue_at_once(spec, created), notes)
         payload = request.payload_bytes()
@@ -138,7 +141,9 @@ class Intake:
         else:
             await self._store_unless_claimed(payload, spec)
         stored = [PAYLOAD_INPUT] if payload is not None else []
-        queued = await self.try_dispatch(spec.job_id, spec, declaring=True, stored=stored)
+        queued = await self.try_dispatch(
+            spec.job_id, spec, declaring=True, stored=stored, trigger="declaration"
+        )
         return Declaration(outcome, spec, queued, notes)
 
     async def _queue_at_once(self, spec: JobSpec, created: bool) -> bool:
@@ -163,6 +168,7 @@ class Intake:
                 return False
         await self._publish(spec, datetime.now(UTC), redispatched=not created, new_job=created)
         self._queued.put(spec.job_id, True)
+        QUEUED.labels(trigger="declaration").inc()
         return True
 
     async def _store_unless_claimed(self, payload: bytes | None, spec: JobSpec) -> None:
@@ -226,6 +232,7 @@ class Intake:
         *,
         declaring: bool = False,
         stored: Collection[str] = (),
+        trigger: Trigger = "upload",
     ) -> bool:
         """Queue the job if it is declared, complete and not yet claimed; True if queued now.
 
@@ -260,6 +267,7 @@ class Intake:
             await self.storage.remove(dispatch_key(job_id))
             raise
         self._queued.put(job_id, True)
+        QUEUED.labels(trigger=trigger).inc()
         await self.storage.remove(pending_key(job_id))
         return True
 
@@ -310,7 +318,9 @@ class Intake:
                 await self.storage.remove(marker.key)
                 queued += 1
                 continue
-            queued += await self.try_dispatch(job_id, spec, declaring=spec.inputs is None)
+            queued += await self.try_dispatch(
+                job_id, spec, declaring=spec.inputs is None, trigger="recovery"
+            )
         if queued:
             log.info("queued %d waiting job(s) whose inputs had all arrived", queued)
         return queued

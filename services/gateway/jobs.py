@@ -170,7 +170,7 @@ class JobRoutes:
                 + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                 errors=errors,
             ) from exc
-        declaration = await self.intake.declare(job)
+        declaration = await self.intake.declare(job, "http")
         status = 202 if declaration.outcome is Declared.NEW else 200
         state = await self._declared_state(declaration)
         links = job_links(request, job.job_id)

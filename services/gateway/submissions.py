@@ -94,7 +94,7 @@ class SubmissionListener:
         answers 4xx (or 500), and an outage error when a server is away."""
         request = self._parse(body, content_type)
         try:
-            declaration = await self.intake.declare(request)
+            declaration = await self.intake.declare(request, "amqp")
         except Problem as problem:
             raise Refused(_from_problem(request.job_id, problem)) from problem
         except OUTAGES:

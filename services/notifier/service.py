@@ -41,6 +41,7 @@ from schemas.status import JobStatus
 from services.common.broker import Broker
 from services.common.consumer import KEPT, Outcome, QueueConsumer, decode
 from services.common.history import EventHistory
+from services.common.job_metrics import observe_transition
 from services.common.live import (
     SNAPSHOT_EVERY,
     SNAPSHOT_MAX_AGE,
@@ -238,7 +239,7 @@ class Notifier:
                 if _first_news(batch)
                 else await self._retrying("reading the status", job_id, batch, self._load, job_id)
             )
-            status, events = current, []
+            status, events, changes = current, [], []
             for delivery in batch:
                 for report in delivery.report.implied():
                     transition = apply(status, report)
@@ -246,6 +247,7 @@ class Notifier:
                         status = transition.status
                         if transition.kind:
                             events.append(JobEvent.of(status, self.source, transition.kind))
+                            changes.append((status, transition.kind))
                     elif delivery.message.redelivered and (kind := replay(status, report)):
                         events.append(JobEvent.of(status, self.source, kind))
             # A final status is stored before it is announced (whoever hears the event
@@ -270,6 +272,8 @@ class Notifier:
                 reject("status", "error")
                 await settle(delivery.message, "dead-letter")
             return
+        for changed, kind in changes:
+            observe_transition(changed, kind)
         for delivery in batch:
             await settle(delivery.message, "ack")
 

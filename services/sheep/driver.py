@@ -31,6 +31,12 @@ from schemas.config import SheepConfig
 from schemas.job import ModelRef
 from schemas.runner import Failed, LogOffsets, Run, Withdrawn
 from schemas.status import ErrorInfo
+from services.common.job_metrics import (
+    RUNNER_LOAD_SECONDS,
+    RUNNER_RESTARTS,
+    RestartCause,
+    model_labels,
+)
 from services.sheep.backend import ModelNotFound, RunnerBackend
 from services.sheep.runner_client import (
     RUNNER_EXITED,
@@ -45,6 +51,9 @@ CANCEL_GRACE = 1.0
 """Seconds a cancelled job's runner gets to exit on SIGTERM before it is killed."""
 
 T = TypeVar("T")
+
+_LOST_CAUSES: dict[str, RestartCause] = {RUNNER_EXITED: "crash", "Timeout": "timeout"}
+"""Why a runner lost under a job was stopped, by the error it left; otherwise it fell silent."""
 
 
 class JobCancelled(Exception):
@@ -112,7 +121,7 @@ class RunnerDriver:
             return
         if not await self._withdrawn(self._client, job_id):
             log.info("sheep %s: job %s started before it was withdrawn", self._sheep_id, job_id)
-            await self.discard(grace=CANCEL_GRACE)
+            await self.discard(grace=CANCEL_GRACE, cause="cancel")
 
     async def _withdraw_on(
         self, cancelled: asyncio.Event, client: RunnerClient, job_id: str
@@ -161,13 +170,13 @@ class RunnerDriver:
         except JobCancelled:
             if not (held and await self._withdrawn(client, request.job_id)):
                 log.info("sheep %s: job %s cancelled; stopping it", self._sheep_id, request.job_id)
-                await self.discard(grace=CANCEL_GRACE)
+                await self.discard(grace=CANCEL_GRACE, cause="cancel")
             raise
         except ModelNotFound as exc:
             return Ran(ErrorInfo(type="ModelNotFound", message=str(exc)))
         except RunnerLost as exc:
             log.warning("sheep %s: %s", self._sheep_id, exc)
-            await self.discard()
+            await self.discard(cause=_LOST_CAUSES.get(exc.error.type, "lost"))
             if exc.error.type != RUNNER_EXITED:
                 return Ran(exc.error)
             last_words = await asyncio.to_thread(_tail, self.backend.log_files[1])
@@ -194,12 +203,14 @@ class RunnerDriver:
         )
         return Ran(None, verdict.logs)
 
-    async def discard(self, grace: float | None = None) -> None:
-        """Stop the runner, if any (the backend's default grace when None)."""
+    async def discard(self, grace: float | None = None, cause: RestartCause = "stop") -> None:
+        """Stop the runner, if any (the backend's default grace when None), counted under
+        ``cause``."""
         for watcher in self._held.values():
             watcher.cancel()
         self._held.clear()  # they went with the runner: each is handed over again in its turn
         if self._client is not None:
+            RUNNER_RESTARTS.labels(sheep=self._sheep_id, cause=cause).inc()
             self._client.close()
             self._client = None
         await self.backend.stop(grace)
@@ -214,7 +225,8 @@ class RunnerDriver:
         started = await self.backend.ensure(model)
         if self._client is not None and not started:
             return self._client
-        if self._client is not None:
+        if self._client is not None:  # the runner of another model was replaced
+            RUNNER_RESTARTS.labels(sheep=self._sheep_id, cause="model_switch").inc()
             self._client.close()
             self._client = None
         exited = self.backend.exited
@@ -229,6 +241,8 @@ class RunnerDriver:
             heartbeat_timeout=self._sheep_config.heartbeat_timeout,
             load_timeout=self._sheep_config.load_timeout,
         )
+        load = RUNNER_LOAD_SECONDS.labels(sheep=self._sheep_id, **model_labels(model))
+        load.observe(ready.load_seconds)
         log.info(
             "sheep %s: runner (pid %d) loaded %s in %.2f s",
             self._sheep_id,

@@ -36,6 +36,7 @@ from schemas.status import ErrorInfo, InputFile, JobState
 from schemas.topology import Topology
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.consumer import briefly
+from services.common.job_metrics import JOBS_IN_FLIGHT, STAGE_SECONDS, model_labels, on_runner
 from services.common.outages import until_store_answers
 from services.common.storage import Storage
 from services.sheep.admission import Admission, Attempt
@@ -252,8 +253,10 @@ class Sheep:
         )
         hold.start()
         job = _Job(attempt, hold, self._cancellations.watch(attempt.job_id))
+        JOBS_IN_FLIGHT.labels(sheep=self.sheep_id).inc()
         try:
-            job.inputs = await prepare(self._storage, attempt, stored)
+            with STAGE_SECONDS.labels(stage="input_fetch", **model_labels(job.model)).time():
+                job.inputs = await prepare(self._storage, attempt, stored)
         except asyncio.CancelledError:  # the sheep stops: the job goes back, its hold ends
             await asyncio.shield(self._give_back(job))
             raise
@@ -283,7 +286,8 @@ class Sheep:
         )
         try:
             try:
-                ran = await self._run(job, running)
+                with on_runner(self.sheep_id, job.model):
+                    ran = await self._run(job, running)
             except JobCancelled:
                 message = f"cancelled on sheep {self.sheep_id}"
                 report = attempt.report(
@@ -331,17 +335,19 @@ class Sheep:
         directory = job.attempt.directory
         try:
             start, end = job.logs
-            await asyncio.gather(
-                self._storage.upload_tree(directory / "outputs", outputs_prefix(job.job_id)),
-                store_logs(
-                    self._storage,
-                    self.backend.log_files,
-                    start,
-                    end,
-                    directory / "logs",
-                    job.job_id,
-                ),
-            )
+            upload = STAGE_SECONDS.labels(stage="output_upload", **model_labels(job.model))
+            with upload.time():
+                await asyncio.gather(
+                    self._storage.upload_tree(directory / "outputs", outputs_prefix(job.job_id)),
+                    store_logs(
+                        self._storage,
+                        self.backend.log_files,
+                        start,
+                        end,
+                        directory / "logs",
+                        job.job_id,
+                    ),
+                )
             await self._when_connected("report an outcome", partial(self._publish, report))
         except asyncio.CancelledError:  # the sheep stops before the outcome is out
             await asyncio.shield(self._give_back(job))
@@ -370,6 +376,7 @@ class Sheep:
         except Exception as exc:  # a lost channel or an expiring copy requeues the job
             log.warning("sheep %s: settling job %s: %s", self.sheep_id, job.job_id, exc)
         self._cancellations.unwatch(job.job_id)
+        JOBS_IN_FLIGHT.labels(sheep=self.sheep_id).dec()
         await asyncio.to_thread(shutil.rmtree, job.attempt.directory, ignore_errors=True)
 
     # -- the servers --------------------------------------------------------------------------

@@ -78,7 +78,9 @@ async def upload_queues_a_job(
 ) -> None:
     """A job waiting for its input is queued once the input is uploaded: the listener works."""
     intake = Intake(config, broker, storage)
-    declared = await intake.declare(JobRequest(job_id=job_id, model=MODEL, inputs=["input.json"]))
+    declared = await intake.declare(
+        JobRequest(job_id=job_id, model=MODEL, inputs=["input.json"]), "http"
+    )
     assert not declared.queued
     await storage.put_bytes(f"{job_id}/inputs/input.json", b"{}", "application/json")
     [body] = await take(channel, broker.names.pool_queue, 1)

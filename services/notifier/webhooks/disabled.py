@@ -18,6 +18,7 @@ from schemas.layout import disabled_webhook_key
 from schemas.webhooks import DisabledSubscription
 from services.common.outages import OUTAGES
 from services.common.storage import ObjectMissing, Storage
+from services.notifier.webhooks.metrics import DISABLED
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class DisabledSubscriptions:
                 record = await self._record(name)
                 if record is not None and record.url == url:
                     self._disabled.add(name)
+                    DISABLED.set(len(self._disabled))
                     log.warning(
                         "webhook subscription %s stays disabled: %s (remove %s to enable it)",
                         name,
@@ -63,6 +65,7 @@ class DisabledSubscriptions:
         """Disable at once in this process, then record it (raises on a store outage; the
         caller retries)."""
         self._disabled.add(name)
+        DISABLED.set(len(self._disabled))
         record = DisabledSubscription(
             url=self._urls[name], disabled_at=datetime.now(UTC), reason=reason
         )

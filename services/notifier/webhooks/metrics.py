@@ -1,4 +1,5 @@
-"""The webhook counter: how each delivery attempt ended, by receiver.
+"""The webhook series: how each delivery attempt ended, by receiver, and the subscriptions
+disabled.
 
 ``target`` is a subscription's name, or ``callback`` for every job's callback_url (one label
 value for them all, so that clients cannot grow the label set).
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 Outcome = Literal[
     "delivered",  # a 2xx answer
@@ -25,6 +26,13 @@ DELIVERIES = Counter(
     "Webhook delivery attempts and what came of them.",
     ["target", "outcome"],
 )
+
+
+DISABLED = Gauge(
+    "shepherd_webhook_subscriptions_disabled",
+    "Webhook subscriptions disabled (their receiver answered 410 Gone) until re-enabled.",
+)
+"""Retries waiting are RabbitMQ's own figure: the depth of ``<ns>.webhook-retry.*``."""
 
 
 def count(target: str, outcome: Outcome) -> None:
