@@ -252,6 +252,11 @@ image_tools() { [[ $(id -u) != 0 ]] || need_apt_package debootstrap debootstrap;
 # command-line subscriber. Installed as root; without it those tests are skipped, saying so.
 amqp_tools() { [[ $(id -u) != 0 ]] || need_apt_package amqp-publish amqp-tools; }
 
+# Prometheus and promtool: the monitoring tests run deploy/prometheus/ against a real one
+# (each test starts its own; nothing runs in the background). Installed as root; without it
+# those tests are skipped, saying so.
+prometheus_tools() { [[ $(id -u) != 0 ]] || need_apt_package promtool prometheus; }
+
 registry_healthy() { curl -fsS -m 2 "http://$REGISTRY_ADDRESS/v2/" >/dev/null 2>&1; }
 
 registry_up() {
@@ -285,7 +290,7 @@ status() {
 [[ -x "$PYTHON" ]] || die "no virtualenv at $ROOT/.venv; run: make venv"
 command -v curl >/dev/null || need_apt_package curl curl
 case "${1:-up} ${2:-}" in
-  "up ") rabbitmq_up; minio_up; docker_up; registry_up; image_tools; amqp_tools ;;
+  "up ") rabbitmq_up; minio_up; docker_up; registry_up; image_tools; amqp_tools; prometheus_tools ;;
   "up docker") docker_up; registry_up; image_tools ;;
   "down ") registry_down; docker_down; minio_down; rabbitmq_down ;;
   "status ") status ;;

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from schemas.broker_names import Names
 from schemas.config import BrokerConfig
 from schemas.topology import Binding, Topology
+from services.common.metrics import BROKER_CONNECTED
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Broker:
         connection.close_callbacks.add(broker._on_lost)
         connection.reconnect_callbacks.add(broker._on_regained)
         broker._up.set()
+        BROKER_CONNECTED.set(1)
         return broker
 
     @property
@@ -100,6 +102,7 @@ class Broker:
             f"reconnecting every {self.connection.reconnect_interval:g} s"
         )
         self._up.clear()
+        BROKER_CONNECTED.set(0)
         log.warning("%s", self._lost)
 
     async def wait_connected(self) -> None:
@@ -111,6 +114,7 @@ class Broker:
         log.info("reconnected to RabbitMQ at %s", self._where)
         self._lost = None
         self._up.set()
+        BROKER_CONNECTED.set(1)
 
     async def close(self) -> None:
         await self.connection.close()

@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.job import ModelRef
 from schemas.status import JobState, JobStatus
+from services.common.scraped import ScrapedGauge
 
 #: Distinct models labelled in one process; later ones are counted as ``other``.
 MAX_MODELS = 200
@@ -91,6 +92,17 @@ BUSY = Gauge(
 BUSY_SECONDS = Counter(
     "shepherd_sheep_busy_seconds",
     "Seconds a job was on the sheep's runner; its rate is the sheep's duty cycle.",
+    ["sheep"],
+)
+
+OLDEST_QUEUED = ScrapedGauge(
+    "shepherd_oldest_queued_job_age_seconds",
+    "Seconds the job queued longest has waited for a sheep (0 when none waits).",
+)
+SHEEP_SILENCE = ScrapedGauge(
+    "shepherd_sheep_silence_seconds",
+    "Seconds since each configured sheep was last heard (since the gateway started, for one "
+    "never heard).",
     ["sheep"],
 )
 

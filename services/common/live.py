@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from schemas.events import STATUS_KINDS, JobEvent
 from schemas.layout import live_snapshot_key
-from schemas.status import JobStatus, LiveSnapshot
+from schemas.status import JobState, JobStatus, LiveSnapshot
 from services.common.broker import BrokerUnavailable
 from services.common.history import EventHistory, Offset, StreamedEvent
 from services.common.storage import ObjectMissing, Storage
@@ -64,6 +64,17 @@ class LiveStatuses:
 
     def __len__(self) -> int:
         return len(self._statuses)
+
+    def oldest_queued(self) -> datetime | None:
+        """When the job queued longest was queued; None if no job waits."""
+        return min(
+            (
+                s.enqueued_at
+                for s in self._statuses.values()
+                if s.state is JobState.QUEUED and s.enqueued_at is not None
+            ),
+            default=None,
+        )
 
     def snapshot(self, offset: int) -> LiveSnapshot:
         """The table now, which holds every event of the history before ``offset``."""

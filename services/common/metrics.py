@@ -1,7 +1,8 @@
-"""Prometheus metrics shared by the services (the gateway serves them on ``/metrics``).
+"""The Prometheus series of what every service shares: input it could not use, and the
+servers' outages as it sees them (the series of jobs are :mod:`.job_metrics`).
 
-Input Shepherd cannot use is dead-lettered or dropped, never allowed to stop a consumer; this
-counter makes it visible, so that a producer sending garbage is noticed.
+Input Shepherd cannot use is dead-lettered or dropped, never allowed to stop a consumer; the
+rejected-messages counter makes it visible, so that a producer sending garbage is noticed.
 
     except ValidationError as exc:
         reject("status", invalid_reason(exc))
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 Reason = Literal[
@@ -30,6 +31,16 @@ REJECTED_MESSAGES = Counter(
     "shepherd_rejected_messages",
     "Messages dropped or dead-lettered because Shepherd could not use them.",
     ["source", "reason"],
+)
+
+
+BROKER_CONNECTED = Gauge(
+    "shepherd_broker_connected",
+    "1 while this process is connected to RabbitMQ, every channel restored; 0 during an outage.",
+)
+STORAGE_OUTAGE_CALLS = Counter(
+    "shepherd_storage_outages",
+    "Calls to MinIO that failed because it was unreachable or refused to serve (retried).",
 )
 
 

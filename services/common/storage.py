@@ -9,15 +9,20 @@ from __future__ import annotations
 import asyncio
 import io
 import mimetypes
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
 
 import urllib3
 from minio import Minio
 from minio.error import S3Error
 
 from schemas.config import StorageConfig
+from services.common.metrics import STORAGE_OUTAGE_CALLS
+from services.common.outages import STORAGE_OUTAGES
+
+T = TypeVar("T")
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket"}
 PART_SIZE = 5 * 1024 * 1024  # S3's smallest part
@@ -67,15 +72,24 @@ class Storage:
             ),
         )
 
+    async def _threaded(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call(*args, **kwargs)`` off the event loop (the MinIO client blocks); a failure
+        that is an outage of the store is counted in ``shepherd_storage_outages_total``."""
+        try:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        except STORAGE_OUTAGES:
+            STORAGE_OUTAGE_CALLS.inc()
+            raise
+
     async def ping(self) -> None:
         """Raises if the store or the bucket cannot be reached."""
-        if not await asyncio.to_thread(self.client.bucket_exists, self.bucket):
+        if not await self._threaded(self.client.bucket_exists, self.bucket):
             raise ObjectMissing(f"bucket {self.bucket} does not exist")
 
     async def put_bytes(
         self, key: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> None:
-        await asyncio.to_thread(
+        await self._threaded(
             self.client.put_object,
             self.bucket,
             key,
@@ -93,7 +107,7 @@ class Storage:
         is never sent, a multipart upload is aborted.
         """
         reader = _LoopReader(chunks, asyncio.get_running_loop())
-        await asyncio.to_thread(
+        await self._threaded(
             self.client.put_object,
             self.bucket,
             key,
@@ -128,10 +142,10 @@ class Storage:
                 raise
             return True
 
-        return await asyncio.to_thread(create)
+        return await self._threaded(create)
 
     async def remove(self, key: str) -> None:
-        await asyncio.to_thread(self.client.remove_object, self.bucket, key)
+        await self._threaded(self.client.remove_object, self.bucket, key)
 
     async def get_bytes(self, key: str) -> bytes:
         def get() -> bytes:
@@ -147,7 +161,7 @@ class Storage:
                 response.close()
                 response.release_conn()
 
-        return await asyncio.to_thread(get)
+        return await self._threaded(get)
 
     async def stat(self, key: str) -> StoredObject:
         def stat() -> StoredObject:
@@ -159,7 +173,7 @@ class Storage:
                 raise
             return StoredObject(key, info.size or 0, info.content_type, info.etag)
 
-        return await asyncio.to_thread(stat)
+        return await self._threaded(stat)
 
     async def list(self, prefix: str) -> list[StoredObject]:
         """Every object under ``prefix`` (recursive), keys relative to the bucket."""
@@ -171,7 +185,7 @@ class Storage:
                 if o.object_name and not o.is_dir
             ]
 
-        return await asyncio.to_thread(listing)
+        return await self._threaded(listing)
 
     async def download_prefix(self, prefix: str, target: Path) -> list[Path]:
         """Stream every object under ``prefix`` into ``target``, keeping relative paths."""
@@ -186,7 +200,7 @@ class Storage:
                 raise ValueError(f"object key {obj.key!r} escapes {target}")
             destinations.append(target / relative)
         for obj, destination in zip(objects, destinations, strict=True):
-            await asyncio.to_thread(self._fetch, obj.key, destination)
+            await self._threaded(self._fetch, obj.key, destination)
         return destinations
 
     def _fetch(self, key: str, destination: Path) -> None:
@@ -207,7 +221,7 @@ class Storage:
         for path in _files(source):
             key = prefix + path.relative_to(source).as_posix()
             content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            await asyncio.to_thread(
+            await self._threaded(
                 self.client.fput_object, self.bucket, key, str(path), content_type=content_type
             )
             keys.append(key)
@@ -224,7 +238,7 @@ class Storage:
                     raise ObjectMissing(key) from exc
                 raise
 
-        return await asyncio.to_thread(open_)
+        return await self._threaded(open_)
 
 
 class _LoopReader:

@@ -14,6 +14,7 @@ from schemas.config import Config
 from schemas.events import JobEvent, SheepState
 from services.common.broker import Broker
 from services.common.consumer import Outcome, Subscription, TypedConsumer
+from services.common.job_metrics import SHEEP_SILENCE
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class Fleet:
         self.config = config
         self.broker = broker
         self.states: dict[str, SheepState] = {}
+        self._started = datetime.now(UTC)
         self._heard: dict[str, datetime] = {}
         """When each sheep was last named by a job event."""
         self._announcements = TypedConsumer(
@@ -37,10 +39,24 @@ class Fleet:
         )
 
     async def start(self) -> None:
+        self._started = datetime.now(UTC)
         await self._announcements.start()
+        SHEEP_SILENCE.add(self.silences)
 
     async def stop(self) -> None:
+        SHEEP_SILENCE.remove(self.silences)
         await self._announcements.stop()
+
+    def silences(self) -> dict[tuple[str, ...], float]:
+        """Seconds since each configured sheep was heard (since this gateway started, for one
+        never heard), for ``shepherd_sheep_silence_seconds``."""
+        now = datetime.now(UTC)
+        silences = {}
+        for sheep_id in self.config.sheep:
+            state = self.states.get(sheep_id)
+            seen = self._started if state is None else self._last_seen(sheep_id, state)
+            silences[(sheep_id,)] = max(0.0, (now - seen).total_seconds())
+        return silences
 
     async def _on_state(self, state: SheepState, _: AbstractIncomingMessage) -> Outcome:
         self.states[state.sheep_id] = state

@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
@@ -41,7 +42,7 @@ from schemas.status import JobStatus
 from services.common.broker import Broker
 from services.common.consumer import KEPT, Outcome, QueueConsumer, decode
 from services.common.history import EventHistory
-from services.common.job_metrics import observe_transition
+from services.common.job_metrics import OLDEST_QUEUED, observe_transition
 from services.common.live import (
     SNAPSHOT_EVERY,
     SNAPSHOT_MAX_AGE,
@@ -118,6 +119,7 @@ class Notifier:
         # have written statuses in between, so what is cached can no longer be trusted.
         self._reports.channel.reopen_callbacks.add(self._forget)
         self._snapshots = asyncio.create_task(self._take_snapshots(), name="notifier-snapshots")
+        OLDEST_QUEUED.add(self._queue_wait)
 
     async def stop(self) -> None:
         """Stop consuming, let the reports in hand finish (for ``stop_grace`` seconds at most;
@@ -125,6 +127,7 @@ class Notifier:
         if not self._started:
             return
         self._started = False
+        OLDEST_QUEUED.remove(self._queue_wait)
         for task in (self._snapshots, self._restoring):
             if task is not None:
                 task.cancel()
@@ -133,6 +136,12 @@ class Notifier:
         await self._snapshot()
         self._restoring = None
         await self._history.close()
+
+    def _queue_wait(self) -> dict[tuple[str, ...], float]:
+        """The oldest queued job's wait so far, for ``shepherd_oldest_queued_job_age_seconds``."""
+        oldest = self.live.oldest_queued()
+        waited = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+        return {(): max(0.0, waited)}
 
     def _forget(self, *_: object) -> None:
         """After a reconnect, another notifier may have been active meanwhile: statuses are

@@ -18,12 +18,7 @@ from tests.support.polling import eventually
 from tests.support.stack import MODELS, free_port, healthy
 
 
-def write_config(
-    path: Path, config, port: int, sheep_port: int, metrics_ports: tuple[int, int] | None = None
-) -> Path:
-    """A config file for the test's namespace; ``metrics_ports``: the notifier's and the
-    sheep's, when they serve /metrics alone."""
-    notifier_metrics, sheep_metrics = metrics_ports or (None, None)
+def write_config(path: Path, config, port: int, sheep_port: int) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
@@ -39,10 +34,8 @@ def write_config(
                     "secret_key": config.storage.secret_key.get_secret_value(),
                 },
                 "gateway": {"port": port},
-                "notifier": {"metrics_port": notifier_metrics},
                 "sheep": {
                     "solo": {
-                        "metrics_port": sheep_metrics,
                         "type": "bare",
                         "port": sheep_port,
                         "working_directory": str(MODELS),

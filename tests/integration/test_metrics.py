@@ -3,52 +3,22 @@ each serving its own series, as an operator's Prometheus would scrape them."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import subprocess
-import sys
-from functools import partial
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import delete_namespace
-from tests.integration.test_cli import write_config
-from tests.support.polling import eventually
-from tests.support.stack import free_port, healthy
+from tests.support.metered import MeteredStack, metered_stack
 
 ECHO = {"name": "echo", "version": "1"}
 FAIL = {"name": "fail", "version": "1"}
 
 
 @pytest.fixture
-async def stack(config, names, tmp_path):
-    """The gateway, the notifier and sheep ``solo`` as three processes; their metrics URLs."""
-    port, notifier_port, sheep_port = free_port(), free_port(), free_port()
-    config_file = write_config(
-        tmp_path / "shepherd.yml", config, port, free_port(), (notifier_port, sheep_port)
-    )
-    procs = []
-    for command in (["gateway"], ["notifier"], ["sheep", "solo"]):
-        with (tmp_path / f"{command[0]}.log").open("wb") as log:
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "services.cli", *command, "-c", str(config_file),
-                    stdout=log, stderr=subprocess.STDOUT,
-                )
-            )  # fmt: skip
-    try:
-        yield {
-            "gateway": f"http://127.0.0.1:{port}",
-            "notifier": f"http://127.0.0.1:{notifier_port}",
-            "sheep": f"http://127.0.0.1:{sheep_port}",
-        }
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), 30)
-        await delete_namespace(config.broker.url.get_secret_value(), names, ["solo"])
+async def stack(config, tmp_path) -> AsyncIterator[MeteredStack]:
+    async with metered_stack(config, tmp_path) as stack:
+        yield stack
 
 
 async def scrape(client: httpx.AsyncClient, url: str) -> dict[tuple[str, frozenset], float]:
@@ -67,8 +37,7 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
 
 
 async def test_each_process_serves_the_series_of_what_it_did(stack, job_id):
-    async with httpx.AsyncClient(base_url=stack["gateway"], timeout=30) as client:
-        await eventually(partial(healthy, client), within=30)
+    async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as client:
         for suffix, model in (("ok", ECHO), ("bad", FAIL)):
             submitted = await client.post(
                 "/start-job", json={"job_id": f"{job_id}-{suffix}", "model": model, "payload": 1}
@@ -78,7 +47,7 @@ async def test_each_process_serves_the_series_of_what_it_did(stack, job_id):
             assert ready.json()["state"] == ("done" if model is ECHO else "failed")
         unknown = await client.get("/jobs/no-such-job-here/status")
 
-        gateway = await scrape(client, stack["gateway"])
+        gateway = await scrape(client, stack.gateway)
         assert value(gateway, "shepherd_jobs_submitted_total", way="http") == 2
         assert value(gateway, "shepherd_jobs_queued_total", trigger="declaration") == 2
         start = {"route": "/start-job", "method": "POST"}
@@ -88,7 +57,7 @@ async def test_each_process_serves_the_series_of_what_it_did(stack, job_id):
         assert unknown.status_code == 404
         assert value(gateway, "shepherd_http_requests_total", **not_found) == 1
 
-        notifier = await scrape(client, stack["notifier"])
+        notifier = await scrape(client, stack.notifier)
         for state, model in (("done", ECHO), ("failed", FAIL)):
             labels = {"model": model["name"], "version": "1"}
             ended = value(
@@ -99,7 +68,7 @@ async def test_each_process_serves_the_series_of_what_it_did(stack, job_id):
                 count = "shepherd_job_stage_seconds_count"
                 assert value(notifier, count, stage=stage, **labels) == 1, (state, stage)
 
-        sheep = await scrape(client, stack["sheep"])
+        sheep = await scrape(client, stack.sheep)
         echo = {"model": "echo", "version": "1"}
         for stage in ("input_fetch", "run", "output_upload"):
             assert value(sheep, "shepherd_job_stage_seconds_count", stage=stage, **echo) == 1

@@ -119,7 +119,7 @@ async def test_a_repeat_through_another_gateway_leaves_a_queued_job_be(
         await eventually(seen_queued, within=10)
         other = Intake(config, broker, storage, queued_elsewhere=lookup.queued)
         repeat = JobRequest(job_id=waiting, model=sleep, sheep_id="s1", payload={"seconds": 3})
-        declaration = await other.declare(repeat)
+        declaration = await other.declare(repeat, "http")
     finally:
         await lookup.stop()
     assert declaration.outcome is Declared.REPEATED and not declaration.queued

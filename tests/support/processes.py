@@ -43,9 +43,9 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, SecretStr):
         return value.get_secret_value()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    if isinstance(value, str | int | float | bool | None):
+        return value
+    return str(value)  # a path, a URL
 
 
 class ServiceProcess:
