@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -86,20 +87,18 @@ def _serve(runner: Runner, jobs: JobQueue, outbox: Outbox) -> None:
 
 def _work(runner: Runner, run: Run, outbox: Outbox) -> None:
     job = JobContext(job_id=run.job_id, parameters=run.parameters)
-    started_wall, started_cpu = time.monotonic(), _cpu_seconds()
+    meter = _Meter.start()
     try:
         outputs_dir = Path(run.outputs_dir)
         outputs_dir.mkdir(parents=True, exist_ok=True)
         runner.run_job(job, Path(run.inputs_dir), outputs_dir, outbox.progress)
     except BaseException as exc:  # even sys.exit() in model code only fails the job
-        outbox.outcome(Failed(job_id=run.job_id, error=error_info(exc), logs=log_offsets()))
+        failed = Failed(
+            job_id=run.job_id, error=error_info(exc), accounting=meter.read(), logs=log_offsets()
+        )
+        outbox.outcome(failed)
         return
-    accounting = Accounting(
-        wall_seconds=time.monotonic() - started_wall,
-        cpu_seconds=max(0.0, _cpu_seconds() - started_cpu),
-        max_rss_bytes=_max_rss_bytes(),
-    )
-    outbox.outcome(Done(job_id=run.job_id, accounting=accounting, logs=log_offsets()))
+    outbox.outcome(Done(job_id=run.job_id, accounting=meter.read(), logs=log_offsets()))
 
 
 def log_offsets() -> LogOffsets | None:
@@ -118,16 +117,57 @@ def log_offsets() -> LogOffsets | None:
     return sizes[0], sizes[1]
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU of this process and of its reaped children (models may shell out)."""
-    total = 0.0
+@dataclass(frozen=True)
+class _Meter:
+    """What this process has used since a job started: wall time, CPU (its own and that of the
+    children it waited for) and, on Linux, its peak memory during the job alone."""
+
+    wall: float
+    user: float
+    system: float
+    peak_reset: bool
+
+    @classmethod
+    def start(cls) -> _Meter:
+        user, system = _cpu_seconds()
+        return cls(time.monotonic(), user, system, _reset_peak_rss())
+
+    def read(self) -> Accounting:
+        user, system = _cpu_seconds()
+        return Accounting(
+            wall_seconds=time.monotonic() - self.wall,
+            cpu_user_seconds=max(0.0, user - self.user),
+            cpu_system_seconds=max(0.0, system - self.system),
+            max_rss_bytes=_peak_rss_bytes() if self.peak_reset else None,
+        )
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """User and system CPU of this process and of its reaped children (models may shell out)."""
+    user = system = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+        user += usage.ru_utime
+        system += usage.ru_stime
+    return user, system
 
 
-def _max_rss_bytes() -> int:
-    """Peak resident memory of the runner process so far (the kernel keeps no per-job peak)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes, Linux: KiB
+def _reset_peak_rss() -> bool:
+    """Reset this process's resident-memory high-water mark (Linux >= 4.0, ``clear_refs``
+    value 5), so that the next reading is the peak of the job about to run."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_bytes() -> int | None:
+    """The high-water mark of this process's resident memory (``VmHWM``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        return None
+    return None

@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from schemas.job import JobDispatch, JobSpec, ModelRef
 from schemas.names import JobId, PathSegment
-from schemas.status import ErrorInfo, InputFile, JobState, JobStatus, Progress
+from schemas.status import ErrorInfo, InputFile, JobState, JobStatus, Progress, Usage
 
 CLOUDEVENT_TYPE_PREFIX = "io.shepherd.job."
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
@@ -74,6 +74,9 @@ class StatusReport(BaseModel):
     inputs: list[InputFile] | None = Field(
         default=None,
         description="On a running or outcome report: the inputs the attempt ran on.",
+    )
+    usage: Usage | None = Field(
+        default=None, description="On an outcome report: what the attempt used."
     )
     new_job: bool = Field(
         default=False,

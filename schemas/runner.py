@@ -86,9 +86,12 @@ class Heartbeat(_Message):
 
 
 class Accounting(_Message):
+    """What the runner process used for one job (see ``schemas.status.Usage``)."""
+
     wall_seconds: float = Field(ge=0)
-    cpu_seconds: float = Field(ge=0)
-    max_rss_bytes: int = Field(ge=0)
+    cpu_user_seconds: float = Field(ge=0)
+    cpu_system_seconds: float = Field(ge=0)
+    max_rss_bytes: int | None = Field(default=None, ge=0)
 
 
 class Done(_Message):
@@ -107,6 +110,9 @@ class Failed(_Message):
     type: Literal["failed"] = "failed"
     job_id: JobId | None = None
     error: ErrorInfo
+    accounting: Accounting | None = Field(
+        default=None, description="Set when the job itself failed: what it used until then."
+    )
     logs: LogOffsets | None = None
 
 

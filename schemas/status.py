@@ -72,6 +72,49 @@ class InputFile(BaseModel):
     )
 
 
+class Usage(BaseModel):
+    """What a job's last attempt used, as far as it got: the same object in its final status,
+    its final CloudEvent and its webhook. A job stopped on its runner (cancelled, or its
+    runner died) has no CPU or memory figures, the runner being gone; a job that never
+    reached a runner (cancelled while queued, given up) has no usage at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wall_seconds: float = Field(
+        ge=0,
+        description="Seconds the job was on its runner: from its start to its outcome (or "
+        "to being stopped).",
+    )
+    cpu_user_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPU seconds in user mode of the runner process (and the child processes "
+        "it waited for) during the job.",
+    )
+    cpu_system_seconds: float | None = Field(
+        default=None, ge=0, description="CPU seconds in the kernel, counted the same way."
+    )
+    max_rss_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Peak resident memory of the runner process during this job: its "
+        "high-water mark, reset as the job starts (Linux). None where it cannot be reset.",
+    )
+    input_bytes: int = Field(ge=0, description="Bytes of the inputs it ran on, payload included.")
+    output_bytes: int = Field(ge=0, description="Bytes of the outputs the sheep stored.")
+    gpu_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="On a sheep with devices: wall_seconds times the devices its runner holds.",
+    )
+    max_gpu_memory_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="On a sheep with GPUs: the runner's peak GPU memory during the job, from "
+        "NVML's per-process accounting (None where accounting mode is off).",
+    )
+
+
 class JobStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +137,7 @@ class JobStatus(BaseModel):
     inputs: list[InputFile] | None = Field(
         default=None, description="What the job's latest attempt ran on, once it started."
     )
+    usage: Usage | None = Field(default=None, description="On a final status: what it used.")
 
     @property
     def ready(self) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -134,17 +135,24 @@ def observe_transition(status: JobStatus, kind: str) -> None:
             STAGE_SECONDS.labels(stage="end_to_end", **labels).observe(max(0.0, took))
 
 
+@dataclass
+class Timed:
+    seconds: float = 0.0
+    """Set once the timed block is left."""
+
+
 @contextmanager
-def on_runner(sheep_id: str, model: ModelRef) -> Iterator[None]:
+def on_runner(sheep_id: str, model: ModelRef) -> Iterator[Timed]:
     """A job on the sheep's runner: the sheep busy meanwhile, the time counted as busy and as
-    the job's ``run`` stage."""
+    the job's ``run`` stage, and given to the caller."""
     busy = BUSY.labels(sheep=sheep_id)
     busy.set(1)
+    timed = Timed()
     started = time.perf_counter()
     try:
-        yield
+        yield timed
     finally:
-        took = time.perf_counter() - started
+        timed.seconds = time.perf_counter() - started
         busy.set(0)
-        BUSY_SECONDS.labels(sheep=sheep_id).inc(took)
-        STAGE_SECONDS.labels(stage="run", **model_labels(model)).observe(took)
+        BUSY_SECONDS.labels(sheep=sheep_id).inc(timed.seconds)
+        STAGE_SECONDS.labels(stage="run", **model_labels(model)).observe(timed.seconds)

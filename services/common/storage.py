@@ -215,17 +215,17 @@ class Storage:
             response.close()
             response.release_conn()
 
-    async def upload_tree(self, source: Path, prefix: str) -> list[str]:
-        """Stream every file below ``source`` to ``prefix``; returns the keys written."""
-        keys = []
+    async def upload_tree(self, source: Path, prefix: str) -> int:
+        """Stream every file below ``source`` to ``prefix``; returns the bytes written."""
+        written = 0
         for path in _files(source):
             key = prefix + path.relative_to(source).as_posix()
             content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             await self._threaded(
                 self.client.fput_object, self.bucket, key, str(path), content_type=content_type
             )
-            keys.append(key)
-        return keys
+            written += path.stat().st_size
+        return written
 
     async def open_stream(self, key: str):
         """A streaming response; the caller reads it in chunks and must close it."""

@@ -91,6 +91,7 @@ def _fresh(report: StatusReport, state: JobState) -> JobStatus:
         error=report.error if state in _WITH_ERROR else None,
         progress=report.progress if state is JobState.RUNNING else None,
         inputs=report.inputs,
+        usage=report.usage if state.terminal else None,
         **{_STAMP[state]: report.time},
     )
 
@@ -105,6 +106,7 @@ def _advance(current: JobStatus, report: StatusReport, state: JobState) -> JobSt
         "progress": report.progress if state is JobState.RUNNING else None,
         "missing_inputs": None,
         "inputs": report.inputs or (None if new_attempt else current.inputs),
+        "usage": report.usage if state.terminal else None,
     }
     if new_attempt:
         # Timestamps of later states belonged to the previous attempt.

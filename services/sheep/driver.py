@@ -29,7 +29,7 @@ import zmq.asyncio
 
 from schemas.config import SheepConfig
 from schemas.job import ModelRef
-from schemas.runner import Failed, LogOffsets, Run, Withdrawn
+from schemas.runner import Accounting, Failed, LogOffsets, Run, Withdrawn
 from schemas.status import ErrorInfo
 from services.common.job_metrics import (
     RUNNER_LOAD_SECONDS,
@@ -67,6 +67,8 @@ class Ran:
     error: ErrorInfo | None
     logs: tuple[LogOffsets, LogOffsets] | None = None
     """Where its part of the runner's log files starts and ends, if the runner said."""
+    accounting: Accounting | None = None
+    """What the runner used for it, if the runner said (not when it died or was stopped)."""
 
 
 class RunnerDriver:
@@ -192,16 +194,8 @@ class RunnerDriver:
         if isinstance(outcome, Withdrawn):  # cancelled, and withdrawn before it started
             raise JobCancelled
         if isinstance(outcome, Failed):
-            return Ran(outcome.error, verdict.logs)
-        log.info(
-            "sheep %s: job %s took %.2f s wall, %.2f s CPU, %d bytes max RSS",
-            self._sheep_id,
-            request.job_id,
-            outcome.accounting.wall_seconds,
-            outcome.accounting.cpu_seconds,
-            outcome.accounting.max_rss_bytes,
-        )
-        return Ran(None, verdict.logs)
+            return Ran(outcome.error, verdict.logs, outcome.accounting)
+        return Ran(None, verdict.logs, outcome.accounting)
 
     async def discard(self, grace: float | None = None, cause: RestartCause = "stop") -> None:
         """Stop the runner, if any (the backend's default grace when None), counted under

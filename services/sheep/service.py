@@ -51,6 +51,7 @@ from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
 from services.sheep.running import RunningReport
+from services.sheep.usage import measured, with_outputs
 
 log = logging.getLogger(__name__)
 
@@ -285,13 +286,16 @@ class Sheep:
             self._config.broker.report_running_after,
         )
         try:
+            devices = len(self._sheep_config.devices)
             try:
-                with on_runner(self.sheep_id, job.model):
+                with on_runner(self.sheep_id, job.model) as timed:
                     ran = await self._run(job, running)
             except JobCancelled:
                 message = f"cancelled on sheep {self.sheep_id}"
                 report = attempt.report(
-                    JobState.CANCELLED, error=ErrorInfo(type="Cancelled", message=message)
+                    JobState.CANCELLED,
+                    error=ErrorInfo(type="Cancelled", message=message),
+                    usage=measured(job.inputs, timed.seconds, None, devices),
                 )
                 job.logs = job_span(marks, None, self.backend.log_files)
             else:
@@ -299,7 +303,8 @@ class Sheep:
                     await self._give_back(job)
                     return None
                 state = JobState.DONE if ran.error is None else JobState.FAILED
-                report = attempt.report(state, error=ran.error, inputs=job.inputs)
+                usage = measured(job.inputs, timed.seconds, ran.accounting, devices)
+                report = attempt.report(state, error=ran.error, inputs=job.inputs, usage=usage)
                 job.logs = job_span(marks, ran.logs, self.backend.log_files)
             return await running.outcome(report)
         except asyncio.CancelledError:
@@ -337,7 +342,7 @@ class Sheep:
             start, end = job.logs
             upload = STAGE_SECONDS.labels(stage="output_upload", **model_labels(job.model))
             with upload.time():
-                await asyncio.gather(
+                output_bytes, _ = await asyncio.gather(
                     self._storage.upload_tree(directory / "outputs", outputs_prefix(job.job_id)),
                     store_logs(
                         self._storage,
@@ -348,6 +353,7 @@ class Sheep:
                         job.job_id,
                     ),
                 )
+            report = with_outputs(report, output_bytes)
             await self._when_connected("report an outcome", partial(self._publish, report))
         except asyncio.CancelledError:  # the sheep stops before the outcome is out
             await asyncio.shield(self._give_back(job))

@@ -177,7 +177,12 @@ sheep_states = accepted(
     {"model": model_refs | st.none(), "current_job": names | st.none(), "time": aware_times},
 )
 accounting = st.fixed_dictionaries(
-    {"wall_seconds": seconds, "cpu_seconds": seconds, "max_rss_bytes": counts}
+    {
+        "wall_seconds": seconds,
+        "cpu_user_seconds": seconds,
+        "cpu_system_seconds": seconds,
+        "max_rss_bytes": counts | st.none(),
+    }
 )
 runner_messages = st.one_of(
     accepted(

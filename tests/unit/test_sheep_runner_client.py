@@ -31,7 +31,12 @@ from tests.support.metrics import rejected
 
 READY = Ready(model="echo:1", load_seconds=0.5, pid=4242)
 RUN = Run(job_id="job-1", inputs_dir="/in", outputs_dir="/out")
-DONE = Done(job_id="job-1", accounting=Accounting(wall_seconds=1, cpu_seconds=1, max_rss_bytes=1))
+DONE = Done(
+    job_id="job-1",
+    accounting=Accounting(
+        wall_seconds=1, cpu_user_seconds=1, cpu_system_seconds=0, max_rss_bytes=1
+    ),
+)
 
 
 class Peer:

@@ -47,7 +47,7 @@ def test_malformed_notifications_are_refused(body):
 def test_runner_frames_round_trip():
     frame = (
         b'{"type": "done", "job_id": "j1", "accounting": {"wall_seconds": 1.5, '
-        b'"cpu_seconds": 1.0, "max_rss_bytes": 1024}}'
+        b'"cpu_user_seconds": 1.0, "cpu_system_seconds": 0.25, "max_rss_bytes": 1024}}'
     )
     message = runner_message.validate_json(frame)
     assert message.type == "done"

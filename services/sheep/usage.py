@@ -1,0 +1,37 @@
+"""What a job's attempt used, as its outcome report tells it (``schemas.status.Usage``): the
+runner's own accounting where it gave one, the sheep's measures for the rest.
+
+    usage = measured(job.inputs, timed.seconds, ran.accounting, devices=len(config.devices))
+    report = with_outputs(report, usage, output_bytes)
+"""
+
+from __future__ import annotations
+
+from schemas.events import StatusReport
+from schemas.runner import Accounting
+from schemas.status import InputFile, Usage
+
+
+def measured(
+    inputs: list[InputFile], wall_seconds: float, accounting: Accounting | None, devices: int
+) -> Usage:
+    """The usage of an attempt that ran ``wall_seconds`` on its runner; CPU and memory as the
+    runner counted them, if it could (not when it was stopped or died)."""
+    wall = accounting.wall_seconds if accounting is not None else wall_seconds
+    return Usage(
+        wall_seconds=wall,
+        cpu_user_seconds=accounting.cpu_user_seconds if accounting else None,
+        cpu_system_seconds=accounting.cpu_system_seconds if accounting else None,
+        max_rss_bytes=accounting.max_rss_bytes if accounting else None,
+        input_bytes=sum(f.size for f in inputs),
+        output_bytes=0,
+        gpu_seconds=wall * devices if devices else None,
+    )
+
+
+def with_outputs(report: StatusReport, output_bytes: int) -> StatusReport:
+    """The outcome report, its usage completed with the bytes of outputs stored."""
+    if report.usage is None:
+        return report
+    usage = report.usage.model_copy(update={"output_bytes": output_bytes})
+    return report.model_copy(update={"usage": usage})
