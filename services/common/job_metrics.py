@@ -107,6 +107,18 @@ SHEEP_SILENCE = ScrapedGauge(
     ["sheep"],
 )
 
+GPU_UTILIZATION = ScrapedGauge(
+    "shepherd_gpu_utilization_ratio",
+    "Share of NVML's last sample period each GPU of a sheep was busy (0 to 1).",
+    ["sheep", "device"],
+)
+GPU_MEMORY_USED = ScrapedGauge(
+    "shepherd_gpu_memory_used_bytes", "GPU memory in use on each device.", ["sheep", "device"]
+)
+GPU_MEMORY_TOTAL = ScrapedGauge(
+    "shepherd_gpu_memory_total_bytes", "GPU memory of each device.", ["sheep", "device"]
+)
+
 _labelled: set[tuple[str, str]] = set()
 
 

@@ -47,6 +47,7 @@ from services.sheep.cancellations import Cancellations
 from services.sheep.containers import DockerBackend
 from services.sheep.deliveries import Deliveries, Delivery
 from services.sheep.driver import JobCancelled, Ran, RunnerDriver
+from services.sheep.gpus import SheepGpus
 from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
@@ -138,6 +139,7 @@ class Sheep:
         self._current_job: str | None = None
         self._worker: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
+        self._gpus: SheepGpus | None = None
         self._admitting = False
         self._running = False
         """Whether the runner has a job of this sheep's (``_work`` is in ``_run_held``)."""
@@ -151,6 +153,10 @@ class Sheep:
         await self._deliveries.start()
         self._worker = asyncio.create_task(self._work(), name=f"sheep-{self.sheep_id}-work")
         self._announcer.start()
+        devices = self._sheep_config.devices
+        self._gpus = await asyncio.to_thread(SheepGpus.open, self.sheep_id, devices)
+        if self._gpus is not None:
+            self._gpus.start()
 
     async def stop(self) -> None:
         """Stop consuming, give the current job ``stop_grace`` seconds to finish (else it is
@@ -171,6 +177,9 @@ class Sheep:
                 task.cancel()
             await asyncio.gather(*self._finishing, return_exceptions=True)
         await self._announcer.stop()
+        if self._gpus is not None:
+            self._gpus.close()
+            self._gpus = None
         await self._deliveries.stop()
         await self._driver.close()
         await self._cancellations.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.config import DockerSheepConfig
 from tests.support.stack import free_port, running_stack
@@ -40,3 +41,29 @@ async def test_a_docker_sheep_runs_its_model_on_the_configured_gpu(
         seen = (await client.get(f"/jobs/{job_id}/result")).json()
     assert seen["nvidia_visible_devices"] == "0"
     assert "/dev/nvidia0" in seen["devices"]
+
+
+async def test_a_gpu_sheep_reports_its_gpus_and_the_gpu_seconds_of_its_jobs(
+    config, broker, registry, model_image, job_id
+):
+    model_image("gpuinfo")
+    config.registry.url = registry
+    config.sheep = {"g0": DockerSheepConfig(port=free_port(), devices=["/dev/nvidia0"])}
+    async with running_stack(config) as client:
+        await client.post(
+            "/start-job",
+            json={"job_id": job_id, "model": {"name": "gpuinfo", "version": "1"}, "payload": {}},
+        )
+        ended = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 120})
+        metrics = {
+            (sample.name, sample.labels.get("device")): sample.value
+            for family in text_string_to_metric_families((await client.get("/metrics")).text)
+            for sample in family.samples
+            if sample.name.startswith("shepherd_gpu_")
+        }
+    usage = ended.json()["usage"]
+    assert usage["gpu_seconds"] == pytest.approx(usage["wall_seconds"])
+    device = "/dev/nvidia0"
+    assert 0 <= metrics[("shepherd_gpu_utilization_ratio", device)] <= 1
+    assert metrics[("shepherd_gpu_memory_total_bytes", device)] > 0
+    assert metrics[("shepherd_gpu_memory_used_bytes", device)] >= 0

@@ -9,7 +9,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import serving
 from tests.support.metered import MeteredStack, metered_stack
+from tests.support.stack import bare_sheep
 
 ECHO = {"name": "echo", "version": "1"}
 FAIL = {"name": "fail", "version": "1"}
@@ -82,3 +84,22 @@ async def test_each_process_serves_the_series_of_what_it_did(stack, job_id):
         assert value(sheep, "shepherd_sheep_jobs_in_flight", sheep="solo") == 0
         # Each process serves only its own: no job reached the gateway's stage histogram.
         assert value(gateway, "shepherd_job_stage_seconds_count", stage="run", **echo) is None
+
+
+async def test_a_sheep_with_devices_but_no_gpu_runs_without_gpu_series(
+    config, names, job_id, caplog
+):
+    """NVML finds no driver here: the GPU series are absent, the sheep says so once, and its
+    jobs run (their usage counts GPU seconds for the device it holds)."""
+    config.sheep = {"g0": bare_sheep(devices=["0"])}
+    async with serving(config, names) as client:
+        request = {"job_id": job_id, "model": ECHO, "payload": 1}
+        assert (await client.post("/start-job", json=request)).status_code == 202
+        ready = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 30})
+        assert ready.json()["state"] == "done"
+        usage = ready.json()["usage"]
+        metrics = (await client.get("/metrics")).text
+    assert usage["gpu_seconds"] == pytest.approx(usage["wall_seconds"])
+    assert "shepherd_gpu_utilization_ratio{" not in metrics
+    assert "shepherd_gpu_memory_used_bytes{" not in metrics
+    assert "sheep g0: no GPU metrics (NVML: " in caplog.text
