@@ -3,6 +3,8 @@ gateway's handlers build these, and its OpenAPI document is generated from them.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.job import ModelRef
@@ -106,3 +108,20 @@ class PoolStatus(BaseModel):
 class FleetStatus(BaseModel):
     sheep: dict[str, SheepStatus]
     pool: PoolStatus
+
+
+class JobLogs(BaseModel):
+    """What a job's runner printed to stdout and stderr while the job ran, stored as it ended
+    and decoded as UTF-8 (bytes that are not are shown as U+FFFD). A stream not asked for is
+    left out; one longer than the answer may hold is cut to its end, and named in
+    ``truncated``."""
+
+    job_id: JobId
+    state: JobState
+    stdout: str | None = Field(default=None, exclude_if=_absent)
+    stderr: str | None = Field(default=None, exclude_if=_absent)
+    truncated: list[Literal["stdout", "stderr"]] = Field(
+        default_factory=list,
+        description="Streams longer than the answer holds (1 MiB each), cut to their last "
+        "lines: ask for one alone (stream=...) to get all of it, as text/plain.",
+    )

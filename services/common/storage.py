@@ -147,10 +147,12 @@ class Storage:
     async def remove(self, key: str) -> None:
         await self._threaded(self.client.remove_object, self.bucket, key)
 
-    async def get_bytes(self, key: str) -> bytes:
+    async def get_bytes(self, key: str, offset: int = 0, length: int = 0) -> bytes:
+        """The object's bytes; ``length`` of them from ``offset`` when it is not 0."""
+
         def get() -> bytes:
             try:
-                response = self.client.get_object(self.bucket, key)
+                response = self.client.get_object(self.bucket, key, offset, length)
             except S3Error as exc:
                 if exc.code in _MISSING:
                     raise ObjectMissing(key) from exc

@@ -33,6 +33,8 @@ class Answer:
     body: type[BaseModel] | None = None
     media_type: str | None = None
     """For a body that is no model: ``*/*`` (a stored file), ``text/event-stream``, ..."""
+    or_text: bool = False
+    """Also answered as ``text/plain``, when the request asks for text."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from services.gateway.fleet import Fleet
 from services.gateway.http_metrics import HttpMetrics
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
+from services.gateway.logs import LogRoutes
 from services.gateway.openapi import build_openapi
 from services.gateway.operations import Operations
 from services.gateway.readiness import routes as status_routes
@@ -75,6 +76,7 @@ class Gateway:
                     *CancelRoutes(self.lookup, storage, broker).routes(),
                     *status_routes(self.lookup),
                     *StreamRoutes(self.history, self.lookup).routes(),
+                    *LogRoutes(self.lookup, storage).routes(),
                     *Operations(
                         config, broker, storage, self.fleet, self.openapi, self.asyncapi
                     ).routes(),

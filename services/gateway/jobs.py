@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from schemas.api import Accepted, FileListing, ListedFile, Uploaded
@@ -21,13 +21,12 @@ from services.common.json_body import BadJson, is_json_media_type, parse_json
 from services.common.lookup import StatusLookup
 from services.common.params import parse_file, parse_job_id
 from services.common.problems import Problem
-from services.common.storage import ObjectMissing, Storage
+from services.common.storage import Storage
 from services.gateway.api_docs import ERRORS, FILE, JOB, PROBLEM, Answer, Doc, Docs, json_answer
 from services.gateway.intake import Declaration, Declared, Intake
+from services.gateway.stored_files import stored_file
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 256 * 1024
 
 
 def job_links(request: Request, job_id: str) -> dict[str, str]:
@@ -270,31 +269,11 @@ class JobRoutes:
         """``/{file}`` streams that file; without one, the default file if present, else a
         listing of the files with their links."""
         if file is not None:
-            return await self._stream(prefix + file)
+            return await stored_file(self.storage, prefix + file)
         objects = await self.storage.list(prefix)
         if any(o.key == prefix + default for o in objects):
-            return await self._stream(prefix + default)
+            return await stored_file(self.storage, prefix + default)
         base = str(request.url).rstrip("/")
         listed = [(o.key.removeprefix(prefix), o.size) for o in objects]
         files = [ListedFile(name=name, size=size, url=f"{base}/{name}") for name, size in listed]
         return json_answer(FileListing(files=files))
-
-    async def _stream(self, key: str) -> StreamingResponse:
-        try:
-            info = await self.storage.stat(key)
-            body = await self.storage.open_stream(key)
-        except ObjectMissing:
-            raise Problem(404, f"no file {key.split('/', 2)[-1]!r} for this job") from None
-
-        def chunks() -> Iterator[bytes]:  # iterated in a worker thread by Starlette
-            try:
-                yield from body.stream(_CHUNK)
-            finally:
-                body.close()
-                body.release_conn()
-
-        return StreamingResponse(
-            chunks(),
-            media_type=info.content_type or "application/octet-stream",
-            headers={"Content-Length": str(info.size)},
-        )

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.events import JobEvent, JobRejectedEvent
-from services.gateway import cancel, docs, jobs, operations, readiness, streams
+from services.gateway import cancel, docs, jobs, logs, operations, readiness, streams
 from services.gateway.api_docs import PROBLEM, Answer, Doc, Docs
 from services.gateway.auth import OPEN_PATHS, required_scope
 from services.gateway.openapi_webhooks import webhooks_section
@@ -24,6 +24,7 @@ from services.gateway.openapi_webhooks import webhooks_section
 ROUTE_TEXTS: tuple[Docs, ...] = (
     jobs.DOCS,
     readiness.DOCS,
+    logs.DOCS,
     cancel.DOCS,
     streams.DOCS,
     operations.DOCS,
@@ -104,7 +105,10 @@ def _response(answer: Answer, ref: Any) -> dict[str, Any]:
     else:
         return {"description": answer.description}
     media_type = answer.media_type or "application/json"
-    return {"description": answer.description, "content": {media_type: {"schema": schema}}}
+    content = {media_type: {"schema": schema}}
+    if answer.or_text:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    return {"description": answer.description, "content": content}
 
 
 def _secure(spec: dict[str, Any], problem: dict[str, Any]) -> dict[str, Any]:
