@@ -30,6 +30,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "examples": ["5000"],
     },
     "state": {"description": "The job's new state, or progress.", "enum": list(STATUS_KINDS)},
+    "stream": {"description": "Which output of the runner.", "enum": ["stdout", "stderr"]},
 }
 """The ``{parameters}`` of addresses and queue names."""
 
@@ -59,6 +60,7 @@ OPERATIONS: list[Operation] = [
         for kind in EVENT_KINDS
     ),
     Operation("announceSheep", "send", "sheepStates", "A sheep announces itself."),
+    Operation("publishOutput", "send", "jobOutput", "A sheep publishes what its job prints."),
     Operation("leaseJob", "send", "leases", "A sheep parks and renews its job."),
     Operation(
         "rejectSubmission",
@@ -113,6 +115,12 @@ OPERATIONS: list[Operation] = [
     Operation("deliverWebhook", "receive", "webhookDeliveriesQueue", "The notifier POSTs one."),
     Operation("retryWebhook", "send", "webhookRetries", "The notifier parks a failed attempt."),
     Operation("abandonWebhook", "send", "webhookGaveUp", "The notifier gives a delivery up."),
+    Operation(
+        "followOutput",
+        "receive",
+        "jobLogsStream",
+        "The gateway reads a running job's output for GET /jobs/{id}/logs?follow=true.",
+    ),
     Operation(
         "streamEvents",
         "receive",

@@ -8,7 +8,7 @@ from typing import Any, get_args
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
-from schemas.broker_names import ATTEMPTS, HOLDER
+from schemas.broker_names import ATTEMPTS, HOLDER, LOG_ATTEMPT, LOG_JOB
 from schemas.events import (
     CLOUDEVENT_TYPE_PREFIX,
     CLOUDEVENTS_CONTENT_TYPE,
@@ -201,6 +201,22 @@ def messages() -> dict[str, Any]:
                 {REASON_HEADER: {"type": "string", "description": "Why it was given up."}}
             ),
             "payload": _schema(WebhookDelivery),
+        },
+        "logChunk": {
+            "name": "log-chunk",
+            "title": "Job output",
+            "summary": "A piece of what a running job printed, as printed (any bytes; its "
+            "stream is the routing key's last word).",
+            "contentType": "application/octet-stream",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    LOG_JOB: {"type": "string", "description": "The job that printed it."},
+                    LOG_ATTEMPT: {"type": "integer", "minimum": 1, "description": "Its attempt."},
+                },
+                "required": [LOG_JOB, LOG_ATTEMPT],
+            },
+            "payload": {"description": "The bytes printed."},
         },
         "deadLetter": {
             "name": "dead-letter",

@@ -22,6 +22,17 @@ run already, so its sheep checks its status first."""
 NEW_JOB = "shepherd-new-job"
 """Header of a job queued by the declaration that created it: no status can exist yet, so
 the notifier need not look one up."""
+LOG_JOB = "shepherd-job"
+"""Header of a piece of live output: the job that printed it."""
+LOG_ATTEMPT = "shepherd-attempt"
+"""Header of a piece of live output: the attempt of the job that printed it."""
+
+
+def log_routing_key(stream: str) -> str:
+    """Routing key of a piece of a running job's ``stdout`` or ``stderr``, on ``<ns>.events``."""
+    return f"log.{stream}"
+
+
 DELIVER = "deliver"
 """Routing key of webhook deliveries due now, on ``<ns>.webhooks``."""
 
@@ -93,6 +104,10 @@ class Names:
     @property
     def event_stream(self) -> str:
         return f"{self.namespace}.event-stream"
+
+    @property
+    def job_logs_stream(self) -> str:
+        return f"{self.namespace}.job-logs"
 
     @property
     def webhook_events_queue(self) -> str:

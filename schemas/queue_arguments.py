@@ -47,8 +47,21 @@ def lease_queue(names: Names) -> dict[str, Any]:
     return {**_REPLICATED, "x-dead-letter-exchange": names.jobs_exchange}
 
 
+JOB_LOGS_RETENTION: dict[str, Any] = {
+    "x-max-age": "1h",
+    "x-max-length-bytes": 1_000_000_000,
+    "x-stream-max-segment-size-bytes": 50_000_000,
+}
+"""How long ``<ns>.job-logs`` keeps live output: an hour, 1 GB at most. It serves followers
+of running jobs only: a job's logs are stored with it as it ends."""
+
+
 def event_stream() -> dict[str, Any]:
     return {"x-queue-type": "stream", **EVENT_STREAM_RETENTION}
+
+
+def job_logs_stream() -> dict[str, Any]:
+    return {"x-queue-type": "stream", **JOB_LOGS_RETENTION}
 
 
 def retry_queue(names: Names, delay_ms: int | str) -> dict[str, Any]:

@@ -42,7 +42,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from schemas import queue_arguments as arguments
 from schemas.asyncapi_messages import EVENT_KINDS, KIND_SUMMARY, event_channel, event_message
-from schemas.broker_names import DELIVER, GAVE_UP, HOLDER, Names, retry_routing_key
+from schemas.broker_names import (
+    DELIVER,
+    GAVE_UP,
+    HOLDER,
+    Names,
+    log_routing_key,
+    retry_routing_key,
+)
 from schemas.events import CLOUDEVENT_TYPE_PREFIX, REJECTED
 from schemas.submission import DEAD_LETTER_KEY
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE, GAVE_UP_KEY
@@ -210,6 +217,9 @@ def _exchanges(n: Names) -> list[Exchange]:
                 f"{n.submit_exchange} was refused. Not a job state: no status changes."),
             Address("sheepStates", f"sheep.{SHEEP_ID}", ("sheepState",),
                 "What each sheep announces when its state changes and every few seconds."),
+            Address("jobOutput", log_routing_key("{stream}"), ("logChunk",),
+                "What a running job prints, as it prints it, for GET /jobs/{id}/logs?follow="
+                "true: not for subscribers (a job's output is read under the read scope)."),
         )),
         Exchange(n.leases_exchange, "headers", (
             Address("leases", None, ("leasedJob",),
@@ -268,6 +278,9 @@ def _queues(
         Queue(n.event_stream, arguments.event_stream(), "eventStream", every_event,
             "A RabbitMQ stream: the history of job events, kept a day (1 GB at most), which "
             "GET /events and GET /jobs/{id}/events replay from an offset."),
+        Queue(n.job_logs_stream, arguments.job_logs_stream(), "jobLogsStream", ("logChunk",),
+            "A RabbitMQ stream of what running jobs print, kept an hour (1 GB at most), which "
+            "the gateways read for GET /jobs/{id}/logs?follow=true."),
         Queue(n.webhook_events_queue, arguments.quorum(n, delivery_limit), "webhookEventsQueue",
             every_event,
             f"Bound to {n.events_exchange} for job.# by the notifier while webhooks are "
@@ -292,6 +305,7 @@ def _bindings(n: Names, sheep_ids: Sequence[str], delays: Sequence[int | str]) -
         Binding(n.storage_exchange, n.inputs_queue),
         Binding(n.events_exchange, n.status_queue, "status.#"),
         Binding(n.events_exchange, n.event_stream, "job.#"),
+        Binding(n.events_exchange, n.job_logs_stream, log_routing_key("*")),
         Binding(n.jobs_exchange, n.pool_queue, Names.job_routing_key(None)),
         *(
             Binding(n.jobs_exchange, n.sheep_queue(s), Names.job_routing_key(s))

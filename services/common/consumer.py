@@ -30,8 +30,10 @@ Stopping cancels the consumer, gives the work in hand ``grace`` seconds, cancels
 closes the channel: what was not settled goes back to the queue.
 
 A consumer of raw bytes (AMQP submissions: content type, size, then JSON) is a
-:class:`QueueConsumer`, the same without the decoding. A reader of the event stream (the
-event history) uses :func:`decode` for the same decoding, logging and counting.
+:class:`QueueConsumer`, the same without the decoding; one that decodes its own way (the
+notifier's, whose messages are status reports or jobs) uses :func:`decode`. The streams
+(``services.common.history``) are read, not consumed: their readers take records from an
+offset and settle nothing.
 """
 
 from __future__ import annotations

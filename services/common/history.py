@@ -1,4 +1,5 @@
-"""Reading the event history, ``<ns>.event-stream``, from any offset.
+"""Reading the event history, ``<ns>.event-stream``, from any offset (or another stream the
+same way: ``<ns>.job-logs``, the output of running jobs).
 
     history = EventHistory(config.broker, names)
     subscription = await history.subscribe(start=1234)   # or "next": from now on
@@ -22,7 +23,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -61,6 +63,7 @@ class StreamedEvent:
     body: bytes
     """The CloudEvent as the notifier published it."""
     message_id: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Subscription:
@@ -102,6 +105,7 @@ class Subscription:
             kind=message.routing_key or "",
             body=message.body,
             message_id=message.message_id,
+            headers=message.headers or {},
         )
 
     async def close(self) -> None:
@@ -125,10 +129,12 @@ class EventHistory:
         names: Names,
         prefetch: int = PREFETCH,
         reader: str = "live-streams",
+        stream: str | None = None,
     ) -> None:
+        """``stream``: the stream to read, ``<ns>.event-stream`` by default."""
         self._url = config.url.get_secret_value()
         self._timeout = config.publish_timeout
-        self._queue = names.event_stream
+        self._queue = stream or names.event_stream
         self.connection_name = f"{names.namespace}-{reader}"
         """What RabbitMQ's management UI calls the connection."""
         self._prefetch = prefetch

@@ -35,6 +35,8 @@ class Answer:
     """For a body that is no model: ``*/*`` (a stored file), ``text/event-stream``, ..."""
     or_text: bool = False
     """Also answered as ``text/plain``, when the request asks for text."""
+    or_events: bool = False
+    """Also answered as ``text/event-stream``, when the request asks to follow."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from services.gateway.fleet import Fleet
 from services.gateway.http_metrics import HttpMetrics
 from services.gateway.intake import Intake
 from services.gateway.jobs import JobRoutes
+from services.gateway.log_follow import LogFollower
 from services.gateway.logs import LogRoutes
 from services.gateway.openapi import build_openapi
 from services.gateway.operations import Operations
@@ -60,6 +61,7 @@ class Gateway:
         self.uploads = UploadListener(self.intake, config.storage.bucket)
         self.submissions = SubmissionListener(self.intake, config.gateway.max_payload_bytes)
         self.history = EventHistory(config.broker, broker.names)
+        self.log_follower = LogFollower(config.broker, broker.names, self.lookup)
         self.openapi = build_openapi()
         self.asyncapi = build_asyncapi(broker.names, _broker_host(config))
         jobs = JobRoutes(
@@ -76,7 +78,7 @@ class Gateway:
                     *CancelRoutes(self.lookup, storage, broker).routes(),
                     *status_routes(self.lookup),
                     *StreamRoutes(self.history, self.lookup).routes(),
-                    *LogRoutes(self.lookup, storage).routes(),
+                    *LogRoutes(self.lookup, storage, self.log_follower).routes(),
                     *Operations(
                         config, broker, storage, self.fleet, self.openapi, self.asyncapi
                     ).routes(),
@@ -105,9 +107,11 @@ class Gateway:
         shutdown open for as long as their clients stay (clients resume elsewhere with
         Last-Event-ID); new ones are refused with 503 from now on."""
         await self.history.close()
+        await self.log_follower.close()
 
     async def stop(self) -> None:
         await self.history.close()
+        await self.log_follower.close()
         await self.submissions.stop()
         await self.uploads.stop()
         await self.fleet.stop()

@@ -66,8 +66,11 @@ class HttpMetrics:
             )
 
     def _template(self, scope: Scope) -> str:
-        """The path template of the route that answered, found as Starlette's router finds
-        it (a full match, else the first partial one: a method not allowed)."""
+        """The path template of the route that answered: the one Starlette's router put in
+        the scope (1.x), else found as the router finds it (a full match, else the first
+        partial one: a method not allowed)."""
+        if (route := scope.get("route")) is not None:
+            return getattr(route, "path", UNMATCHED)
         partial = UNMATCHED
         for route in self.routes:
             match, _ = route.matches(scope)

@@ -3,6 +3,7 @@
     GET /jobs/job-1/logs                      {"stdout": "...", "stderr": "...", ...}
     GET /jobs/job-1/logs?stream=stderr        the whole of stderr, as text/plain
     GET /jobs/job-1/logs?tail=20              the last 20 lines of each
+    GET /jobs/job-1/logs?follow=true          live, as server-sent events (``log_follow``)
 
 The sheep stores what the runner printed during the job under ``<job_id>/logs/`` as the job
 ends (``services.sheep.job_logs``), with the runner's secrets already kept out of it; before
@@ -25,6 +26,8 @@ from services.common.params import parse_job_id
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
 from services.gateway.api_docs import ERRORS, JOB, PROBLEM, Answer, Doc, Docs, json_answer
+from services.gateway.log_follow import LogFollower
+from services.gateway.sse import last_event_id
 from services.gateway.stored_files import stored_file
 
 Stream = Literal["stdout", "stderr"]
@@ -43,7 +46,11 @@ DOCS: Docs = {
         "What the job's runner printed to stdout and stderr",
         {
             200: Answer(
-                "Both streams (JSON), or the one asked for (text/plain)", JobLogs, or_text=True
+                "Both streams (JSON), the one asked for (text/plain), or with follow=true "
+                "server-sent events",
+                JobLogs,
+                or_text=True,
+                or_events=True,
             ),
             202: Answer("Not ended yet: the logs are stored as it ends", JobStatus),
             **ERRORS,
@@ -65,15 +72,24 @@ DOCS: Docs = {
                 "description": "Only the last N lines.",
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TAIL},
             },
+            {
+                "name": "follow",
+                "in": "query",
+                "required": False,
+                "description": "Live, as server-sent events (log, then end with the final "
+                "status), from the job's start, or from its last lines with tail.",
+                "schema": {"type": "boolean"},
+            },
         ],
     ),
 }
 
 
 class LogRoutes:
-    def __init__(self, lookup: StatusLookup, storage: Storage) -> None:
+    def __init__(self, lookup: StatusLookup, storage: Storage, follower: LogFollower) -> None:
         self.lookup = lookup
         self.storage = storage
+        self.follower = follower
 
     def routes(self) -> list[Route]:
         return [Route("/jobs/{job_id}/logs", self.logs, methods=["GET"])]
@@ -82,12 +98,20 @@ class LogRoutes:
         job_id = parse_job_id(request.path_params["job_id"])
         streams = _streams(request.query_params.get("stream"))
         tail = _tail(request.query_params.get("tail"))
+        follow = _follow(request.query_params.get("follow"))
         status = await self.lookup.status(job_id)
         if status is None:
             raise Problem(404, f"no job {job_id}")
+        keys = {stream: logs_prefix(job_id) + FILES[stream] for stream in streams}
+        if follow and not status.state.terminal:
+            return await self.follower.follow(status, streams, last_event_id(request), tail)
+        if follow:  # it has ended: what it printed (its end, JSON_LIMIT at most), then its end
+            ends = {s: (await self._end(k, tail, JSON_LIMIT))[0] for s, k in keys.items()}
+            return self.follower.replay(
+                status, {s: e.decode(errors="replace") for s, e in ends.items()}
+            )
         if not status.state.terminal:
             return json_answer(status, 202)
-        keys = {stream: logs_prefix(job_id) + FILES[stream] for stream in streams}
         if len(streams) == 1 and tail is None:
             return await self._whole(keys[streams[0]])
         texts, truncated = {}, []
@@ -150,6 +174,15 @@ def _streams(raw: str | None) -> tuple[Stream, ...]:
         message = f"must be stdout or stderr, got {raw!r}"
         raise Problem(400, f"stream: {message}", errors=[{"field": "stream", "message": message}])
     return (raw,)  # type: ignore[return-value]  # checked just above
+
+
+def _follow(raw: str | None) -> bool:
+    if raw is None or raw == "false":
+        return False
+    if raw != "true":
+        message = f"must be true or false, got {raw!r}"
+        raise Problem(400, f"follow: {message}", errors=[{"field": "follow", "message": message}])
+    return True
 
 
 def _tail(raw: str | None) -> int | None:

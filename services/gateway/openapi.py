@@ -108,6 +108,8 @@ def _response(answer: Answer, ref: Any) -> dict[str, Any]:
     content = {media_type: {"schema": schema}}
     if answer.or_text:
         content["text/plain"] = {"schema": {"type": "string"}}
+    if answer.or_events:  # each event: its name, id and data
+        content["text/event-stream"] = {"schema": {"type": "object"}}
     return {"description": answer.description, "content": content}
 
 

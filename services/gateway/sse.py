@@ -15,9 +15,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from services.common.problems import Problem
+
 MEDIA_TYPE = "text/event-stream"
+MAX_OFFSET_DIGITS = 18
+"""Stream offsets are signed 64-bit numbers; 18 digits are more than any stream reaches."""
 KEEPALIVE = b": keep-alive\n\n"
 """A comment line: ignored by clients, but traffic, so that proxies keep an idle stream open."""
 
@@ -91,3 +96,18 @@ async def _disconnected(receive: Receive) -> None:
     """Until the client disconnects (a GET's empty body arrives first and is skipped)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def last_event_id(request: Request) -> int | None:
+    """The ``Last-Event-ID`` a reconnecting client sends: a stream offset; None without one."""
+    raw = request.headers.get("last-event-id", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_OFFSET_DIGITS):
+        message = f"must be the id of an event of this API (a stream offset), got {raw!r}"
+        raise Problem(
+            400,
+            f"Last-Event-ID: {message}",
+            errors=[{"field": "Last-Event-ID", "message": message}],
+        )
+    return int(raw)

@@ -41,7 +41,13 @@ from services.common.metrics import invalid_reason, reject
 from services.common.params import parse_job_id
 from services.common.problems import Problem
 from services.gateway.api_docs import ERRORS, JOB, PROBLEM, Answer, Doc, Docs
-from services.gateway.sse import KEEPALIVE, EventSourceResponse, frame
+from services.gateway.sse import (
+    KEEPALIVE,
+    MAX_OFFSET_DIGITS,
+    EventSourceResponse,
+    frame,
+    last_event_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +59,6 @@ STATUS_EVENT = "status"
 _KIND = r"job\.[a-z][a-z-]*"
 TYPES = re.compile(rf"{_KIND}(,{_KIND})*")
 """What ``?types=`` takes: event kinds (routing keys), comma-separated."""
-MAX_OFFSET_DIGITS = 18
-"""Stream offsets are signed 64-bit numbers; 18 digits are more than any stream reaches."""
 
 
 PUBLISHED: TypeAdapter[JobEvent | JobRejectedEvent] = TypeAdapter(JobEvent | JobRejectedEvent)
@@ -208,7 +212,7 @@ class StreamRoutes:
 
     async def all_events(self, request: Request) -> StreamAnswer:
         kinds = _parse_types(request)
-        last = _last_event_id(request)
+        last = last_event_id(request)
         subscription = await self._history.subscribe("next" if last is None else last + 1)
         return EventSourceResponse(
             self._frames(subscription, kinds_selector(kinds)), subscription.close
@@ -216,7 +220,7 @@ class StreamRoutes:
 
     async def job_events(self, request: Request) -> StreamAnswer:
         job_id = parse_job_id(request.path_params["job_id"])
-        last = _last_event_id(request)
+        last = last_event_id(request)
         if last is not None:
             return await self._resume(job_id, last)
         # Attached before the status is read: whatever happens after the read is streamed.
@@ -309,20 +313,6 @@ def _relayable(event: StreamedEvent) -> bool:
 
 async def _once(chunk: bytes) -> AsyncGenerator[bytes, None]:
     yield chunk
-
-
-def _last_event_id(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id", "").strip()
-    if not raw:
-        return None
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_OFFSET_DIGITS):
-        message = f"must be the id of an event of this API (a stream offset), got {raw!r}"
-        raise Problem(
-            400,
-            f"Last-Event-ID: {message}",
-            errors=[{"field": "Last-Event-ID", "message": message}],
-        )
-    return int(raw)
 
 
 def _parse_types(request: Request) -> frozenset[str] | None:

@@ -51,6 +51,7 @@ from services.sheep.gpus import SheepGpus
 from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
+from services.sheep.live_logs import LiveLogs
 from services.sheep.running import RunningReport
 from services.sheep.usage import measured, with_outputs
 
@@ -140,6 +141,7 @@ class Sheep:
         self._worker: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self._gpus: SheepGpus | None = None
+        self._live_logs = LiveLogs(broker, self.backend.log_files)
         self._admitting = False
         self._running = False
         """Whether the runner has a job of this sheep's (``_work`` is in ``_run_held``)."""
@@ -153,6 +155,7 @@ class Sheep:
         await self._deliveries.start()
         self._worker = asyncio.create_task(self._work(), name=f"sheep-{self.sheep_id}-work")
         self._announcer.start()
+        self._live_logs.start()
         devices = self._sheep_config.devices
         self._gpus = await asyncio.to_thread(SheepGpus.open, self.sheep_id, devices)
         if self._gpus is not None:
@@ -177,6 +180,7 @@ class Sheep:
                 task.cancel()
             await asyncio.gather(*self._finishing, return_exceptions=True)
         await self._announcer.stop()
+        await self._live_logs.stop()
         if self._gpus is not None:
             self._gpus.close()
             self._gpus = None
@@ -289,6 +293,7 @@ class Sheep:
             await self._driver.take_back(job.job_id)
             return ending
         marks = log_marks(self.backend.log_files)
+        self._live_logs.begin(attempt, marks)
         running = RunningReport(
             attempt.report(JobState.RUNNING, inputs=job.inputs),
             self._report_running,
@@ -315,6 +320,7 @@ class Sheep:
                 usage = measured(job.inputs, timed.seconds, ran.accounting, devices)
                 report = attempt.report(state, error=ran.error, inputs=job.inputs, usage=usage)
                 job.logs = job_span(marks, ran.logs, self.backend.log_files)
+            await self._live_logs.end(job.logs[1])  # before its outcome can be reported
             return await running.outcome(report)
         except asyncio.CancelledError:
             log.warning("sheep %s: job %s interrupted; requeueing it", self.sheep_id, job.job_id)
@@ -326,6 +332,7 @@ class Sheep:
             return None
         finally:
             running.close()
+            self._live_logs.forget()
             self._set_current_job(None)
 
     async def _run(self, job: _Job, running: RunningReport) -> Ran:

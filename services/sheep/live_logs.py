@@ -1,0 +1,131 @@
+"""What a running job prints, published as it is printed, for ``GET /jobs/{id}/logs?follow=
+true``: the sheep watches its runner's two log files (inotify, through ``watchfiles``) and
+publishes each new piece to ``<ns>.events`` under ``log.stdout`` or ``log.stderr``, with the
+job and its attempt in headers; ``<ns>.job-logs`` keeps them for an hour.
+
+    live = LiveLogs(broker, backend.log_files)
+    live.start()
+    live.begin(attempt, marks)   # the job is handed to the runner: its part starts at marks
+    ...                          # pieces are published as the runner writes them
+    await live.end(ends)         # it ended: the rest up to ends, before its outcome is reported
+    await live.stop()
+
+Nothing is published for a job that prints nothing. This is best effort: a piece that cannot
+be published (RabbitMQ away) is skipped, and the job's logs, stored as it ends, stay whole.
+Output the runner prints between jobs (starting up) is not followed live; it is stored with
+the next job's logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from watchfiles import awatch
+
+from schemas.broker_names import LOG_ATTEMPT, LOG_JOB, log_routing_key
+from services.common.broker import Broker
+from services.common.outages import OUTAGES
+from services.sheep.admission import Attempt
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("stdout", "stderr")
+#: Bytes in one published piece at most.
+PIECE = 64 * 1024
+#: Milliseconds watchfiles gathers changes before it reports them.
+DEBOUNCE_MS = 50
+
+
+class LiveLogs:
+    def __init__(self, broker: Broker, log_files: tuple[Path, Path]) -> None:
+        self._broker = broker
+        self._files = log_files
+        self._job: Attempt | None = None
+        self._positions = [0, 0]
+        self._lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        for path in self._files:  # the runner appends to them; watching needs them there
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        self._watcher = asyncio.create_task(self._watch(), name="live-logs")
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+
+    def begin(self, attempt: Attempt, marks: Sequence[int]) -> None:
+        """The job's part of the files starts at ``marks``."""
+        self._job = attempt
+        self._positions = list(marks)
+
+    async def end(self, ends: Sequence[int]) -> None:
+        """Publish the job's part up to ``ends``; nothing more is published for it."""
+        await self._publish_new(ends)
+        self.forget()
+
+    def forget(self) -> None:
+        """Follow no job: what the runner prints now belongs to none yet."""
+        self._job = None
+
+    async def _watch(self) -> None:
+        try:
+            async for _ in awatch(*self._files, stop_event=self._stopped, debounce=DEBOUNCE_MS):
+                await self._publish_new()
+        except Exception:
+            log.exception("following the runner's output stopped; logs are still stored")
+
+    async def _publish_new(self, ends: Sequence[int] | None = None) -> None:
+        async with self._lock:
+            job = self._job
+            if job is None:
+                return
+            for index, (stream, path) in enumerate(zip(STREAMS, self._files, strict=True)):
+                end = ends[index] if ends is not None else _size(path)
+                start = self._positions[index]
+                if end < start:  # the file was replaced: it starts again
+                    start = 0
+                if end == start:
+                    continue
+                self._positions[index] = end
+                data = await asyncio.to_thread(_read, path, start, end)
+                await self._publish(job, stream, data)
+
+    async def _publish(self, job: Attempt, stream: str, data: bytes) -> None:
+        headers = {LOG_JOB: job.job_id, LOG_ATTEMPT: job.number}
+        for offset in range(0, len(data), PIECE):
+            try:
+                await self._broker.publish(
+                    self._broker.names.events_exchange,
+                    log_routing_key(stream),
+                    data[offset : offset + PIECE],
+                    content_type="application/octet-stream",
+                    headers=headers,
+                    mandatory=False,  # followed or not, it is in the stream
+                )
+            except OUTAGES as exc:
+                log.debug("live output of job %s skipped: %r", job.job_id, exc)
+                return
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read(path: Path, start: int, end: int) -> bytes:
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as reader:
+        reader.seek(start)
+        return reader.read(end - start)
+    return b""
