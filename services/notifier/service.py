@@ -38,7 +38,7 @@ from schemas.errors import format_validation_error
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
 from schemas.job import JobDispatch
 from schemas.layout import status_key
-from schemas.status import JobStatus
+from schemas.status import JobState, JobStatus
 from services.common.broker import Broker
 from services.common.consumer import KEPT, Outcome, QueueConsumer, decode
 from services.common.history import EventHistory
@@ -59,6 +59,11 @@ from services.common.storage import ObjectMissing, Storage
 from services.common.transitions import apply, replay
 
 log = logging.getLogger(__name__)
+
+CANCEL_REPORT_WAIT = 10.0
+"""Seconds the cancellation of a running job waits for its sheep's report (which carries its
+usage) before the gateway's report ends it: the sheep stops the runner within a second or
+two, then stores its outputs and logs."""
 
 _BAD_REPORT = "dead-lettering status report %s (routing key %s)"
 
@@ -109,6 +114,8 @@ class Notifier:
             grace=stop_grace,
         )
         self._pending: dict[str, list[_Delivery]] = {}
+        self._arrivals: dict[str, asyncio.Event] = {}
+        """Set when a report of the job arrives while its worker waits for the sheep's."""
         self._started = False
 
     async def start(self) -> None:
@@ -209,6 +216,8 @@ class Notifier:
         batch = self._pending.get(report.job_id)
         if batch is not None:
             batch.append(delivery)
+            if (arrived := self._arrivals.get(report.job_id)) is not None:
+                arrived.set()
             return KEPT
         self._pending[report.job_id] = [delivery]
         self._reports.track(
@@ -248,8 +257,11 @@ class Notifier:
                 if _first_news(batch)
                 else await self._retrying("reading the status", job_id, batch, self._load, job_id)
             )
+            superseded = await self._sheep_cancellation(job_id, batch, current)
             status, events, changes = current, [], []
             for delivery in batch:
+                if delivery in superseded:
+                    continue
                 for report in delivery.report.implied():
                     transition = apply(status, report)
                     if transition is not None:
@@ -285,6 +297,30 @@ class Notifier:
             observe_transition(changed, kind)
         for delivery in batch:
             await settle(delivery.message, "ack")
+
+    async def _sheep_cancellation(
+        self, job_id: str, batch: list[_Delivery], current: JobStatus | None
+    ) -> list[_Delivery]:
+        """The gateway's cancellation of a job running on a sheep: the sheep's own report of
+        it, which tells what the job used, is waited for (``CANCEL_REPORT_WAIT`` seconds at
+        most; reports arriving meanwhile join ``batch``) and taken instead. The gateway's
+        reports it supersedes are returned, to be acked unapplied."""
+        requested = [d for d in batch if _requested_cancel(d.report, current)]
+        if not requested:
+            return []
+        arrived = self._arrivals[job_id] = asyncio.Event()
+        try:
+            async with asyncio.timeout(CANCEL_REPORT_WAIT):
+                while not any(_sheep_cancel(d.report, current) for d in batch):
+                    await arrived.wait()
+                    arrived.clear()
+                    batch.extend(self._pending[job_id])
+                    self._pending[job_id] = []
+        except TimeoutError:
+            return []  # the sheep is gone or slow: the gateway's report ends the job
+        finally:
+            del self._arrivals[job_id]
+        return requested
 
     async def _retrying(
         self,
@@ -365,6 +401,28 @@ async def _together(*steps: Coroutine[object, object, object] | None) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _requested_cancel(report: StatusReport, current: JobStatus | None) -> bool:
+    """The gateway's cancellation (no sheep names it) of the attempt running on a sheep."""
+    return (
+        report.state is JobState.CANCELLED
+        and report.sheep_id is None
+        and current is not None
+        and current.state is JobState.RUNNING
+        and current.sheep_id is not None
+        and report.attempt == current.attempt
+    )
+
+
+def _sheep_cancel(report: StatusReport, current: JobStatus | None) -> bool:
+    """The sheep's own report that it stopped the running attempt."""
+    return (
+        current is not None
+        and report.state is JobState.CANCELLED
+        and report.sheep_id == current.sheep_id
+        and report.attempt == current.attempt
+    )
 
 
 def _first_news(batch: list[_Delivery]) -> bool:

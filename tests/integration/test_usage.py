@@ -1,5 +1,5 @@
-"""Accounting for every job: a done and a failed job each end with a ``usage`` object, the
-same in their status, their final CloudEvent and their callback webhook."""
+"""Accounting for every job: a done, a failed and a cancelled job each end with a ``usage``
+object, the same in their status, their final CloudEvent and their callback webhook."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from standardwebhooks import Webhook
 
 from schemas.config import NotifierConfig
 from tests.conftest import serving
+from tests.support.polling import eventually
 from tests.support.receiver import Receiver
 from tests.support.stack import bare_sheep
 from tests.support.webhooks import secret
@@ -22,6 +23,7 @@ PAYLOAD = {"words": ["usage"] * 200}
 MODELS = {
     "done": {"name": "echo", "version": "1"},
     "failed": {"name": "fail", "version": "1"},
+    "cancelled": {"name": "sleep", "version": "1"},
 }
 
 
@@ -39,7 +41,7 @@ async def final_event(subscriber, job_id: str) -> dict[str, Any]:
             return event
 
 
-async def test_done_and_failed_jobs_carry_the_same_usage_everywhere(
+async def test_done_failed_and_cancelled_jobs_carry_the_same_usage_everywhere(
     config, names, broker, receiver, subscriber, job_id
 ):
     """``broker`` declares the namespace before ``subscriber`` binds to it."""
@@ -51,13 +53,21 @@ async def test_done_and_failed_jobs_carry_the_same_usage_everywhere(
     async with serving(config, names) as client:
         for state, model in MODELS.items():
             job = f"{job_id}-{state}"
+            payload = {"seconds": 60, "value": 1} if state == "cancelled" else PAYLOAD
             request = {
                 "job_id": job,
                 "model": model,
-                "payload": PAYLOAD,
+                "payload": payload,
                 "callback_url": receiver.url(f"/{job}"),
             }
             assert (await client.post("/start-job", json=request)).status_code == 202
+            if state == "cancelled":  # once it runs: its sheep stops it, and tells its usage
+
+                async def running(job: str = job) -> bool:
+                    return (await client.get(f"/jobs/{job}/status")).json()["state"] == "running"
+
+                await eventually(running, within=30)
+                assert (await client.post(f"/jobs/{job}/cancel")).status_code == 202
             ready = await client.get(f"/jobs/{job}/wait_ready", params={"timeout": 30})
             assert ready.json()["state"] == state
             usage[state] = ready.json()["usage"]
@@ -79,3 +89,7 @@ async def test_done_and_failed_jobs_carry_the_same_usage_everywhere(
     failed = usage["failed"]  # as far as it got: the runner counted it, nothing was written
     assert failed["cpu_user_seconds"] is not None and failed["max_rss_bytes"] is not None
     assert failed["input_bytes"] == done["input_bytes"] and failed["output_bytes"] == 0
+
+    cancelled = usage["cancelled"]  # stopped on its runner: what the sheep could measure
+    assert cancelled["wall_seconds"] > 0 and cancelled["input_bytes"] > 0
+    assert cancelled["cpu_user_seconds"] is None and cancelled["max_rss_bytes"] is None
