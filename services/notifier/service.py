@@ -87,6 +87,7 @@ class Notifier:
         cache_size: int = 10_000,
         retry_delay: float = 0.5,
         stop_grace: float = 10.0,
+        cancel_report_wait: float = CANCEL_REPORT_WAIT,
     ) -> None:
         self._broker = broker
         self._storage = storage
@@ -114,6 +115,7 @@ class Notifier:
             grace=stop_grace,
         )
         self._pending: dict[str, list[_Delivery]] = {}
+        self._cancel_report_wait = cancel_report_wait
         self._arrivals: dict[str, asyncio.Event] = {}
         """Set when a report of the job arrives while its worker waits for the sheep's."""
         self._started = False
@@ -302,7 +304,7 @@ class Notifier:
         self, job_id: str, batch: list[_Delivery], current: JobStatus | None
     ) -> list[_Delivery]:
         """The gateway's cancellation of a job running on a sheep: the sheep's own report of
-        it, which tells what the job used, is waited for (``CANCEL_REPORT_WAIT`` seconds at
+        it, which tells what the job used, is waited for (``cancel_report_wait`` seconds at
         most; reports arriving meanwhile join ``batch``) and taken instead. The gateway's
         reports it supersedes are returned, to be acked unapplied."""
         requested = [d for d in batch if _requested_cancel(d.report, current)]
@@ -310,7 +312,7 @@ class Notifier:
             return []
         arrived = self._arrivals[job_id] = asyncio.Event()
         try:
-            async with asyncio.timeout(CANCEL_REPORT_WAIT):
+            async with asyncio.timeout(self._cancel_report_wait):
                 while not any(_sheep_cancel(d.report, current) for d in batch):
                     await arrived.wait()
                     arrived.clear()

@@ -19,7 +19,7 @@ from schemas.config import Config
 from schemas.events import CLOUDEVENTS_CONTENT_TYPE, JobEvent, StatusReport
 from schemas.job import JobSpec, ModelRef
 from schemas.layout import job_key, live_snapshot_key, status_key
-from schemas.status import ErrorInfo, JobState, JobStatus, LiveSnapshot, Progress
+from schemas.status import ErrorInfo, JobState, JobStatus, LiveSnapshot, Progress, Usage
 from services.common.broker import Broker
 from services.common.history import EventHistory
 from services.common.lookup import StatusLookup
@@ -33,7 +33,7 @@ from tests.support.polling import eventually, take
 MODEL = ModelRef(name="echo", version="1")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ACCEPTED, QUEUED, RUNNING = JobState.ACCEPTED, JobState.QUEUED, JobState.RUNNING
-DONE, FAILED = JobState.DONE, JobState.FAILED
+DONE, FAILED, CANCELLED = JobState.DONE, JobState.FAILED, JobState.CANCELLED
 
 Events = asyncio.Queue[AbstractIncomingMessage]
 
@@ -564,3 +564,40 @@ async def test_wait_ready_refuses_an_invalid_timeout(client, job_id, value):
     response = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": value})
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "timeout"
+
+
+GATEWAY_CANCEL = {"error": ErrorInfo(type="Cancelled", message="cancelled by request")}
+SHEEP_CANCEL = {
+    "sheep_id": "gpu-1",
+    "error": ErrorInfo(type="Cancelled", message="cancelled on sheep gpu-1"),
+    "usage": Usage(wall_seconds=1.5, input_bytes=10, output_bytes=0),
+}
+
+
+async def test_a_running_job_cancelled_ends_with_its_sheeps_report_and_usage(
+    broker, events, notifier, job_id
+):
+    await send(broker, report(job_id, RUNNING, t=1, sheep_id="gpu-1"))
+    await next_events(events, 1)
+    await send(broker, report(job_id, CANCELLED, t=2, **GATEWAY_CANCEL))
+    await send(broker, report(job_id, CANCELLED, t=3, **SHEEP_CANCEL))
+    (cancelled,) = await next_events(events, 1)
+    assert cancelled.data.error.message == "cancelled on sheep gpu-1"
+    assert cancelled.data.usage == SHEEP_CANCEL["usage"]
+    await assert_quiet(broker, events)  # one job.cancelled, not two
+
+
+async def test_a_running_job_whose_sheep_is_gone_is_cancelled_after_the_wait(
+    config, broker, storage, events, job_id
+):
+    notifier = Notifier(config, broker, storage, cancel_report_wait=0.5)
+    await notifier.start()
+    try:
+        await send(broker, report(job_id, RUNNING, t=1, sheep_id="gpu-1"))
+        await next_events(events, 1)
+        await send(broker, report(job_id, CANCELLED, t=2, **GATEWAY_CANCEL))
+        (cancelled,) = await next_events(events, 1)
+    finally:
+        await notifier.stop()
+    assert cancelled.data.error.message == "cancelled by request"
+    assert cancelled.data.usage is None
