@@ -125,6 +125,9 @@ async def test_inputs_cannot_change_once_a_job_is_queued(stack, job_id):
     await refused_upload(stack, waiting, "queued")
 
     await stack.post(f"/jobs/{running}/cancel")
+    # Lookups show it cancelled once its sheep has stopped it (the answer to the cancel
+    # request at once): an upload is refused meanwhile too, naming the state it is in.
+    await eventually(lambda: in_state(stack, running, "cancelled"), within=30)
     await refused_upload(stack, running, "cancelled")
     ended = await stack.get(f"/jobs/{waiting}/wait_ready", params={"timeout": 30})
     assert ended.json()["state"] == "done"
