@@ -396,6 +396,7 @@ async def test_stop_cancels_the_consumer_and_leaves_new_reports_queued(
 async def test_wait_terminal_wakes_on_the_event(broker, events, notifier, lookup, job_id):
     await send(broker, report(job_id, QUEUED), report(job_id, RUNNING, t=1))
     await next_events(events, 2)
+    await wait_for_state(lookup, job_id, RUNNING)  # the lookup has read the events too
     waiting = asyncio.create_task(lookup.wait_terminal(job_id, timeout=20))
     await parked(lookup, job_id)
     assert not waiting.done()
@@ -437,6 +438,7 @@ async def test_lookup_stop_releases_waiters(
     await lookup.start()
     await send(broker, report(job_id, RUNNING))
     await next_events(events, 1)
+    await wait_for_state(lookup, job_id, RUNNING)  # the lookup has read the event too
     waiting = asyncio.create_task(lookup.wait_terminal(job_id, timeout=30))
     await parked(lookup, job_id)
     await lookup.stop()
