@@ -57,6 +57,11 @@ class StatusLookup:
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """Stopped: waits return at once."""
+        return self._closed
+
     async def start(self) -> None:
         """Follow the event history, from the notifier's last snapshot on."""
         self._closed = False

@@ -87,12 +87,16 @@ class LogFollower:
                 waiting = {piece} if mark is not None else {piece, ended}
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if mark is None and ended.done():
+                    if ended.result() is None:  # the gateway stops: the client reconnects
+                        return
                     mark = await self._history.mark()  # everything printed lies before it
                 event = await piece
                 if event is None:  # the broker went away: the client reconnects
                     return
                 if mark is not None and event.offset >= mark:
-                    yield _end(ended.result())
+                    final = ended.result()
+                    assert final is not None  # a mark is appended only for a job that ended
+                    yield _end(final)
                     return
                 stream = event.kind.removeprefix("log.")
                 if event.headers.get(LOG_JOB) == job_id and stream in streams:
@@ -101,11 +105,14 @@ class LogFollower:
             ended.cancel()
             await asyncio.gather(ended, return_exceptions=True)
 
-    async def _until_ended(self, job_id: str) -> JobStatus:
+    async def _until_ended(self, job_id: str) -> JobStatus | None:
+        """The job's final status once it has ended; None if the lookup stops first."""
         while True:
             status = await self._lookup.wait_terminal(job_id, END_WAIT)
             if status is not None and status.ready:
                 return status
+            if status is None or self._lookup.closed:
+                return None
 
 
 async def _so_far(

@@ -306,14 +306,15 @@ class Notifier:
         """The gateway's cancellation of a job running on a sheep: the sheep's own report of
         it, which tells what the job used, is waited for (``cancel_report_wait`` seconds at
         most; reports arriving meanwhile join ``batch``) and taken instead. The gateway's
-        reports it supersedes are returned, to be acked unapplied."""
+        reports it supersedes are returned, to be acked unapplied. A sheep reporting the
+        attempt done or failed instead ends the wait, and the reports apply in their order."""
         requested = [d for d in batch if _requested_cancel(d.report, current)]
         if not requested:
             return []
         arrived = self._arrivals[job_id] = asyncio.Event()
         try:
             async with asyncio.timeout(self._cancel_report_wait):
-                while not any(_sheep_cancel(d.report, current) for d in batch):
+                while not any(_sheep_ended(d.report, current) for d in batch):
                     await arrived.wait()
                     arrived.clear()
                     batch.extend(self._pending[job_id])
@@ -322,7 +323,10 @@ class Notifier:
             return []  # the sheep is gone or slow: the gateway's report ends the job
         finally:
             del self._arrivals[job_id]
-        return requested
+        stopped = any(
+            _sheep_ended(d.report, current) and d.report.state is JobState.CANCELLED for d in batch
+        )
+        return requested if stopped else []  # done or failed first: that order stands
 
     async def _retrying(
         self,
@@ -417,11 +421,13 @@ def _requested_cancel(report: StatusReport, current: JobStatus | None) -> bool:
     )
 
 
-def _sheep_cancel(report: StatusReport, current: JobStatus | None) -> bool:
-    """The sheep's own report that it stopped the running attempt."""
+def _sheep_ended(report: StatusReport, current: JobStatus | None) -> bool:
+    """The sheep's own report that the running attempt ended: stopped (cancelled), or done
+    or failed just before the cancellation reached it."""
     return (
         current is not None
-        and report.state is JobState.CANCELLED
+        and report.state is not None
+        and report.state.terminal
         and report.sheep_id == current.sheep_id
         and report.attempt == current.attempt
     )

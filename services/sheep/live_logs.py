@@ -86,17 +86,18 @@ class LiveLogs:
 
     async def _publish_new(self, ends: Sequence[int] | None = None) -> None:
         async with self._lock:
-            job = self._job
+            # The job's own positions: another job may begin while this one's output is read.
+            job, positions = self._job, self._positions
             if job is None:
                 return
             for index, (stream, path) in enumerate(zip(STREAMS, self._files, strict=True)):
                 end = ends[index] if ends is not None else _size(path)
-                start = self._positions[index]
+                start = positions[index]
                 if end < start:  # the file was replaced: it starts again
                     start = 0
                 if end == start:
                     continue
-                self._positions[index] = end
+                positions[index] = end
                 data = await asyncio.to_thread(_read, path, start, end)
                 await self._publish(job, stream, data)
 
