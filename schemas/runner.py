@@ -86,11 +86,16 @@ class Heartbeat(_Message):
 
 
 class Accounting(_Message):
-    """What the runner process used for one job (see ``schemas.status.Usage``)."""
+    """What the runner process used for one job (see ``schemas.status.Usage``). Runners built
+    before the split of user and system CPU send ``cpu_seconds`` only: their jobs still run,
+    and their usage shows no CPU figures."""
 
     wall_seconds: float = Field(ge=0)
-    cpu_user_seconds: float = Field(ge=0)
-    cpu_system_seconds: float = Field(ge=0)
+    cpu_user_seconds: float | None = Field(default=None, ge=0)
+    cpu_system_seconds: float | None = Field(default=None, ge=0)
+    cpu_seconds: float | None = Field(
+        default=None, ge=0, description="Older runners: user and system CPU together."
+    )
     max_rss_bytes: int | None = Field(default=None, ge=0)
 
 

@@ -18,8 +18,9 @@ for all (``bad_input``: ``"dead-letter"`` keeps it in ``<ns>.dead``, ``"ack"`` d
 handler that raises gets its message dead-lettered and counted as ``error``; one that raises
 :class:`~services.common.outages.Abandoned` (its channel closed during an outage) leaves it to
 the broker, which redelivers it. A handler that keeps the message, to settle it itself once
-its work is done (a sheep's job, a batch of status reports), answers :data:`KEPT` and hands
-that work to :meth:`QueueConsumer.track`.
+its work is done (a sheep's job, a batch of status reports), answers :data:`KEPT`; work of
+its own that settles kept messages (the notifier's per-job workers) goes to
+:meth:`QueueConsumer.track`, which a stop waits for.
 
 The queue is one of the topology's (a name), or a private one bound to the events exchange
 that lives as long as the connection (:class:`Subscription`: what a listener hears while it
@@ -150,10 +151,18 @@ class QueueConsumer:
             self._tag = await self._queue.consume(self._receive)
 
     async def pause(self) -> None:
-        """No more deliveries; those kept can still be settled."""
-        tag, self._tag = self._tag, None
-        if self._queue is not None and tag is not None:
-            await briefly(f"cancelling the consumer of {self._queue.name}", self._queue.cancel(tag))
+        """No more deliveries; those kept can still be settled. A cancel that fails (RabbitMQ
+        away) leaves the consumer registered, so that a later pause or stop tries again and a
+        resume does not add a second one."""
+        if self._queue is None or self._tag is None:
+            return
+        try:
+            async with asyncio.timeout(BROKER_STEP_TIMEOUT):
+                await self._queue.cancel(self._tag)
+        except Exception as exc:
+            log.warning("cancelling the consumer of %s failed: %s", self._queue.name, exc)
+            return
+        self._tag = None
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Work that settles kept messages: a stop waits for it as for a handler."""

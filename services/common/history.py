@@ -49,8 +49,9 @@ OFFSET_HEADER = "x-stream-offset"
 
 LIVE_SUBSCRIPTIONS = Gauge(
     "shepherd_event_subscriptions",
-    "Readers of the event history open in this process: one consumer and one channel each, "
-    "held for one live stream (GET /events, GET /jobs/{job_id}/events).",
+    "Readers of the event history or of live job output open in this process: one consumer "
+    "and one channel each, held for one live stream (GET /events, GET /jobs/{job_id}/events, "
+    "GET /jobs/{job_id}/logs?follow=true).",
 )
 
 

@@ -31,6 +31,8 @@ REQUEST_SECONDS = Histogram(
 )
 #: The route label of requests no route matched (bounded, unlike their paths).
 UNMATCHED = "unmatched"
+#: Method labels; a client's other methods count as ``other``.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class HttpMetrics:
@@ -59,7 +61,7 @@ class HttpMetrics:
             await self.app(scope, receive, sending)
         finally:
             route = self._template(scope)
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in METHODS else "other"
             REQUESTS.labels(route=route, method=method, status=str(status)).inc()
             REQUEST_SECONDS.labels(route=route, method=method).observe(
                 time.perf_counter() - started

@@ -119,12 +119,12 @@ async def _so_far(
     subscription: Subscription, job_id: str, streams: frozenset[str], until: int
 ) -> dict[str, str]:
     """What the job printed to each of ``streams`` before offset ``until``."""
-    printed = {stream: "" for stream in sorted(streams)}
+    printed: dict[str, list[bytes]] = {stream: [] for stream in sorted(streams)}
     while (event := await subscription.get()) is not None and event.offset < until:
         stream = event.kind.removeprefix("log.")
         if event.headers.get(LOG_JOB) == job_id and stream in streams:
-            printed[stream] += event.body.decode(errors="replace")
-    return printed
+            printed[stream].append(event.body)
+    return {stream: b"".join(parts).decode(errors="replace") for stream, parts in printed.items()}
 
 
 async def _nothing() -> None:

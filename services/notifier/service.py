@@ -53,7 +53,7 @@ from services.common.live import (
     save_snapshot,
 )
 from services.common.metrics import reject
-from services.common.outages import OUTAGES, Abandoned, holding, settle
+from services.common.outages import OUTAGES, Abandoned, holding, orphaned, settle
 from services.common.recent import RecentlyUsed
 from services.common.storage import ObjectMissing, Storage
 from services.common.transitions import apply, replay
@@ -288,6 +288,9 @@ class Notifier:
             await _together(storing, self._announce(job_id, batch, earlier))
             await self._announce(job_id, batch, final)
         except Abandoned:
+            # The deliveries of the closed channel come again; those of the new one that
+            # joined the batch (while it waited for a sheep) go back to the job's queue.
+            self._pending[job_id][:0] = [d for d in batch if not orphaned(d.message)]
             return
         except Exception:
             log.exception("status reports of job %s failed; dead-lettering them", job_id)
@@ -309,7 +312,8 @@ class Notifier:
         reports it supersedes are returned, to be acked unapplied. A sheep reporting the
         attempt done or failed instead ends the wait, and the reports apply in their order."""
         requested = [d for d in batch if _requested_cancel(d.report, current)]
-        if not requested:
+        if not requested or len(self._arrivals) >= self._prefetch // 2:
+            # Waits hold their prefetch slots: half of them stay free for the sheeps' reports.
             return []
         arrived = self._arrivals[job_id] = asyncio.Event()
         try:

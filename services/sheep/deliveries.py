@@ -142,5 +142,6 @@ class Deliveries:
                     return
                 await asyncio.sleep(next(delays))
                 continue
-            if not self._pool_open:  # close_pool() ran while we subscribed
+            if not self._pool_open:  # close_pool() ran while we subscribed: stay closed
                 await self._pool.pause()
+            return

@@ -10,10 +10,12 @@ job and its attempt in headers; ``<ns>.job-logs`` keeps them for an hour.
     await live.end(ends)         # it ended: the rest up to ends, before its outcome is reported
     await live.stop()
 
-Nothing is published for a job that prints nothing. This is best effort: a piece that cannot
-be published (RabbitMQ away) is skipped, and the job's logs, stored as it ends, stay whole.
-Output the runner prints between jobs (starting up) is not followed live; it is stored with
-the next job's logs.
+Nothing is published for a job that prints nothing. This is best effort, and never holds a
+job up for long: output that cannot be published (RabbitMQ away, or slower than
+``END_TIMEOUT`` at a job's end) is skipped, and the job's logs, stored as it ends, stay whole
+and exact. At the boundary of two jobs run back to back, the first lines of the next job may
+show in the live output of the one before: the runner starts it the moment the other ends,
+before the sheep has heard where that one's output ended.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ STREAMS = ("stdout", "stderr")
 PIECE = 64 * 1024
 #: Milliseconds watchfiles gathers changes before it reports them.
 DEBOUNCE_MS = 50
+#: Seconds a job's end may spend publishing the rest of its output.
+END_TIMEOUT = 5.0
 
 
 class LiveLogs:
@@ -46,6 +50,8 @@ class LiveLogs:
         self._files = log_files
         self._job: Attempt | None = None
         self._positions = [0, 0]
+        self._last_end: Sequence[int] | None = None
+        """Where the previous job's part ended: the next one's starts there at the latest."""
         self._lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
@@ -64,13 +70,20 @@ class LiveLogs:
             self._watcher = None
 
     def begin(self, attempt: Attempt, marks: Sequence[int]) -> None:
-        """The job's part of the files starts at ``marks``."""
+        """The job's part of the files starts at ``marks``, or where the previous job's ended
+        if that is earlier (the runner started it before the sheep took these marks)."""
         self._job = attempt
-        self._positions = list(marks)
+        last = self._last_end or marks
+        self._positions = [min(mark, end) for mark, end in zip(marks, last, strict=True)]
 
     async def end(self, ends: Sequence[int]) -> None:
         """Publish the job's part up to ``ends``; nothing more is published for it."""
-        await self._publish_new(ends)
+        try:
+            async with asyncio.timeout(END_TIMEOUT):
+                await self._publish_new(ends)
+        except Exception as exc:  # best effort: the job's outcome must not wait on it
+            log.warning("live output of the job's end skipped: %r", exc)
+        self._last_end = list(ends)
         self.forget()
 
     def forget(self) -> None:
@@ -91,31 +104,33 @@ class LiveLogs:
             if job is None:
                 return
             for index, (stream, path) in enumerate(zip(STREAMS, self._files, strict=True)):
-                end = ends[index] if ends is not None else _size(path)
-                start = positions[index]
-                if end < start:  # the file was replaced: it starts again
-                    start = 0
-                if end == start:
-                    continue
-                positions[index] = end
-                data = await asyncio.to_thread(_read, path, start, end)
-                await self._publish(job, stream, data)
+                size = _size(path)
+                if size < positions[index]:  # the file was replaced: it starts again
+                    positions[index] = 0
+                end = size if ends is None else min(ends[index], size)
+                while positions[index] < end:
+                    start = positions[index]
+                    data = await asyncio.to_thread(_read, path, start, min(end, start + PIECE))
+                    if not data or not await self._publish(job, stream, data):
+                        positions[index] = end  # skipped: on to what comes next
+                        break
+                    positions[index] = start + len(data)
 
-    async def _publish(self, job: Attempt, stream: str, data: bytes) -> None:
-        headers = {LOG_JOB: job.job_id, LOG_ATTEMPT: job.number}
-        for offset in range(0, len(data), PIECE):
-            try:
-                await self._broker.publish(
-                    self._broker.names.events_exchange,
-                    log_routing_key(stream),
-                    data[offset : offset + PIECE],
-                    content_type="application/octet-stream",
-                    headers=headers,
-                    mandatory=False,  # followed or not, it is in the stream
-                )
-            except OUTAGES as exc:
-                log.debug("live output of job %s skipped: %r", job.job_id, exc)
-                return
+    async def _publish(self, job: Attempt, stream: str, data: bytes) -> bool:
+        """Publish one piece; False if RabbitMQ could not take it."""
+        try:
+            await self._broker.publish(
+                self._broker.names.events_exchange,
+                log_routing_key(stream),
+                data,
+                content_type="application/octet-stream",
+                headers={LOG_JOB: job.job_id, LOG_ATTEMPT: job.number},
+                mandatory=False,  # followed or not, it is in the stream
+            )
+        except OUTAGES as exc:
+            log.debug("live output of job %s skipped: %r", job.job_id, exc)
+            return False
+        return True
 
 
 def _size(path: Path) -> int:

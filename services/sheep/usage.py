@@ -2,7 +2,7 @@
 runner's own accounting where it gave one, the sheep's measures for the rest.
 
     usage = measured(job.inputs, timed.seconds, ran.accounting, devices=len(config.devices))
-    report = with_outputs(report, usage, output_bytes)
+    report = with_outputs(report, output_bytes)   # the report's usage, with what was stored
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ def measured(
     """The usage of an attempt that ran ``wall_seconds`` on its runner; CPU and memory as the
     runner counted them, if it could (not when it was stopped or died)."""
     wall = accounting.wall_seconds if accounting is not None else wall_seconds
+    # An older runner (CPU not split) counts its peak memory over its lifetime, not the job's.
+    per_job = accounting is not None and accounting.cpu_user_seconds is not None
     return Usage(
         wall_seconds=wall,
         cpu_user_seconds=accounting.cpu_user_seconds if accounting else None,
         cpu_system_seconds=accounting.cpu_system_seconds if accounting else None,
-        max_rss_bytes=accounting.max_rss_bytes if accounting else None,
+        max_rss_bytes=accounting.max_rss_bytes if accounting and per_job else None,
         input_bytes=sum(f.size for f in inputs),
         output_bytes=0,
         gpu_seconds=wall * devices if devices else None,

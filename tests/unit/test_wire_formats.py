@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from schemas.__main__ import definitions, export
 from schemas.runner import runner_message, sheep_message
 from schemas.s3 import S3EventNotification
+from services.sheep.usage import measured
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "s3"
 ROOT = Path(__file__).parents[2]
@@ -111,3 +112,16 @@ def test_configuration_reference_is_generated_from_the_schema():
 
     committed = (ROOT / "docs" / "configuration.md").read_text()
     assert committed == render(), "run `make schemas` to regenerate docs/configuration.md"
+
+
+def test_a_runner_built_before_the_cpu_split_still_reports_its_jobs():
+    """An older model image's runner sends ``cpu_seconds`` and its lifetime peak memory: the
+    frame is taken, and the job's usage shows neither figure rather than a wrong one."""
+    frame = (
+        b'{"type": "done", "job_id": "j1", "accounting": {"wall_seconds": 1.5, '
+        b'"cpu_seconds": 1.0, "max_rss_bytes": 1024}}'
+    )
+    done = runner_message.validate_json(frame)
+    usage = measured([], 2.0, done.accounting, devices=0)
+    assert usage.wall_seconds == 1.5
+    assert usage.cpu_user_seconds is None and usage.max_rss_bytes is None
