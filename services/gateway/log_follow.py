@@ -81,6 +81,7 @@ class LogFollower:
                 yield _piece(stream, status.attempt, "".join(lines), str(now))
         ended = asyncio.create_task(self._until_ended(job_id), name=f"follow-{job_id}")
         mark: int | None = None
+        piece: asyncio.Future[StreamedEvent | None] | None = None
         try:
             while True:
                 piece = asyncio.ensure_future(subscription.get())
@@ -102,8 +103,14 @@ class LogFollower:
                 if event.headers.get(LOG_JOB) == job_id and stream in streams:
                     yield _piece_of(event, stream)
         finally:
-            ended.cancel()
-            await asyncio.gather(ended, return_exceptions=True)
+            # A read left waiting would ack on the channel while it closes: RabbitMQ takes
+            # that for a frame on a closed channel and drops the whole connection.
+            for task in (ended, piece):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(
+                *(t for t in (ended, piece) if t is not None), return_exceptions=True
+            )
 
     async def _until_ended(self, job_id: str) -> JobStatus | None:
         """The job's final status once it has ended; None if the lookup stops first."""

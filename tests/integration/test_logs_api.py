@@ -156,8 +156,8 @@ async def test_following_a_running_job_from_its_last_lines(config, names, tmp_pa
         params = {"follow": "true", "stream": "stdout"}
         async with client.stream("GET", f"/jobs/{job_id}/logs", params=params) as first:
             async for event in read_events(first):
-                if event.json()["text"].startswith("tick 1"):
-                    break  # it has printed two lines: now from its last one
+                if event.event != "log" or "tick 1" in event.json()["text"]:
+                    break  # it has printed two lines (or ended): now from its last one
         params["tail"] = "1"
         async with client.stream("GET", f"/jobs/{job_id}/logs", params=params) as tailed:
             events = [event async for event in read_events(tailed)]
