@@ -99,8 +99,7 @@ class LogFollower:
                     assert final is not None  # a mark is appended only for a job that ended
                     yield _end(final)
                     return
-                stream = event.kind.removeprefix("log.")
-                if event.headers.get(LOG_JOB) == job_id and stream in streams:
+                if (stream := _stream_of(event, job_id, streams)) is not None:
                     yield _piece_of(event, stream)
         finally:
             # A read left waiting would ack on the channel while it closes: RabbitMQ takes
@@ -128,10 +127,15 @@ async def _so_far(
     """What the job printed to each of ``streams`` before offset ``until``."""
     printed: dict[str, list[bytes]] = {stream: [] for stream in sorted(streams)}
     while (event := await subscription.get()) is not None and event.offset < until:
-        stream = event.kind.removeprefix("log.")
-        if event.headers.get(LOG_JOB) == job_id and stream in streams:
+        if (stream := _stream_of(event, job_id, streams)) is not None:
             printed[stream].append(event.body)
     return {stream: b"".join(parts).decode(errors="replace") for stream, parts in printed.items()}
+
+
+def _stream_of(event: StreamedEvent, job_id: str, streams: frozenset[str]) -> str | None:
+    """The stream a piece of output belongs to, if it is one of ``streams`` of the job."""
+    stream = event.kind.removeprefix("log.")
+    return stream if event.headers.get(LOG_JOB) == job_id and stream in streams else None
 
 
 async def _nothing() -> None:

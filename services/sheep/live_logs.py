@@ -32,6 +32,7 @@ from schemas.broker_names import LOG_ATTEMPT, LOG_JOB, log_routing_key
 from services.common.broker import Broker
 from services.common.outages import OUTAGES
 from services.sheep.admission import Attempt
+from services.sheep.job_logs import log_marks
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,9 @@ class LiveLogs:
             job, positions = self._job, self._positions
             if job is None:
                 return
+            sizes = log_marks(self._files)
             for index, (stream, path) in enumerate(zip(STREAMS, self._files, strict=True)):
-                size = _size(path)
+                size = sizes[index]
                 if size < positions[index]:  # the file was replaced: it starts again
                     positions[index] = 0
                 end = size if ends is None else min(ends[index], size)
@@ -131,13 +133,6 @@ class LiveLogs:
             log.debug("live output of job %s skipped: %r", job.job_id, exc)
             return False
         return True
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def _read(path: Path, start: int, end: int) -> bytes:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def test_a_docker_sheep_runs_its_model_on_the_configured_gpu(
+async def test_a_docker_sheep_runs_its_model_on_the_configured_gpu_and_reports_it(
     config, broker, registry, model_image, job_id
 ):
     model_image("gpuinfo")
@@ -39,28 +39,15 @@ async def test_a_docker_sheep_runs_its_model_on_the_configured_gpu(
         ended = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 120})
         assert ended.json()["state"] == "done", ended.json()
         seen = (await client.get(f"/jobs/{job_id}/result")).json()
-    assert seen["nvidia_visible_devices"] == "0"
-    assert "/dev/nvidia0" in seen["devices"]
-
-
-async def test_a_gpu_sheep_reports_its_gpus_and_the_gpu_seconds_of_its_jobs(
-    config, broker, registry, model_image, job_id
-):
-    model_image("gpuinfo")
-    config.registry.url = registry
-    config.sheep = {"g0": DockerSheepConfig(port=free_port(), devices=["/dev/nvidia0"])}
-    async with running_stack(config) as client:
-        await client.post(
-            "/start-job",
-            json={"job_id": job_id, "model": {"name": "gpuinfo", "version": "1"}, "payload": {}},
-        )
-        ended = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 120})
         metrics = {
             (sample.name, sample.labels.get("device")): sample.value
             for family in text_string_to_metric_families((await client.get("/metrics")).text)
             for sample in family.samples
             if sample.name.startswith("shepherd_gpu_")
         }
+    assert seen["nvidia_visible_devices"] == "0"
+    assert "/dev/nvidia0" in seen["devices"]
+    # Its GPU's series, and the GPU seconds of the job.
     usage = ended.json()["usage"]
     assert usage["gpu_seconds"] == pytest.approx(usage["wall_seconds"])
     device = "/dev/nvidia0"
