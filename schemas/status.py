@@ -110,8 +110,9 @@ class Usage(BaseModel):
     max_gpu_memory_bytes: int | None = Field(
         default=None,
         ge=0,
-        description="On a sheep with GPUs: the runner's peak GPU memory during the job, from "
-        "NVML's per-process accounting (None where accounting mode is off).",
+        description="On a sheep with GPUs that NVML reads: the peak GPU memory held by the "
+        "processes on its devices (its runner's) during the job, sampled every 0.1 s (a "
+        "shorter spike can be missed). None where NVML cannot read them.",
     )
 
 

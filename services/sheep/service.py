@@ -47,7 +47,7 @@ from services.sheep.cancellations import Cancellations
 from services.sheep.containers import DockerBackend
 from services.sheep.deliveries import Deliveries, Delivery
 from services.sheep.driver import JobCancelled, Ran, RunnerDriver
-from services.sheep.gpus import SheepGpus
+from services.sheep.gpus import SheepGpus, job_gpus
 from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
@@ -182,7 +182,7 @@ class Sheep:
         await self._announcer.stop()
         await self._live_logs.stop()
         if self._gpus is not None:
-            self._gpus.close()
+            await asyncio.to_thread(self._gpus.close)
             self._gpus = None
         await self._deliveries.stop()
         await self._driver.close()
@@ -302,14 +302,17 @@ class Sheep:
         try:
             devices = len(self._sheep_config.devices)
             try:
-                with on_runner(self.sheep_id, job.model) as timed:
+                with (
+                    on_runner(self.sheep_id, job.model) as timed,
+                    job_gpus(self._gpus, devices) as gpus,
+                ):
                     ran = await self._run(job, running)
             except JobCancelled:
                 message = f"cancelled on sheep {self.sheep_id}"
                 report = attempt.report(
                     JobState.CANCELLED,
                     error=ErrorInfo(type="Cancelled", message=message),
-                    usage=measured(job.inputs, timed.seconds, None, devices),
+                    usage=measured(job.inputs, timed.seconds, None, gpus),
                 )
                 job.logs = job_span(marks, None, self.backend.log_files)
             else:
@@ -317,7 +320,7 @@ class Sheep:
                     await self._give_back(job)
                     return None
                 state = JobState.DONE if ran.error is None else JobState.FAILED
-                usage = measured(job.inputs, timed.seconds, ran.accounting, devices)
+                usage = measured(job.inputs, timed.seconds, ran.accounting, gpus)
                 report = attempt.report(state, error=ran.error, inputs=job.inputs, usage=usage)
                 job.logs = job_span(marks, ran.logs, self.backend.log_files)
             await self._live_logs.end(job.logs[1])  # before its outcome can be reported

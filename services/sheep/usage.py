@@ -1,7 +1,9 @@
 """What a job's attempt used, as its outcome report tells it (``schemas.status.Usage``): the
 runner's own accounting where it gave one, the sheep's measures for the rest.
 
-    usage = measured(job.inputs, timed.seconds, ran.accounting, devices=len(config.devices))
+    with job_gpus(sheep_gpus, devices=len(config.devices)) as gpus:
+        ...                                    # the job runs
+    usage = measured(job.inputs, timed.seconds, ran.accounting, gpus)
     report = with_outputs(report, output_bytes)   # the report's usage, with what was stored
 """
 
@@ -10,10 +12,11 @@ from __future__ import annotations
 from schemas.events import StatusReport
 from schemas.runner import Accounting
 from schemas.status import InputFile, Usage
+from services.sheep.gpus import JobGpus
 
 
 def measured(
-    inputs: list[InputFile], wall_seconds: float, accounting: Accounting | None, devices: int
+    inputs: list[InputFile], wall_seconds: float, accounting: Accounting | None, gpus: JobGpus
 ) -> Usage:
     """The usage of an attempt that ran ``wall_seconds`` on its runner; CPU and memory as the
     runner counted them, if it could (not when it was stopped or died)."""
@@ -27,7 +30,8 @@ def measured(
         max_rss_bytes=accounting.max_rss_bytes if accounting and per_job else None,
         input_bytes=sum(f.size for f in inputs),
         output_bytes=0,
-        gpu_seconds=wall * devices if devices else None,
+        gpu_seconds=wall * gpus.devices if gpus.devices else None,
+        max_gpu_memory_bytes=gpus.peak_memory_bytes,
     )
 
 

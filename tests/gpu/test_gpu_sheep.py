@@ -24,6 +24,9 @@ pytestmark = pytest.mark.skipif(
     "nvidia container runtime",
 )
 
+#: What the job allocates on its GPU, and so the least its peak GPU memory can be.
+HOLD_BYTES = 256 * 1024 * 1024
+
 
 async def test_a_docker_sheep_runs_its_model_on_the_configured_gpu_and_reports_it(
     config, broker, registry, model_image, job_id
@@ -34,7 +37,11 @@ async def test_a_docker_sheep_runs_its_model_on_the_configured_gpu_and_reports_i
     async with running_stack(config) as client:
         await client.post(
             "/start-job",
-            json={"job_id": job_id, "model": {"name": "gpuinfo", "version": "1"}, "payload": {}},
+            json={
+                "job_id": job_id,
+                "model": {"name": "gpuinfo", "version": "1"},
+                "payload": {"hold_bytes": HOLD_BYTES, "seconds": 1},
+            },
         )
         ended = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 120})
         assert ended.json()["state"] == "done", ended.json()
@@ -50,6 +57,7 @@ async def test_a_docker_sheep_runs_its_model_on_the_configured_gpu_and_reports_i
     # Its GPU's series, and the GPU seconds of the job.
     usage = ended.json()["usage"]
     assert usage["gpu_seconds"] == pytest.approx(usage["wall_seconds"])
+    assert usage["max_gpu_memory_bytes"] >= HOLD_BYTES  # what it held, and its CUDA context
     device = "/dev/nvidia0"
     assert 0 <= metrics[("shepherd_gpu_utilization_ratio", device)] <= 1
     assert metrics[("shepherd_gpu_memory_total_bytes", device)] > 0

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from schemas.__main__ import definitions, export
 from schemas.runner import runner_message, sheep_message
 from schemas.s3 import S3EventNotification
+from services.sheep.gpus import JobGpus
 from services.sheep.usage import measured
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "s3"
@@ -122,6 +123,6 @@ def test_a_runner_built_before_the_cpu_split_still_reports_its_jobs():
         b'"cpu_seconds": 1.0, "max_rss_bytes": 1024}}'
     )
     done = runner_message.validate_json(frame)
-    usage = measured([], 2.0, done.accounting, devices=0)
+    usage = measured([], 2.0, done.accounting, JobGpus(devices=0))
     assert usage.wall_seconds == 1.5
     assert usage.cpu_user_seconds is None and usage.max_rss_bytes is None
