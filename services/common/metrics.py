@@ -40,7 +40,9 @@ BROKER_CONNECTED = Gauge(
 )
 STORAGE_OUTAGE_CALLS = Counter(
     "shepherd_storage_outages",
-    "Calls to MinIO that failed because it was unreachable or refused to serve (retried).",
+    "Calls to MinIO that failed because it was unreachable or refused to serve (retried), by "
+    "cause: unreachable, server-error (a 5xx or no S3 answer) or the S3 error code.",
+    ["cause"],
 )
 
 

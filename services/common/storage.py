@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 
 from schemas.config import StorageConfig
 from services.common.metrics import STORAGE_OUTAGE_CALLS
@@ -74,11 +74,12 @@ class Storage:
 
     async def _threaded(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``call(*args, **kwargs)`` off the event loop (the MinIO client blocks); a failure
-        that is an outage of the store is counted in ``shepherd_storage_outages_total``."""
+        that is an outage of the store is counted in ``shepherd_storage_outages_total``, by
+        cause."""
         try:
             return await asyncio.to_thread(call, *args, **kwargs)
-        except STORAGE_OUTAGES:
-            STORAGE_OUTAGE_CALLS.inc()
+        except STORAGE_OUTAGES as exc:
+            STORAGE_OUTAGE_CALLS.labels(cause=_cause(exc)).inc()
             raise
 
     async def ping(self) -> None:
@@ -279,3 +280,10 @@ def _files(root: Path) -> Iterator[Path]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink():
             yield path
+
+
+def _cause(exc: Exception) -> str:
+    """An outage's cause as a bounded label: the S3 error code where the store gave one."""
+    if isinstance(exc, S3Error):
+        return exc.code or "server-error"
+    return "server-error" if isinstance(exc, MinioException) else "unreachable"

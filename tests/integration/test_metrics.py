@@ -7,11 +7,15 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
+from services.common.outages import STORAGE_OUTAGES
+from services.common.storage import Storage
 from tests.conftest import serving
 from tests.support.metered import MeteredStack, metered_stack
-from tests.support.stack import bare_sheep
+from tests.support.stack import bare_sheep, free_port
 
 ECHO = {"name": "echo", "version": "1"}
 FAIL = {"name": "fail", "version": "1"}
@@ -103,3 +107,22 @@ async def test_a_sheep_with_devices_but_no_gpu_runs_without_gpu_series(
     assert "shepherd_gpu_utilization_ratio{" not in metrics
     assert "shepherd_gpu_memory_used_bytes{" not in metrics
     assert "sheep g0: no GPU metrics (NVML: " in caplog.text
+
+
+async def test_storage_outages_are_counted_by_cause(configured, storage):
+    """A store refusing the credentials answers with an S3 code; one not listening, none."""
+    refused = configured.storage.model_copy(update={"secret_key": SecretStr("not-the-secret")})
+    unreachable = configured.storage.model_copy(update={"endpoint": f"127.0.0.1:{free_port()}"})
+    for cause, settings in (("SignatureDoesNotMatch", refused), ("unreachable", unreachable)):
+        before = _outages(cause)
+        with pytest.raises(STORAGE_OUTAGES):
+            await Storage(settings).get_bytes("any/key")
+        assert _outages(cause) == before + 1, cause
+    counted = _outages("SignatureDoesNotMatch"), _outages("unreachable")
+    await storage.ping()  # the real store, with its credentials: nothing counted
+    assert (_outages("SignatureDoesNotMatch"), _outages("unreachable")) == counted
+
+
+def _outages(cause: str) -> float:
+    sample = REGISTRY.get_sample_value("shepherd_storage_outages_total", {"cause": cause})
+    return sample or 0.0
