@@ -85,11 +85,6 @@ class RunnerServer:
         push.sndtimeo = OUTCOME_SEND_TIMEOUT_MS
         push.connect(EVENTS_ADDRESS)
         self._outbox = Outbox(push)
-        try:
-            self._router.bind(bind)
-        except zmq.ZMQError as exc:
-            self.close()
-            raise _startup_failure(model, f"cannot bind {bind}: {exc}") from exc
         self._runner: Runner | None = None
         self._load_seconds = 0.0
         self._peer: bytes | None = None
@@ -97,6 +92,11 @@ class RunnerServer:
         self._jobs = JobQueue(HELD_JOBS)
         self._job_id: str | None = None
         """The job whose start was forwarded last, until its outcome is."""
+        try:
+            self._router.bind(bind)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise _startup_failure(model, f"cannot bind {bind}: {exc}") from exc
 
     def __enter__(self) -> RunnerServer:
         return self

@@ -3,8 +3,10 @@
 It runs in ``<working_directory>/<model>/<version>/`` (which holds ``shepherd-runner.yaml``),
 in a session of its own so that stopping it also stops whatever it spawned, with
 ``CUDA_VISIBLE_DEVICES`` set from the sheep's ``devices`` and without Shepherd's credentials
-in its environment (``runner_environment``). Its pid is kept in a pid file so that
-a sheep restarted after a crash can kill the orphan still holding the runner port.
+in its environment (``runner_environment``). Its pid is in ``.runner/runner.pid`` while it
+runs. A sheep restarted after a crash kills the runner its previous life left behind, still
+holding the runner port: found by its command line (``runner.cli --bind <address>``), not by
+the pid file, which a sheep killed as it started a runner never got to write.
 """
 
 from __future__ import annotations
@@ -139,9 +141,10 @@ class BareBackend(RunnerSlot):
     async def recover(self) -> None:
         """Kill a runner left behind by a previous life of this sheep, and wait until it is
         gone (it holds the port the new runner binds)."""
-        pid = _orphan_pid(self._pid_file, self.address)
-        if pid is None:
-            return
+        for pid in await asyncio.to_thread(_runners_bound_to, self.address):
+            await self._kill_orphan(pid)
+
+    async def _kill_orphan(self, pid: int) -> None:
         log.warning("sheep %s: killing orphaned runner (pid %d)", self._sheep_id, pid)
         try:
             pidfd = os.pidfd_open(pid)
@@ -186,14 +189,20 @@ def runner_environment(
     return env
 
 
-def _orphan_pid(pid_file: Path, address: str) -> int | None:
-    """The pid in ``pid_file`` if that process is still a runner bound to ``address``."""
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    return pid if b"runner.cli" in cmdline and address.encode() in cmdline else None
+def _runners_bound_to(address: str) -> list[int]:
+    """The processes of this machine that are runners bound to ``address``."""
+    wanted = address.encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if b"runner.cli" in arguments and wanted in arguments:
+            pids.append(int(entry.name))
+    return pids
 
 
 def _signal_group(pid: int, signum: signal.Signals) -> None:

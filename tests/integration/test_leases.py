@@ -4,6 +4,8 @@ again; a job that keeps killing its sheep fails after the delivery limit."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -72,6 +74,30 @@ async def test_a_sheep_killed_mid_job_runs_the_job_again_as_soon_as_it_restarts(
     assert (again.attempt, done.attempt) == (2, 2)
     assert await storage.get_bytes(f"{job_id}/outputs/output.json") == b'{"value": "x"}'
     assert ("queued again 1 job(s) of its last run" in first.output()) == leased
+
+
+async def test_a_runner_its_sheep_never_recorded_is_killed_when_the_sheep_starts(
+    configured, first, broker, storage, reports, job_id
+):
+    """A sheep killed as it started its runner never wrote the runner's pid file: the sheep,
+    restarted, still finds that runner by the port it holds and kills it, and its jobs run on
+    a runner of its own (not on the orphan, nor failing to bind)."""
+    address = f"tcp://127.0.0.1:{configured.sheep['s1'].port}"
+    orphan = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "runner.cli", "--bind", address, "--model", "sleep:1"),
+        cwd=MODELS / "sleep" / "1",
+        start_new_session=True,
+    )
+    try:
+        await first.start()
+        assert await asyncio.wait_for(orphan.wait(), 10) == -signal.SIGKILL
+        await submit(broker, storage, job_id, "sleep", b'{"seconds": 0, "value": 1}')
+        await reports.report(job_id, JobState.DONE)
+    finally:
+        if orphan.returncode is None:
+            orphan.kill()
+            await orphan.wait()
+    assert f"killing orphaned runner (pid {orphan.pid})" in first.output()
 
 
 async def test_the_job_of_a_sheep_that_never_returns_runs_elsewhere_after_the_lease_time(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -447,3 +448,19 @@ def test_bad_runner_file_exits_with_one_clear_line(tmp_path: Path, runner_file: 
         assert len(lines) == 1, lines
         assert lines[0].startswith("shepherd-runner: cannot start bad:1: ")
         assert problem in lines[0]
+
+
+def test_a_port_already_taken_exits_with_one_clear_line(tmp_path: Path):
+    """A runner left behind by a crashed sheep still holds the port: the new one says so."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+        process = subprocess.run(
+            [sys.executable, "-m", "runner.cli", "--bind", address],
+            cwd=MODELS / "echo" / "1",
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+    assert process.returncode == 2
+    lines = process.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"shepherd-runner: cannot start echo:1: cannot bind {address}")
