@@ -7,6 +7,7 @@ touches the ROUTER socket: it reports a job's start, progress and outcome throug
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import resource
@@ -130,7 +131,7 @@ class _Meter:
     @classmethod
     def start(cls) -> _Meter:
         user, system = _cpu_seconds()
-        return cls(time.monotonic(), user, system, _reset_peak_rss())
+        return cls(time.monotonic(), user, system, _peak_rss().reset())
 
     def read(self) -> Accounting:
         user, system = _cpu_seconds()
@@ -138,7 +139,7 @@ class _Meter:
             wall_seconds=time.monotonic() - self.wall,
             cpu_user_seconds=max(0.0, user - self.user),
             cpu_system_seconds=max(0.0, system - self.system),
-            max_rss_bytes=_peak_rss_bytes() if self.peak_reset else None,
+            max_rss_bytes=_peak_rss().read() if self.peak_reset else None,
         )
 
 
@@ -152,22 +153,40 @@ def _cpu_seconds() -> tuple[float, float]:
     return user, system
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's resident-memory high-water mark (Linux >= 4.0, ``clear_refs``
-    value 5), so that the next reading is the peak of the job about to run."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
+class _PeakRss:
+    """This process's resident-memory high-water mark (``VmHWM``), reset as each job starts
+    (Linux >= 4.0: ``clear_refs`` value 5) so that a reading is the peak of that job. Both
+    files stay open: a job costs one write and one read, not two opens (a tenth of the time)."""
+
+    def __init__(self) -> None:
+        self._clear: int | None = None
+        self._status: int | None = None
+        try:
+            self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
+            self._status = os.open("/proc/self/status", os.O_RDONLY)
+        except OSError:  # not Linux, or a procfs that does not allow it
+            self._clear = None
+
+    def reset(self) -> bool:
+        """Whether the mark was reset (else a reading would be the process's lifetime peak)."""
+        if self._clear is None:
+            return False
+        try:
+            os.write(self._clear, b"5")
+        except OSError:
+            return False
+        return True
+
+    def read(self) -> int | None:
+        if self._status is None:
+            return None
+        try:
+            status = os.pread(self._status, 16384, 0)
+            start = status.index(b"VmHWM:") + len(b"VmHWM:")
+            return int(status[start : status.index(b"kB", start)]) * 1024
+        except (OSError, ValueError):
+            return None
 
 
-def _peak_rss_bytes() -> int | None:
-    """The high-water mark of this process's resident memory (``VmHWM``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        return None
-    return None
+_peak_rss = functools.cache(_PeakRss)
+"""The process's one reader, opened by the first job."""

@@ -6,9 +6,9 @@ stages it times itself (input fetch, run, output upload), its runner and its dut
 ``shepherd up`` they share one registry, served on the gateway's ``/metrics``; a notifier or a
 sheep run alone serves its own on ``metrics_port``.
 
-    SUBMITTED.labels(way="http").inc()
-    QUEUED.labels(trigger="upload").inc()
-    with STAGE_SECONDS.labels(stage="run", **model_labels(model)).time():
+    child(SUBMITTED, "http").inc()           # label children made once (metrics.child)
+    child(QUEUED, "upload").inc()
+    with stage("input_fetch", model).time():
         ...
 
 Labels are bounded: a model name and version (the first :data:`MAX_MODELS` seen, the rest
@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.job import ModelRef
 from schemas.status import JobState, JobStatus
+from services.common.metrics import child
 from services.common.scraped import ScrapedGauge
 
 #: Distinct models labelled in one process; later ones are counted as ``other``.
@@ -122,29 +123,34 @@ GPU_MEMORY_TOTAL = ScrapedGauge(
 _labelled: set[tuple[str, str]] = set()
 
 
-def model_labels(model: ModelRef) -> dict[str, str]:
-    """The ``model`` and ``version`` labels of ``model``: ``other`` once :data:`MAX_MODELS`
-    distinct models have been labelled."""
+def model_labels(model: ModelRef) -> tuple[str, str]:
+    """The ``model`` and ``version`` label values of ``model``: ``other`` once
+    :data:`MAX_MODELS` distinct models have been labelled."""
     key = (model.name, model.version)
     if key not in _labelled:
         if len(_labelled) >= MAX_MODELS:
-            return {"model": "other", "version": "other"}
+            return ("other", "other")
         _labelled.add(key)
-    return {"model": model.name, "version": model.version}
+    return key
+
+
+def stage(name: Stage, model: ModelRef) -> Histogram:
+    """The histogram of one stage of ``model``'s jobs."""
+    return child(STAGE_SECONDS, name, *model_labels(model))
 
 
 def observe_transition(status: JobStatus, kind: str) -> None:
     """Count what a status change tells: the queue wait once a job runs, the end to end and
     the final state once it ends. The notifier calls this once per change it applies."""
-    labels = model_labels(status.model)
     if kind == JobState.RUNNING.value and status.started_at and status.enqueued_at:
         wait = (status.started_at - status.enqueued_at).total_seconds()
-        STAGE_SECONDS.labels(stage="queue_wait", **labels).observe(max(0.0, wait))
+        stage("queue_wait", status.model).observe(max(0.0, wait))
     if status.state.terminal:
-        ENDED.labels(state=status.state.value, sheep=status.sheep_id or "none", **labels).inc()
+        name, version = model_labels(status.model)
+        child(ENDED, status.state.value, name, version, status.sheep_id or "none").inc()
         if status.finished_at and status.accepted_at:
             took = (status.finished_at - status.accepted_at).total_seconds()
-            STAGE_SECONDS.labels(stage="end_to_end", **labels).observe(max(0.0, took))
+            stage("end_to_end", status.model).observe(max(0.0, took))
 
 
 @dataclass
@@ -157,7 +163,7 @@ class Timed:
 def on_runner(sheep_id: str, model: ModelRef) -> Iterator[Timed]:
     """A job on the sheep's runner: the sheep busy meanwhile, the time counted as busy and as
     the job's ``run`` stage, and given to the caller."""
-    busy = BUSY.labels(sheep=sheep_id)
+    busy = child(BUSY, sheep_id)
     busy.set(1)
     timed = Timed()
     started = time.perf_counter()
@@ -166,5 +172,5 @@ def on_runner(sheep_id: str, model: ModelRef) -> Iterator[Timed]:
     finally:
         timed.seconds = time.perf_counter() - started
         busy.set(0)
-        BUSY_SECONDS.labels(sheep=sheep_id).inc(timed.seconds)
-        STAGE_SECONDS.labels(stage="run", **model_labels(model)).observe(timed.seconds)
+        child(BUSY_SECONDS, sheep_id).inc(timed.seconds)
+        stage("run", model).observe(timed.seconds)

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Message, Receive, Scope, Send
 
 from services.common.job_metrics import LATENCY_BUCKETS
+from services.common.metrics import child
 
 REQUESTS = Counter(
     "shepherd_http_requests",
@@ -62,10 +63,8 @@ class HttpMetrics:
         finally:
             route = self._template(scope)
             method = scope["method"] if scope["method"] in METHODS else "other"
-            REQUESTS.labels(route=route, method=method, status=str(status)).inc()
-            REQUEST_SECONDS.labels(route=route, method=method).observe(
-                time.perf_counter() - started
-            )
+            child(REQUESTS, route, method, str(status)).inc()
+            child(REQUEST_SECONDS, route, method).observe(time.perf_counter() - started)
 
     def _template(self, scope: Scope) -> str:
         """The path template of the route that answered: the one Starlette's router put in

@@ -45,6 +45,7 @@ from schemas.layout import (
 )
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.job_metrics import QUEUED, SUBMITTED, Trigger, Way
+from services.common.metrics import child
 from services.common.problems import Problem
 from services.common.recent import RecentlyUsed
 from services.common.ssrf_guard import check_callback
@@ -131,7 +132,7 @@ class Intake:
             spec = await self._existing(spec)
         outcome = Declared.NEW if created else Declared.REPEATED
         if created:
-            SUBMITTED.labels(way=way).inc()
+            child(SUBMITTED, way).inc()
         if spec.inputs is None:
             return Declaration(outcome, spec, await self._queue_at_once(spec, created), notes)
         payload = request.payload_bytes()
@@ -168,7 +169,7 @@ class Intake:
                 return False
         await self._publish(spec, datetime.now(UTC), redispatched=not created, new_job=created)
         self._queued.put(spec.job_id, True)
-        QUEUED.labels(trigger="declaration").inc()
+        child(QUEUED, "declaration").inc()
         return True
 
     async def _store_unless_claimed(self, payload: bytes | None, spec: JobSpec) -> None:
@@ -267,7 +268,7 @@ class Intake:
             await self.storage.remove(dispatch_key(job_id))
             raise
         self._queued.put(job_id, True)
-        QUEUED.labels(trigger=trigger).inc()
+        child(QUEUED, trigger).inc()
         await self.storage.remove(pending_key(job_id))
         return True
 

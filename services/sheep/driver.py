@@ -37,6 +37,7 @@ from services.common.job_metrics import (
     RestartCause,
     model_labels,
 )
+from services.common.metrics import child
 from services.sheep.backend import ModelNotFound, RunnerBackend
 from services.sheep.runner_client import (
     RUNNER_EXITED,
@@ -204,7 +205,7 @@ class RunnerDriver:
             watcher.cancel()
         self._held.clear()  # they went with the runner: each is handed over again in its turn
         if self._client is not None:
-            RUNNER_RESTARTS.labels(sheep=self._sheep_id, cause=cause).inc()
+            child(RUNNER_RESTARTS, self._sheep_id, cause).inc()
             self._client.close()
             self._client = None
         await self.backend.stop(grace)
@@ -220,7 +221,7 @@ class RunnerDriver:
         if self._client is not None and not started:
             return self._client
         if self._client is not None:  # the runner of another model was replaced
-            RUNNER_RESTARTS.labels(sheep=self._sheep_id, cause="model_switch").inc()
+            child(RUNNER_RESTARTS, self._sheep_id, "model_switch").inc()
             self._client.close()
             self._client = None
         exited = self.backend.exited
@@ -235,7 +236,7 @@ class RunnerDriver:
             heartbeat_timeout=self._sheep_config.heartbeat_timeout,
             load_timeout=self._sheep_config.load_timeout,
         )
-        load = RUNNER_LOAD_SECONDS.labels(sheep=self._sheep_id, **model_labels(model))
+        load = child(RUNNER_LOAD_SECONDS, self._sheep_id, *model_labels(model))
         load.observe(ready.load_seconds)
         log.info(
             "sheep %s: runner (pid %d) loaded %s in %.2f s",

@@ -36,7 +36,8 @@ from schemas.status import ErrorInfo, InputFile, JobState
 from schemas.topology import Topology
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.consumer import briefly
-from services.common.job_metrics import JOBS_IN_FLIGHT, STAGE_SECONDS, model_labels, on_runner
+from services.common.job_metrics import JOBS_IN_FLIGHT, on_runner, stage
+from services.common.metrics import child
 from services.common.outages import until_store_answers
 from services.common.storage import Storage
 from services.sheep.admission import Admission, Attempt
@@ -267,9 +268,9 @@ class Sheep:
         )
         hold.start()
         job = _Job(attempt, hold, self._cancellations.watch(attempt.job_id))
-        JOBS_IN_FLIGHT.labels(sheep=self.sheep_id).inc()
+        child(JOBS_IN_FLIGHT, self.sheep_id).inc()
         try:
-            with STAGE_SECONDS.labels(stage="input_fetch", **model_labels(job.model)).time():
+            with stage("input_fetch", job.model).time():
                 job.inputs = await prepare(self._storage, attempt, stored)
         except asyncio.CancelledError:  # the sheep stops: the job goes back, its hold ends
             await asyncio.shield(self._give_back(job))
@@ -359,8 +360,7 @@ class Sheep:
         directory = job.attempt.directory
         try:
             start, end = job.logs
-            upload = STAGE_SECONDS.labels(stage="output_upload", **model_labels(job.model))
-            with upload.time():
+            with stage("output_upload", job.model).time():
                 output_bytes, _ = await asyncio.gather(
                     self._storage.upload_tree(directory / "outputs", outputs_prefix(job.job_id)),
                     store_logs(
@@ -401,7 +401,7 @@ class Sheep:
         except Exception as exc:  # a lost channel or an expiring copy requeues the job
             log.warning("sheep %s: settling job %s: %s", self.sheep_id, job.job_id, exc)
         self._cancellations.unwatch(job.job_id)
-        JOBS_IN_FLIGHT.labels(sheep=self.sheep_id).dec()
+        child(JOBS_IN_FLIGHT, self.sheep_id).dec()
         await asyncio.to_thread(shutil.rmtree, job.attempt.directory, ignore_errors=True)
 
     # -- the servers --------------------------------------------------------------------------
