@@ -39,13 +39,13 @@ status:
 venv: $(STAMP)
 
 # The exact versions of requirements.lock (make lock writes it from pyproject.toml), then
-# Shepherd itself, editable.
-$(STAMP): pyproject.toml requirements.lock
+# Shepherd itself and its client SDK (client/), editable.
+$(STAMP): pyproject.toml requirements.lock client/pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3 python3-venv"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV) || { echo "cannot create $(VENV): apt-get install python3-venv"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps -e . -e ./client
 	@touch $(STAMP)
 
 # The bench extra (the peers, matplotlib, psutil, PyJWT) only for the benchmark, not for make test;

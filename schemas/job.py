@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +15,20 @@ from schemas.names import JobId, PathSegment, RelativePath
 
 PAYLOAD_INPUT = "input.json"
 """The file an inline payload becomes for the runner: ``inputs/input.json``."""
+
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+"""What makes a submission without a job id repeatable: 1 to 255 visible ASCII characters
+(HTTP ``Idempotency-Key``, AMQP ``message_id``)."""
+
+
+def new_job_id(idempotency_key: str | None = None, submitter: str = "") -> str:
+    """A job id Shepherd makes: random, or, for a submission with an idempotency key, derived
+    from the key and who submitted it, so that a repeat names the same job (a repeat with a
+    different request is then a conflict, as with a client's own id)."""
+    if idempotency_key is None:
+        return f"job-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(f"{submitter}\0{idempotency_key}".encode()).hexdigest()
+    return f"job-{digest[:32]}"
 
 
 class ModelRef(BaseModel):
@@ -33,7 +49,12 @@ class JobRequest(BaseModel):
     # JSON has no NaN or Infinity: accepted, they would be written back as null.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    job_id: JobId
+    job_id: JobId | None = Field(
+        default=None,
+        description="The job's id, chosen by the client; omitted, Shepherd makes one and "
+        "returns it. A repeat of a submission is recognised by its job id or, without one, "
+        "by its Idempotency-Key header (HTTP) or message_id (AMQP).",
+    )
     model: ModelRef
     sheep_id: PathSegment | None = Field(
         default=None, description="Run on this sheep; omit to let any idle sheep take the job."
@@ -58,6 +79,12 @@ class JobRequest(BaseModel):
         default=None, description="Seconds the job may run before it is stopped and failed."
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque, echoed back.")
+
+    def identified(self, idempotency_key: str | None = None, submitter: str = "") -> JobRequest:
+        """This request with a job id: its own, else one Shepherd makes (:func:`new_job_id`)."""
+        if self.job_id is not None:
+            return self
+        return self.model_copy(update={"job_id": new_job_id(idempotency_key, submitter)})
 
     def payload_bytes(self) -> bytes | None:
         """The payload as the runner reads it: a string verbatim (so pre-serialised JSON keeps
@@ -106,6 +133,8 @@ class JobSpec(BaseModel):
     ) -> JobSpec:
         """The spec of ``request``; its payload kept inline when the job declares no inputs
         and the payload is at most ``carried_bytes`` long, else a declared input."""
+        if request.job_id is None:
+            raise ValueError("a job request gets its id (JobRequest.identified) before its spec")
         inputs = request.inputs
         payload = request.payload_bytes()
         carried = payload is not None and inputs is None and len(payload) <= carried_bytes

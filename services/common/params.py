@@ -1,4 +1,4 @@
-"""Parsing path parameters of the HTTP API into validated names, or a 400 problem."""
+"""Parsing path and query parameters of the HTTP API into validated values, or a 400 problem."""
 
 from __future__ import annotations
 
@@ -33,3 +33,13 @@ def parse_file(value: str) -> str:
             f"invalid file name {value!r}",
             errors=[{"field": "file", "message": e["message"]} for e in field_errors(exc)],
         ) from exc
+
+
+def parse_flag(name: str, raw: str | None) -> bool:
+    """A boolean query parameter: absent or ``false``, ``true``; anything else is a 400."""
+    if raw is None or raw == "false":
+        return False
+    if raw != "true":
+        message = f"must be true or false, got {raw!r}"
+        raise Problem(400, f"{name}: {message}", errors=[{"field": name, "message": message}])
+    return True

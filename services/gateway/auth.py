@@ -9,7 +9,8 @@ GET and HEAD need the ``read`` scope, every other method ``submit``. ``/health``
 ``/openapi.json`` and ``/docs`` stay open. Tokens are configured as SHA-256 digests
 (``gateway.tokens``) and a presented token is hashed and compared in constant time; no plain
 token is kept or logged. A missing or unknown token is answered 401 with
-``WWW-Authenticate: Bearer``, a token without the needed scope 403 naming that scope.
+``WWW-Authenticate: Bearer``, a token without the needed scope 403 naming that scope. The
+admitted token's name is left in the request's state (``token_name``, see :func:`token_name`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas.config import GatewayConfig, TokenConfig, is_loopback, token_digest
@@ -64,7 +66,7 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         try:
-            self._check(scope)
+            holder = self._check(scope)
         except Problem as problem:
             client = scope.get("client")
             log.info(
@@ -76,9 +78,10 @@ class BearerAuth:
             )
             await problem.response(scope["path"])(scope, receive, send)
             return
+        scope.setdefault("state", {})["token_name"] = holder.name
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> None:
+    def _check(self, scope: Scope) -> TokenConfig:
         method, path = scope["method"], scope["path"]
         needed = required_scope(method)
         header = Headers(scope=scope).get("authorization")
@@ -112,6 +115,7 @@ class BearerAuth:
                 },
                 required_scope=needed,
             )
+        return holder
 
     def _holder(self, presented: str) -> TokenConfig | None:
         """The token's entry; every digest is compared, in constant time each."""
@@ -121,6 +125,11 @@ class BearerAuth:
             if hmac.compare_digest(digest, token.sha256):
                 found = token
         return found
+
+
+def token_name(request: Request) -> str:
+    """The name of the token a request was admitted with; empty where auth is off."""
+    return getattr(request.state, "token_name", "")
 
 
 def bearer_auth(config: GatewayConfig) -> list[Middleware]:

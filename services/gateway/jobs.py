@@ -14,15 +14,16 @@ from starlette.routing import Route
 
 from schemas.api import Accepted, FileListing, ListedFile, Uploaded
 from schemas.errors import field_errors
-from schemas.job import PAYLOAD_INPUT, JobRequest
+from schemas.job import IDEMPOTENCY_KEY, PAYLOAD_INPUT, JobRequest
 from schemas.layout import inputs_prefix, outputs_prefix
 from schemas.status import JobState, JobStatus
 from services.common.json_body import BadJson, is_json_media_type, parse_json
 from services.common.lookup import StatusLookup
-from services.common.params import parse_file, parse_job_id
+from services.common.params import parse_file, parse_flag, parse_job_id
 from services.common.problems import Problem
 from services.common.storage import Storage
 from services.gateway.api_docs import ERRORS, FILE, JOB, PROBLEM, Answer, Doc, Docs, json_answer
+from services.gateway.auth import token_name
 from services.gateway.intake import Declaration, Declared, Intake
 from services.gateway.stored_files import stored_file
 
@@ -64,6 +65,15 @@ async def read_json_body(request: Request, limit: int) -> Any:
         raise Problem(400, f"request body {exc}") from None
 
 
+def _idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, which makes a submission without a job id repeatable
+    (its job id is derived from the key and the token)."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise Problem(400, "the Idempotency-Key header must be 1 to 255 visible ASCII characters")
+    return key
+
+
 def _file_param(request: Request) -> str | None:
     """The validated ``{file}`` of the path, if the route has one; checked before anything
     is looked up, so a bad name is always a 400."""
@@ -84,6 +94,17 @@ DOCS: Docs = {
             422: PROBLEM,
             **ERRORS,
         },
+        parameters=[
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern},
+                "description": "For a request without job_id: a repeat with the same key (and "
+                "token) names the same job, answered 200; a different request under it, 409.",
+            }
+        ],
+        description="Without job_id, Shepherd makes the job's id and returns it.",
         body=JobRequest,
     ),
     ("GET", "/jobs/{job_id}/result"): Doc(
@@ -94,7 +115,16 @@ DOCS: Docs = {
             409: PROBLEM,
             **ERRORS,
         },
-        JOB,
+        [
+            *JOB,
+            {
+                "name": "list",
+                "in": "query",
+                "required": False,
+                "description": "The FileListing of every output, output.json among them.",
+                "schema": {"type": "boolean"},
+            },
+        ],
     ),
     ("GET", "/jobs/{job_id}/result/{file:path}"): Doc(
         "One output file",
@@ -169,6 +199,7 @@ class JobRoutes:
                 + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                 errors=errors,
             ) from exc
+        job = job.identified(_idempotency_key(request), token_name(request))
         declaration = await self.intake.declare(job, "http")
         status = 202 if declaration.outcome is Declared.NEW else 200
         state = await self._declared_state(declaration)
@@ -211,7 +242,10 @@ class JobRoutes:
                 state=status.state.value,
                 error=error.model_dump() if error else None,
             )
-        return await self._file_or_listing(request, outputs_prefix(job_id), "output.json", file)
+        listing = parse_flag("list", request.query_params.get("list"))
+        return await self._file_or_listing(
+            request, outputs_prefix(job_id), "output.json", file, listing=listing
+        )
 
     async def input(self, request: Request) -> Response:
         job_id = parse_job_id(request.path_params["job_id"])
@@ -264,14 +298,20 @@ class JobRoutes:
         )
 
     async def _file_or_listing(
-        self, request: Request, prefix: str, default: str, file: str | None
+        self,
+        request: Request,
+        prefix: str,
+        default: str,
+        file: str | None,
+        *,
+        listing: bool = False,
     ) -> Response:
-        """``/{file}`` streams that file; without one, the default file if present, else a
-        listing of the files with their links."""
+        """``/{file}`` streams that file; without one, the default file if present (and no
+        ``listing`` asked for), else a listing of the files with their links."""
         if file is not None:
             return await stored_file(self.storage, prefix + file)
         objects = await self.storage.list(prefix)
-        if any(o.key == prefix + default for o in objects):
+        if not listing and any(o.key == prefix + default for o in objects):
             return await stored_file(self.storage, prefix + default)
         base = str(request.url).rstrip("/")
         listed = [(o.key.removeprefix(prefix), o.size) for o in objects]

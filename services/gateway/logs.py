@@ -22,7 +22,7 @@ from schemas.api import JobLogs
 from schemas.layout import logs_prefix
 from schemas.status import JobStatus
 from services.common.lookup import StatusLookup
-from services.common.params import parse_job_id
+from services.common.params import parse_flag, parse_job_id
 from services.common.problems import Problem
 from services.common.storage import ObjectMissing, Storage
 from services.gateway.api_docs import ERRORS, JOB, PROBLEM, Answer, Doc, Docs, json_answer
@@ -98,7 +98,7 @@ class LogRoutes:
         job_id = parse_job_id(request.path_params["job_id"])
         streams = _streams(request.query_params.get("stream"))
         tail = _tail(request.query_params.get("tail"))
-        follow = _follow(request.query_params.get("follow"))
+        follow = parse_flag("follow", request.query_params.get("follow"))
         status = await self.lookup.status(job_id)
         if status is None:
             raise Problem(404, f"no job {job_id}")
@@ -174,15 +174,6 @@ def _streams(raw: str | None) -> tuple[Stream, ...]:
         message = f"must be stdout or stderr, got {raw!r}"
         raise Problem(400, f"stream: {message}", errors=[{"field": "stream", "message": message}])
     return (raw,)  # type: ignore[return-value]  # checked just above
-
-
-def _follow(raw: str | None) -> bool:
-    if raw is None or raw == "false":
-        return False
-    if raw != "true":
-        message = f"must be true or false, got {raw!r}"
-        raise Problem(400, f"follow: {message}", errors=[{"field": "follow", "message": message}])
-    return True
 
 
 def _tail(raw: str | None) -> int | None:

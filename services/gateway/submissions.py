@@ -68,7 +68,7 @@ class SubmissionListener:
     async def handle(self, message: AbstractIncomingMessage) -> Settlement:
         try:
             try:
-                reply = await self._declare(message.body, message.content_type)
+                reply = await self._declare(message)
             except Refused as refused:
                 await self._refuse(message, refused.rejection)
                 reply = SubmissionReply(
@@ -89,10 +89,15 @@ class SubmissionListener:
             return "requeue"
         return "ack"
 
-    async def _declare(self, body: bytes, content_type: str | None) -> SubmissionReply:
-        """Declare the request in ``body``; raises :class:`Refused` where ``POST /start-job``
-        answers 4xx (or 500), and an outage error when a server is away."""
-        request = self._parse(body, content_type)
+    async def _declare(self, message: AbstractIncomingMessage) -> SubmissionReply:
+        """Declare the request the message holds; raises :class:`Refused` where ``POST
+        /start-job`` answers 4xx (or 500), and an outage error when a server is away. Without a
+        job id it gets one made from its ``message_id`` and ``user_id`` (which RabbitMQ
+        checks), so that a redelivery names the same job; without a ``message_id`` too, a
+        random one."""
+        request = self._parse(message.body, message.content_type).identified(
+            message.message_id or None, message.user_id or ""
+        )
         try:
             declaration = await self.intake.declare(request, "amqp")
         except Problem as problem:

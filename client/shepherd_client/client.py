@@ -1,0 +1,124 @@
+"""The asynchronous client: submit jobs, find them again, map a model over many inputs.
+
+    async with AsyncClient("http://gateway:5000", token="shp_...") as client:
+        job = await client.submit("echo:1", {"x": 1})
+        print(await job.result())
+        squares = await client.map("square:1", range(1000))
+
+Every method of :class:`Client` is this one's, run to completion.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from shepherd_client.http import RETRY_FOR, Http
+from shepherd_client.inputs import Files, named_files
+from shepherd_client.jobs import AsyncJob
+from shepherd_client.mapping import map_payloads
+
+Model = str | tuple[str, str]
+"""``"name:version"``, ``"name"`` (version ``latest``) or ``("name", "version")``."""
+
+
+class AsyncClient:
+    def __init__(self, url: str, token: str | None = None, *, retry_for: float = RETRY_FOR) -> None:
+        """``retry_for``: seconds a request is retried while the gateway is unavailable (503)
+        or unreachable, before :class:`Unavailable` is raised."""
+        self._http = Http(url, token, retry_for=retry_for)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    def job(self, job_id: str) -> AsyncJob:
+        """A job known by its id (nothing is asked of the server until a method is called)."""
+        return AsyncJob(self._http, job_id)
+
+    async def submit(
+        self,
+        model: Model,
+        payload: Any = None,
+        *,
+        files: Files | None = None,
+        inputs: Iterable[str] | None = None,
+        job_id: str | None = None,
+        sheep: str | None = None,
+        timeout: float | None = None,
+        callback_url: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> AsyncJob:
+        """Declare a job and upload its ``files`` (streamed through the gateway, never read
+        whole); it is queued once every input is there. ``inputs`` names files uploaded by
+        other means (straight to the store). Without ``job_id`` the gateway makes one; the
+        submission carries an ``Idempotency-Key`` either way, so a retry never makes a second
+        job."""
+        uploads = named_files(files) if files is not None else {}
+        declared = [*(inputs or ()), *uploads]
+        request = {
+            "job_id": job_id,
+            "model": _model(model),
+            "sheep_id": sheep,
+            "payload": payload,
+            "inputs": declared or None,
+            "timeout": timeout,
+            "callback_url": callback_url,
+            "metadata": metadata,
+        }
+        answer = await self._http.request(
+            "POST",
+            "/start-job",
+            ok=(200, 202),
+            json={key: value for key, value in request.items() if value is not None},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        job = AsyncJob(self._http, answer.json()["job_id"])
+        for name, path in uploads.items():
+            await self._http.put_file(f"/jobs/{job.id}/input/{quote(name)}", path)
+        return job
+
+    async def map(
+        self,
+        model: Model,
+        payloads: Iterable[Any],
+        *,
+        concurrency: int = 32,
+        progress: bool = True,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Run ``model`` on each payload and return the results in input order, with at most
+        ``concurrency`` jobs in flight (payloads are read as they are needed, so a generator
+        of millions costs no more than ``concurrency`` jobs at a time). A failed item raises
+        :class:`MapItemFailed` naming its index (the jobs still in flight are cancelled),
+        or, with ``return_exceptions``, its exception takes its place. Cancelling the call
+        (Ctrl-C) cancels the jobs it submitted that have not ended. The progress bar shows
+        when ``progress`` is true and stderr is a terminal."""
+        return await map_payloads(
+            lambda payload: self.submit(model, payload),
+            payloads,
+            concurrency=concurrency,
+            progress=progress,
+            return_exceptions=return_exceptions,
+        )
+
+
+def _model(model: Model) -> dict[str, str]:
+    if isinstance(model, tuple):
+        name, version = model
+    else:
+        name, _, version = model.partition(":")
+    return {"name": name, "version": version or "latest"}
