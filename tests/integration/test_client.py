@@ -178,7 +178,7 @@ async def test_a_cancelled_map_cancels_the_jobs_it_had_in_flight(client):
     mapping.cancel()
     with pytest.raises(asyncio.CancelledError):
         await mapping
-    states = {(await client.job(job_id).status()).state for job_id in submitted}
+    states = {(await client.job(job_id).wait(timeout=30)).state for job_id in submitted}
     assert states == {"cancelled"}, states
     assert len(submitted) == 4  # the rest were never submitted
 

@@ -49,7 +49,7 @@ async def test_submit_wait_and_read_a_job_from_the_shell(url, tmp_path):
     assert (code, out.strip()) == (0, f"{job_id} done")
     assert (await cli(url, "result", job_id))[1].strip() == "[1, 2]"
     code, out, _ = await cli(url, "download", job_id, str(tmp_path / "out"))
-    assert code == 0 and (tmp_path / "out" / "output.json").read_text() == "[1, 2]"
+    assert code == 0 and json.loads((tmp_path / "out" / "output.json").read_text()) == [1, 2]
     code, out, _ = await cli(url, "--json", "logs", job_id)
     assert code == 0 and set(json.loads(out)) >= {"stdout", "stderr"}
 
