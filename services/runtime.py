@@ -13,7 +13,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import uvicorn
 from prometheus_client import make_asgi_app
@@ -22,7 +22,11 @@ from schemas.broker_names import Names
 from schemas.config import Config
 from schemas.topology import Topology
 from services.common.broker import Broker
+from services.common.outages import OUTAGES, backoff, describe
 from services.common.storage import Storage
+
+if TYPE_CHECKING:
+    from services.gateway.app import Gateway
 
 log = logging.getLogger("shepherd")
 
@@ -54,69 +58,134 @@ class _Server(uvicorn.Server):
 
 async def run(config: Config, roles: Roles, stop: asyncio.Event | None = None) -> None:
     """Run ``roles`` until ``stop`` is set or, without one, until SIGINT/SIGTERM. (Signal
-    handlers need the main thread; a caller with its own ``stop`` may run on any.)"""
+    handlers need the main thread; a caller with its own ``stop`` may run on any.)
+
+    A service started while RabbitMQ is down, or that loses it before it is up, waits for it
+    rather than exiting: a gateway restarted during a broker outage serves once it is back."""
+    signals = () if stop else (signal.SIGINT, signal.SIGTERM)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        started = await _until_started(config, roles, stop)
+        if started is not None:
+            await started.serve(config, roles, stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def _until_started(config: Config, roles: Roles, stop: asyncio.Event) -> _Started | None:
+    """The services started, retried through broker outages; None if ``stop`` came first."""
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        for delay in backoff():
+            starting = asyncio.create_task(_start(config, roles), name="start")
+            await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                return None
+            try:
+                return starting.result()
+            except OUTAGES as exc:
+                log.warning(
+                    "starting %s: RabbitMQ or MinIO unreachable (%s); trying again in %.1f s",
+                    roles.label,
+                    describe(exc),
+                    delay,
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+        raise AssertionError("backoff() never ends")
+    finally:
+        stopping.cancel()
+
+
+async def _start(config: Config, roles: Roles) -> _Started:
+    """Connect, declare the topology and start every service of ``roles``; on failure, stop
+    what had started."""
     from services.gateway.app import Gateway
     from services.notifier.gave_up import GaveUpListener
     from services.notifier.service import Notifier
     from services.notifier.webhooks import Webhooks
     from services.sheep.service import Sheep
 
-    signals = () if stop else (signal.SIGINT, signal.SIGTERM)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-
     names = Names.for_config(config)
     broker = await Broker.connect(config.broker, names, f"shepherd-{roles.label}")
-    await broker.declare(Topology.for_config(config))
-    storage = Storage(config.storage)
-    services: list[Service] = []
-    server_task: asyncio.Task[None] | None = None
-    server: _Server | None = None
+    started = _Started(broker)
     try:
+        await broker.declare(Topology.for_config(config))
+        storage = Storage(config.storage)
+        services: list[Service] = []
         # Listeners before producers: the gateway hears the sheep's first announcements.
         if roles.notifier:
             services.append(Notifier(config, broker, storage))
             services.append(GaveUpListener(config, broker))
             services.append(Webhooks(config, broker, storage))
-        gateway = Gateway(config, broker, storage) if roles.gateway else None
-        if gateway:
-            services.append(gateway)
+        if roles.gateway:
+            started.gateway = Gateway(config, broker, storage)
+            services.append(started.gateway)
         services.extend(Sheep(sheep_id, config, broker, storage) for sheep_id in roles.sheep)
         for service in services:
             await service.start()
-        if gateway:
-            server = _server(
-                gateway.app,
-                config.gateway.host,
-                config.gateway.port,
-                timeout_keep_alive=config.gateway.keep_alive_timeout,
-            )
-        elif (endpoint := _metrics_endpoint(config, roles)) is not None:
-            server = _server(make_asgi_app(), *endpoint)
-        if server:
-            server_task = asyncio.create_task(server.serve(), name="http")
-        log.info("shepherd running: %s", roles.label)
-        waiters = [asyncio.create_task(stop.wait(), name="stop-signal")]
-        if server_task:
-            waiters.append(server_task)
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        log.info("shepherd stopping")
-        if server and server_task:
-            if gateway:
-                await gateway.drain()  # or the server waits for live streams' clients to leave
-            server.should_exit = True
-            await asyncio.gather(server_task, return_exceptions=True)
-        for service in reversed(services):
+            started.services.append(service)
+    except BaseException:
+        await started.stop()
+        raise
+    return started
+
+
+@dataclass
+class _Started:
+    """The broker connection and the services started on it, in order of start."""
+
+    broker: Broker
+    services: list[Service] = field(default_factory=list)
+    gateway: Gateway | None = None
+
+    async def serve(self, config: Config, roles: Roles, stop: asyncio.Event) -> None:
+        """Serve HTTP (the gateway, or ``/metrics``) until ``stop``, then stop everything."""
+        server_task: asyncio.Task[None] | None = None
+        server: _Server | None = None
+        try:
+            if self.gateway:
+                server = _server(
+                    self.gateway.app,
+                    config.gateway.host,
+                    config.gateway.port,
+                    timeout_keep_alive=config.gateway.keep_alive_timeout,
+                )
+            elif (endpoint := _metrics_endpoint(config, roles)) is not None:
+                server = _server(make_asgi_app(), *endpoint)
+            if server:
+                server_task = asyncio.create_task(server.serve(), name="http")
+            log.info("shepherd running: %s", roles.label)
+            waiters = [asyncio.create_task(stop.wait(), name="stop-signal")]
+            if server_task:
+                waiters.append(server_task)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+        finally:
+            log.info("shepherd stopping")
+            if server and server_task:
+                if self.gateway:
+                    await self.gateway.drain()  # or the server waits for live streams' clients
+                server.should_exit = True
+                await asyncio.gather(server_task, return_exceptions=True)
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop the services in reverse order of start, then close the connection."""
+        for service in reversed(self.services):
             try:
                 await service.stop()
             except Exception:
                 log.exception("stopping %s failed", type(service).__name__)
-        await broker.close()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        await self.broker.close()
 
 
 def _server(app: object, host: str, port: int, **options: object) -> _Server:

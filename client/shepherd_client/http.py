@@ -26,7 +26,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from shepherd_client.errors import Unavailable, error_for
@@ -37,7 +38,8 @@ RETRY_FOR = 60.0
 TIMEOUT = 30.0
 #: Bytes read from an input file at a time as it is uploaded.
 UPLOAD_CHUNK = 1024 * 1024
-_BACKOFF = wait_exponential_jitter(initial=0.2, max=10.0)
+# (wait_exponential_jitter's first-delay parameter is named differently across tenacity 8 and 9)
+_BACKOFF = wait_exponential(multiplier=0.2, max=10.0) + wait_random(0, 0.2)
 
 
 class _Busy(Exception):

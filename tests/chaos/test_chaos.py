@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
@@ -56,6 +57,8 @@ SETTLE = 120 + JOBS * 0.6
 """Seconds every job gets to end once the chaos is over."""
 BUSY_WITHIN = 60.0
 """Seconds to wait for a sheep's runner to be in the middle of a job before striking it."""
+SUBMIT_WITHIN = 120.0
+"""Seconds a submission may be refused (every part is back well within it)."""
 TALLY = Path(__file__).parent / "models" / "tally" / "1"
 MODEL = {"name": "tally", "version": "1"}
 
@@ -169,16 +172,21 @@ async def submit(client: httpx.AsyncClient, job_id: str, rng: random.Random) -> 
     }
     if (target := rng.choice(TARGETS)) is not None:
         body["sheep_id"] = target
-    while True:
+    deadline = time.monotonic() + SUBMIT_WITHIN
+    last = "no answer"
+    while time.monotonic() < deadline:
         try:
             answer = await client.post("/start-job", json=body)
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
+            last = repr(exc)
             await asyncio.sleep(0.5)
             continue
         if answer.status_code in (200, 202):
             return
         assert answer.status_code == 503, answer.text
+        last = f"503 {answer.text}"
         await asyncio.sleep(min(float(answer.headers.get("retry-after", "1")), 2.0))
+    raise AssertionError(f"the gateway took no {job_id} for {SUBMIT_WITHIN:g} s; last: {last}")
 
 
 async def submit_all(
@@ -276,6 +284,13 @@ async def outputs_missing(storage: Storage, final: dict[str, dict]) -> list[str]
     return wrong
 
 
+def print_log_tails(fleet: Fleet, lines: int = 40) -> None:
+    """The end of every service's log, for a failure seen only in CI's output."""
+    for process in fleet.processes:
+        tail = process.output().splitlines()[-lines:]
+        print(f"\n--- {process.log_file.name} ---", *tail, sep="\n", file=sys.stderr)
+
+
 async def test_no_job_is_lost_or_duplicated_whatever_dies(fleet: Fleet) -> None:
     observer = Observer()
     connection = await observe(fleet, observer)
@@ -295,6 +310,9 @@ async def test_no_job_is_lost_or_duplicated_whatever_dies(fleet: Fleet) -> None:
         blows = await wreak_havoc(fleet, pause)
         await submitting
         final = await wait_terminal(fleet.base_url, job_ids)
+    except BaseException:
+        print_log_tails(fleet)
+        raise
     finally:
         await connection.close()
 

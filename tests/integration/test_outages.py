@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,12 @@ from minio import Minio
 from schemas.broker_names import Names
 from schemas.config import Config
 from schemas.layout import pending_key
+from services.runtime import Roles, run
 from tests.support.jobs import unbound
 from tests.support.polling import eventually
 from tests.support.private_servers import PrivateServers, private_servers
 from tests.support.servers import build_config
-from tests.support.stack import bare_sheep, running_stack
+from tests.support.stack import bare_sheep, free_port, healthy, running_stack
 
 pytestmark = pytest.mark.outage
 log = logging.getLogger(__name__)
@@ -250,3 +252,40 @@ async def test_a_submission_over_amqp_during_a_minio_outage_waits_and_runs(
         assert await dead.get(fail=False) is None
     held = [r for r in caplog.records if r.getMessage().startswith("cannot handle submission")]
     assert len(held) == 1
+
+
+async def test_services_started_while_rabbitmq_is_down_wait_for_it_and_then_serve(
+    private_config, private, job_id, caplog
+):
+    """A gateway, notifier or sheep (re)started during an outage, as a service manager or a
+    crash loop would, waits for RabbitMQ instead of exiting, and serves once it is back."""
+    private_config.gateway.port = free_port()
+    stop = asyncio.Event()
+    roles = Roles(gateway=True, notifier=True, sheep=list(private_config.sheep))
+    async with private.rabbitmq.outage():
+        running = asyncio.create_task(run(private_config, roles, stop))
+
+        async def waiting() -> bool:
+            return any("trying again in" in m for m in caplog.messages)
+
+        await eventually(waiting, within=20)
+        assert not running.done(), "the services gave up on RabbitMQ"
+    try:
+        base = f"http://127.0.0.1:{private_config.gateway.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            await eventually(partial(healthy, client), within=60)
+            await submit(client, echo_job(job_id, payload={"after": "outage"}))
+            assert json.loads(await result(client, job_id)) == {"after": "outage"}
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_services_asked_to_stop_while_waiting_for_rabbitmq_stop(private_config, private):
+    private_config.gateway.port = free_port()
+    stop = asyncio.Event()
+    async with private.rabbitmq.outage():
+        running = asyncio.create_task(run(private_config, Roles(gateway=True), stop))
+        await asyncio.sleep(1)
+        stop.set()
+        await asyncio.wait_for(running, 5)
