@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.counters import CountWindow, ServerCounters
+from bench.listing import listing
 from bench.processes import cpu_seconds, memory_of, server_pids, snapshot
 from bench.profiles import Profiles
 from bench.report import log
@@ -112,6 +113,7 @@ class ShepherdRun:
             self.out["large"] = await self.large()
             self.out["duty"] = await self.duty(pool=False)
             self.out["duty_pool"] = await self.duty(pool=True)
+            self.out["listing"] = await listing(self.infra, self.run_dir)
             self.out["client_hwm_mib"] = (memory_of(os.getpid()) or {}).get("hwm_mib")
             if self.profiles.enabled:
                 self.out["profiles"] = self.profiles.summary

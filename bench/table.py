@@ -159,6 +159,12 @@ def rows(results: dict[str, Any]) -> list[Row]:
     out.append(
         Row("notification backlog after throughput (s)", system("notification_backlog_s"), 1)
     )
+    for query, label in (
+        ("first_page", "first page"),
+        ("state_failed", "state=failed"),
+        ("later_pages", "later pages (cursor)"),
+    ):
+        out.append(Row(f"GET /jobs of 1,000,000 jobs, {label}, p50 (ms)", _listing(query), 1))
     for key, label in (
         ("idle_rss_mib", "idle RSS"),
         ("peak_after_1MB_mib", "peak RSS after 1 MB"),
@@ -177,6 +183,13 @@ def _duty(phase: str) -> Callable[[dict[str, Any], Column], float | None]:
         return None if value is None else value * 100
 
     return percent
+
+
+def _listing(query: str) -> Callable[[dict[str, Any], Column], float | None]:
+    def p50(results: dict[str, Any], col: Column) -> float | None:
+        return dig(col.data(results), "listing", query, "p50_ms") if col.primary else None
+
+    return p50
 
 
 def fmt(value: Any, digits: int = 1) -> str:

@@ -254,6 +254,12 @@ class GatewayConfig(Section):
             "is not the one closing a connection just as a client sends on it."
         ),
     )
+    index_path: Path | None = Field(
+        default=None,
+        description="The job index GET /jobs pages through, a SQLite file kept up with the "
+        "job events (rebuilt from them if removed); default "
+        "<data_root>/.gateway/<namespace>.jobs.sqlite3. One per gateway.",
+    )
     auth: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Bearer-token auth; auto: on unless host is a loopback address. YAML's "
@@ -331,6 +337,11 @@ class Config(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first: SHEPHERD_* variables override the file.
         return env_settings, init_settings
+
+    def job_index_path(self) -> Path:
+        """Where this gateway keeps its job index (``gateway.index_path``)."""
+        default = self.data_root / ".gateway" / f"{self.broker.namespace}.jobs.sqlite3"
+        return self.gateway.index_path or default
 
     def model_defaults(self, name: str, version: str) -> ModelDefaults:
         return self.models.get(f"{name}:{version}") or self.models.get(name) or ModelDefaults()

@@ -11,8 +11,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-_SEGMENT_RE = re.compile(_SEGMENT)
+SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_SEGMENT_RE = re.compile(SEGMENT)
 
 
 def _check_segment(value: str) -> str:
@@ -25,14 +25,14 @@ def _check_segment(value: str) -> str:
 
 JobId = Annotated[
     str,
-    StringConstraints(pattern=f"^{_SEGMENT}$"),
+    StringConstraints(pattern=f"^{SEGMENT}$"),
     AfterValidator(_check_segment),
 ]
 """1-128 characters of ``[A-Za-z0-9._-]``, starting with a letter or digit."""
 
 PathSegment = Annotated[
     str,
-    StringConstraints(pattern=f"^{_SEGMENT}$"),
+    StringConstraints(pattern=f"^{SEGMENT}$"),
     AfterValidator(_check_segment),
 ]
 """A single safe path segment: model names, versions and sheep ids."""
@@ -57,7 +57,7 @@ RelativePath = Annotated[
     StringConstraints(min_length=1, max_length=MAX_RELATIVE_PATH),
     AfterValidator(_check_relative_path),
     # The validator's rule, for JSON Schema readers (its own message names the bad segment).
-    Field(json_schema_extra={"pattern": f"^{_SEGMENT}(/{_SEGMENT})*$"}),
+    Field(json_schema_extra={"pattern": f"^{SEGMENT}(/{SEGMENT})*$"}),
 ]
 """A relative file path inside a job's ``inputs/`` or ``outputs/``, e.g. ``images/cat.png``."""
 

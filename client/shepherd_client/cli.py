@@ -2,13 +2,14 @@
 
     shepherd-client submit echo:1 '{"x": 1}' --wait        # the result, once done
     shepherd-client logs job-3f2a... --follow
+    shepherd-client jobs --state failed --model echo --limit 50
     seq 1000 | jq -c '[., 2]' | shepherd-client map power:1 > squares.jsonl
 
 The gateway is ``--url`` / ``SHEPHERD_URL`` (default http://127.0.0.1:5000), the token
 ``--token`` / ``SHEPHERD_TOKEN``. Every command takes ``--json`` for scripts. Exit codes: 0 the
 job is done (or the command did what it said), 1 the job failed or was cancelled, 2 a usage
 error (bad arguments, or a request the gateway refused), 3 the gateway unreachable or
-unavailable.
+unavailable, 130 interrupted (Ctrl-C; ``map`` first cancels the jobs it submitted).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 from shepherd_client.errors import JobFailed, MapItemFailed, ShepherdError, Unavailable
 from shepherd_client.http import RETRY_FOR
@@ -29,6 +31,10 @@ from shepherd_client.models import JobStatus
 from shepherd_client.sync import Client
 
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: Columns a table may take when printed to a pipe or a file (no terminal to fit).
+PIPED_WIDTH = 400
+#: Ctrl-C, as shells report a command killed by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 F = TypeVar("F", bound=Callable[..., Any])
 
 out = Console(highlight=False, soft_wrap=True)
@@ -78,6 +84,8 @@ def handled(command: F) -> F:
             _fail(EXIT_UNREACHABLE, str(unavailable))
         except ShepherdError as refused:
             _fail(EXIT_USAGE, f"{refused.status}: {refused}")
+        except KeyboardInterrupt:  # map has cancelled the jobs it submitted that had not ended
+            _fail(EXIT_INTERRUPTED, "interrupted")
 
     return run  # type: ignore[return-value]
 
@@ -240,6 +248,50 @@ def logs(
 def cancel(settings: Settings, job_id: str) -> None:
     """Cancel the job (an ended one is left as it is)."""
     _status(settings, settings.client.job(job_id).cancel())
+
+
+@main.command()
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable).")
+@click.option("--model", help="Only jobs of this model (name, or name:version).")
+@click.option("--sheep", help="Only jobs this sheep ran.")
+@click.option("--since", help="Only jobs accepted at or after this time (RFC 3339).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.pass_obj
+@handled
+def jobs(
+    settings: Settings,
+    states: tuple[str, ...],
+    model: str | None,
+    sheep: str | None,
+    since: str | None,
+    limit: int,
+) -> None:
+    """The jobs, newest first (with --json, one JSON line each)."""
+    listing = settings.client.jobs(
+        state=states or None, model=model, sheep=sheep, since=since, limit=limit
+    )
+    if settings.as_json:
+        for job in listing:
+            click.echo(json.dumps(job.raw))
+        return
+    rows = [
+        (
+            job.job_id,
+            job.state,
+            "{name}:{version}".format(**job.raw["model"]),
+            job.raw.get("sheep_id") or "",
+            job.raw["accepted_at"][:19].replace("T", " "),  # to the second, UTC
+            f"{job.error['type']}: {job.error['message']}" if job.error else "",
+        )
+        for job in listing
+    ]
+    table = Table(box=None)
+    table.add_column("job", no_wrap=True, min_width=max((len(r[0]) for r in rows), default=3))
+    for title in ("state", "model", "sheep", "accepted (UTC)", "error"):
+        table.add_column(title, no_wrap=title != "error")
+    for row in rows:
+        table.add_row(*row)
+    (out if out.is_terminal else Console(width=PIPED_WIDTH, highlight=False)).print(table)
 
 
 @main.command(name="map")

@@ -4,6 +4,7 @@
         job = await client.submit("echo:1", {"x": 1})
         print(await job.result())
         squares = await client.map("square:1", range(1000))
+        failed = [job.job_id async for job in client.jobs(state="failed", limit=20)]
 
 Every method of :class:`Client` is this one's, run to completion.
 """
@@ -11,7 +12,8 @@ Every method of :class:`Client` is this one's, run to completion.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +22,10 @@ from shepherd_client.http import RETRY_FOR, Http
 from shepherd_client.inputs import Files, named_files
 from shepherd_client.jobs import AsyncJob
 from shepherd_client.mapping import map_payloads
+from shepherd_client.models import JobStatus
+
+#: Jobs asked for at a time when listing them.
+PAGE = 100
 
 Model = str | tuple[str, str]
 """``"name:version"``, ``"name"`` (version ``latest``) or ``("name", "version")``."""
@@ -90,6 +96,40 @@ class AsyncClient:
         for name, path in uploads.items():
             await self._http.put_file(f"/jobs/{job.id}/input/{quote(name)}", path)
         return job
+
+    async def jobs(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        model: Model | None = None,
+        sheep: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = 100,
+    ) -> AsyncIterator[JobStatus]:
+        """The jobs, newest first, as summaries (state, model, sheep, times, error), fetched a
+        page at a time as they are iterated; at most ``limit`` (None: every one). ``state``
+        may name several; ``model`` without a version matches every version; ``since`` keeps
+        the jobs accepted at or after it."""
+        params: dict[str, str] = {}
+        if state is not None:
+            params["state"] = state if isinstance(state, str) else ",".join(state)
+        if model is not None:
+            params["model"] = model if isinstance(model, str) else ":".join(model)
+        if sheep is not None:
+            params["sheep"] = sheep
+        if since is not None:
+            params["since"] = since if isinstance(since, str) else since.isoformat()
+        left = limit
+        while left is None or left > 0:
+            params["limit"] = str(min(left or PAGE, PAGE))
+            page = (await self._http.request("GET", "/jobs", params=params)).json()
+            for summary in page["jobs"]:
+                yield JobStatus.of(summary)
+            if left is not None:
+                left -= len(page["jobs"])
+            if page["next_cursor"] is None:
+                return
+            params["cursor"] = page["next_cursor"]
 
     async def map(
         self,

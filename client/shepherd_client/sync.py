@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -118,6 +119,18 @@ class Client:
             )
         )
         return Job(submitted, self._runner)
+
+    def jobs(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        model: Model | None = None,
+        sheep: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = 100,
+    ) -> Iterator[JobStatus]:
+        listing = self._async.jobs(state=state, model=model, sheep=sheep, since=since, limit=limit)
+        return _blocking(self._runner, listing)
 
     def map(
         self,

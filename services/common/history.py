@@ -91,6 +91,10 @@ class Subscription:
     def _end(self, *_: Any) -> None:
         self._inbox.put_nowait(None)
 
+    def waiting(self) -> int:
+        """Deliveries :meth:`get` would return at once (an end counts as one)."""
+        return self._inbox.qsize()
+
     async def get(self) -> StreamedEvent | None:
         """The next event, waiting for it; cancelling the wait loses nothing."""
         message = await self._inbox.get()

@@ -91,11 +91,19 @@ class LiveStatuses:
         """Take the status an event of the history carries, and return the event; None for
         other messages (``job.rejected``, a notifier's mark). Raises ValidationError for an
         event that is not one."""
-        if event.kind not in _STATUS_KINDS:
-            return None
-        job_event = JobEvent.model_validate_json(event.body)
-        self.set(job_event.data)
+        job_event = status_event(event)
+        if job_event is not None:
+            self.set(job_event.data)
         return job_event
+
+
+def status_event(event: StreamedEvent) -> JobEvent | None:
+    """The job event a message of the history carries; None for other messages
+    (``job.rejected``, a notifier's mark). Raises ValidationError for an event that is not
+    one."""
+    if event.kind not in _STATUS_KINDS:
+        return None
+    return JobEvent.model_validate_json(event.body)
 
 
 async def replay_history(history: EventHistory, live: LiveStatuses, start: Offset, end: int) -> int:

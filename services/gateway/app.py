@@ -28,8 +28,11 @@ from services.gateway.cancel import CancelRoutes
 from services.gateway.docs import docs_routes
 from services.gateway.fleet import Fleet
 from services.gateway.http_metrics import HttpMetrics
+from services.gateway.indexer import Indexer
 from services.gateway.intake import Intake
+from services.gateway.job_index import JobIndex
 from services.gateway.jobs import JobRoutes
+from services.gateway.listing import ListingRoutes
 from services.gateway.log_follow import LogFollower
 from services.gateway.logs import LogRoutes
 from services.gateway.openapi import build_openapi
@@ -61,6 +64,10 @@ class Gateway:
         self.uploads = UploadListener(self.intake, config.storage.bucket)
         self.submissions = SubmissionListener(self.intake, config.gateway.max_payload_bytes)
         self.history = EventHistory(config.broker, broker.names)
+        self.index = JobIndex(config.job_index_path())
+        self.indexer = Indexer(
+            self.index, EventHistory(config.broker, broker.names, reader="job-index")
+        )
         self.log_follower = LogFollower(config.broker, broker.names, self.lookup)
         self.openapi = build_openapi()
         self.asyncapi = build_asyncapi(broker.names, _broker_host(config))
@@ -79,6 +86,7 @@ class Gateway:
                     *status_routes(self.lookup),
                     *StreamRoutes(self.history, self.lookup).routes(),
                     *LogRoutes(self.lookup, storage, self.log_follower).routes(),
+                    *ListingRoutes(self.index).routes(),
                     *Operations(
                         config, broker, storage, self.fleet, self.openapi, self.asyncapi
                     ).routes(),
@@ -97,6 +105,8 @@ class Gateway:
         )
 
     async def start(self) -> None:
+        await self.index.open()
+        await self.indexer.start()
         await self.lookup.start()
         await self.fleet.start()
         await self.uploads.start()
@@ -116,6 +126,8 @@ class Gateway:
         await self.uploads.stop()
         await self.fleet.stop()
         await self.lookup.stop()
+        await self.indexer.stop()
+        await self.index.close()
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return Problem(404, f"no route {request.url.path}").response(request.url.path)

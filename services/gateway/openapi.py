@@ -16,13 +16,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.events import JobEvent, JobRejectedEvent
-from services.gateway import cancel, docs, jobs, logs, operations, readiness, streams
+from services.gateway import cancel, docs, jobs, listing, logs, operations, readiness, streams
 from services.gateway.api_docs import PROBLEM, Answer, Doc, Docs
 from services.gateway.auth import OPEN_PATHS, required_scope
 from services.gateway.openapi_webhooks import webhooks_section
 
 ROUTE_TEXTS: tuple[Docs, ...] = (
     jobs.DOCS,
+    listing.DOCS,
     readiness.DOCS,
     logs.DOCS,
     cancel.DOCS,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from shepherd_client import (
     MapItemFailed,
     NotFound,
 )
+from tests.support.polling import eventually
 from tests.support.stack import MODELS, bare_sheep
 
 SERVER_MADE = re.compile(r"job-[0-9a-f]{32}")
@@ -183,6 +186,32 @@ async def test_a_cancelled_map_cancels_the_jobs_it_had_in_flight(client):
     assert len(submitted) == 4  # the rest were never submitted
 
 
+async def test_jobs_are_listed_newest_first_filtered_and_paged(client):
+    done = [await client.submit("echo:1", n) for n in range(3)]
+    failed = await client.submit("fail:1", {})
+    for job in (*done, failed):
+        await job.wait(timeout=30)
+
+    async def listed(**filters: object) -> list[str]:
+        return [job.job_id async for job in client.jobs(**filters)]
+
+    async def all_ended() -> bool:
+        return len(await listed(state=["done", "failed"])) == 4
+
+    await eventually(all_ended, within=20)
+    newest_first = [failed.id, *(job.id for job in reversed(done))]
+    assert await listed() == newest_first
+    assert await listed(state="failed") == [failed.id]
+    assert await listed(model="echo") == newest_first[1:]
+    assert await listed(model=("fail", "1")) == [failed.id]
+    assert await listed(since=datetime.now(UTC)) == []
+    assert await listed(limit=2) == newest_first[:2]
+    client_pages = [job.job_id async for job in client.jobs(limit=None)]
+    assert client_pages == newest_first
+    [summary] = [job async for job in client.jobs(state="failed")]
+    assert summary.error is not None and summary.error["type"] == "ValueError"
+
+
 async def test_the_blocking_client_does_the_same(stack, tmp_path):
     def use() -> tuple[object, list[int], list[Path], str]:
         with Client(str(stack.base_url)) as client:
@@ -191,6 +220,10 @@ async def test_the_blocking_client_does_the_same(stack, tmp_path):
             squares = client.map("power:1", [(n, 2) for n in range(20)], progress=False)
             files = job.download(tmp_path / "out")
             kinds = [event.kind for event in client.job(job.id).events()]
+            deadline = time.monotonic() + 20  # the listing follows the events
+            while job.id not in (listed := [j.job_id for j in client.jobs(model="echo")]):
+                assert time.monotonic() < deadline, listed
+                time.sleep(0.1)
             return result, squares, files, kinds[-1]
 
     result, squares, files, last = await asyncio.to_thread(use)

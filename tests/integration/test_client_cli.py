@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.polling import eventually
 from tests.support.stack import free_port
 
 COMMAND = Path(sys.executable).parent / "shepherd-client"
@@ -83,3 +85,64 @@ async def test_usage_errors_exit_2_and_an_unreachable_gateway_3(url):
     nobody = f"http://127.0.0.1:{free_port()}"
     code, _, err = await cli(nobody, "--retry-for", "1", "status", "any-job")
     assert code == 3 and "cannot reach" in err
+
+
+async def test_jobs_lists_the_newest_first_as_a_table_or_json_lines(url):
+    for payload in ("{}", "[1]"):
+        assert (await cli(url, "submit", "echo:1", payload, "--wait"))[0] == 0
+    assert (await cli(url, "submit", "fail:1", "{}", "--wait"))[0] == 1
+
+    async def listed() -> list[dict]:
+        code, out, _ = await cli(url, "--json", "jobs", "--state", "done", "--state", "failed")
+        assert code == 0
+        return [json.loads(line) for line in out.splitlines()]
+
+    await eventually(lambda: _count(listed, 3), within=20)
+    jobs = await listed()
+    assert [job["model"]["name"] for job in jobs] == ["fail", "echo", "echo"]
+    code, out, _ = await cli(url, "jobs", "--state", "failed")
+    assert code == 0 and jobs[0]["job_id"] in out and "ValueError" in out
+    code, _, err = await cli(url, "jobs", "--state", "finished")
+    assert code == 2 and "state" in err
+
+
+async def _count(listed, n: int) -> bool:
+    return len(await listed()) == n
+
+
+async def test_ctrl_c_during_map_cancels_the_jobs_it_submitted(url):
+    """SIGINT, as Ctrl-C sends it, while the map's jobs run: they are cancelled, not left."""
+    process = await asyncio.create_subprocess_exec(
+        str(COMMAND),
+        "map",
+        "sleep:1",
+        "--concurrency",
+        "3",
+        "--no-progress",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "SHEPHERD_URL": url},
+    )
+    assert process.stdin is not None
+    process.stdin.write(b'{"seconds": 30}\n' * 6)
+    await process.stdin.drain()
+    process.stdin.close()
+
+    async def three_submitted() -> bool:  # one sheep: one runs, two wait, three never go
+        code, out, _ = await cli(url, "--json", "jobs", "--model", "sleep")
+        return code == 0 and len(out.splitlines()) == 3
+
+    await eventually(three_submitted, within=30)
+    process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode == 130, err
+    assert "interrupted" in err.decode()
+
+    async def all_cancelled() -> bool:
+        code, out, _ = await cli(url, "--json", "jobs", "--model", "sleep")
+        states = [json.loads(line)["state"] for line in out.splitlines()]
+        return code == 0 and states == ["cancelled"] * 3
+
+    await eventually(all_cancelled, within=30)

@@ -26,6 +26,7 @@ from schemas.broker_names import Names
 from schemas.config import Config
 from schemas.layout import pending_key
 from services.runtime import Roles, run
+from shepherd_client import AsyncClient, Unavailable
 from tests.support.jobs import unbound
 from tests.support.polling import eventually
 from tests.support.private_servers import PrivateServers, private_servers
@@ -289,3 +290,23 @@ async def test_services_asked_to_stop_while_waiting_for_rabbitmq_stop(private_co
         await asyncio.sleep(1)
         stop.set()
         await asyncio.wait_for(running, 5)
+
+
+async def test_the_sdk_waits_out_a_503_and_says_unavailable_after_retry_for(stack, private, job_id):
+    """A submitter on the SDK: its retry outlasts a broker outage (the submission carries its
+    idempotency key, so the retry makes one job); a client that would not wait that long gets
+    Unavailable, carrying the gateway's problem."""
+    url = str(stack.base_url)
+    async with AsyncClient(url, retry_for=1) as impatient, AsyncClient(url) as patient:
+        async with private.rabbitmq.outage():
+            await health_until(stack, lambda h: not h["broker"]["ok"])
+            with pytest.raises(Unavailable) as gave_up:
+                await impatient.submit("echo:1", {"n": 1})
+            assert gave_up.value.status == 503
+            assert "RabbitMQ" in gave_up.value.problem["detail"]
+            waiting = asyncio.create_task(patient.submit("echo:1", {"n": 2}, job_id=job_id))
+            await asyncio.sleep(2)
+            assert not waiting.done()
+        job = await waiting
+        assert job.id == job_id
+        assert await job.result(timeout=60) == {"n": 2}

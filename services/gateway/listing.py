@@ -1,0 +1,79 @@
+"""The job listing: ``GET /jobs``, newest first, under the ``read`` scope.
+
+    GET /jobs?state=failed&model=echo&since=2026-12-01T00:00:00Z&limit=50
+    GET /jobs?state=failed&model=echo&since=2026-12-01T00:00:00Z&limit=50&cursor=<next_cursor>
+
+It reads the gateway's job index (:mod:`services.gateway.job_index`), which follows the job
+events: a job is listed, in its latest state, within moments of its event.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from schemas.errors import field_errors
+from schemas.listing import JobListQuery, JobPage
+from services.common.problems import Problem
+from services.gateway.api_docs import PROBLEM, Answer, Doc, Docs
+from services.gateway.job_index import BadCursor, JobIndex, JobQuery
+
+DOCS: Docs = {
+    ("GET", "/jobs"): Doc(
+        "The jobs, newest first, a page at a time",
+        {200: Answer("A page, and the cursor of the next", JobPage), 400: PROBLEM},
+        [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": field.description,
+                "schema": JobListQuery.model_json_schema()["properties"][name],
+            }
+            for name, field in JobListQuery.model_fields.items()
+        ],
+        description="Filters combine (all must hold). Pass the answer's next_cursor, with the "
+        "same filters, for the next page.",
+    ),
+}
+
+
+class ListingRoutes:
+    def __init__(self, index: JobIndex) -> None:
+        self.index = index
+
+    def routes(self) -> list[Route]:
+        return [Route("/jobs", self.jobs, methods=["GET"])]
+
+    async def jobs(self, request: Request) -> Response:
+        query = _query(request)
+        model_name, _, model_version = (query.model or "").partition(":")
+        filters = JobQuery(
+            states=tuple(query.state),
+            model_name=model_name or None,
+            model_version=model_version or None,
+            sheep_id=query.sheep,
+            since=query.since,
+        )
+        try:
+            page = await self.index.page(filters, query.limit, query.cursor)
+        except BadCursor as exc:
+            raise Problem(
+                400, f"cursor: {exc}", errors=[{"field": "cursor", "message": str(exc)}]
+            ) from None
+        return Response(page.json(), media_type="application/json")
+
+
+def _query(request: Request) -> JobListQuery:
+    params = request.query_params
+    raw: dict[str, object] = {key: params[key] for key in params if key != "state"}
+    if "state" in params:
+        raw["state"] = [s for value in params.getlist("state") for s in value.split(",") if s]
+    try:
+        return JobListQuery.model_validate(raw)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise Problem(400, f"invalid listing query: {detail}", errors=errors) from None
