@@ -27,7 +27,7 @@ import yaml
 from minio import Minio
 from pydantic import SecretStr
 
-from bench.processes import ManagedProcess, alive, clean_environment, free_port
+from bench.processes import ManagedProcess, alive, clean_environment, free_ports
 from bench.servers import empty_bucket, management_port_url
 from schemas.broker_names import Names
 from schemas.config import BrokerConfig, StorageConfig
@@ -101,7 +101,7 @@ class ShepherdStack:
         self.dir = run_dir / label
         self.logs = run_dir / "logs" / label
         self.sheep_ids = [f"s{i + 1}" for i in range(n_sheep)]
-        self.port = free_port()
+        self.port, *self.runner_ports = free_ports(1 + n_sheep)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.max_upload_bytes = max_upload_bytes
         self.models = models
@@ -127,11 +127,11 @@ class ShepherdStack:
             "sheep": {
                 sheep_id: {
                     "type": "bare",
-                    "port": free_port(),
+                    "port": port,
                     "working_directory": str(self.models),
                     "stop_grace": 5,
                 }
-                for sheep_id in self.sheep_ids
+                for sheep_id, port in zip(self.sheep_ids, self.runner_ports, strict=True)
             },
         }
 

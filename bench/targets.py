@@ -99,6 +99,13 @@ def _system_rules() -> list[Rule]:
             "%",
         ),
         Rule("notification backlog after throughput", on("notification_backlog_s"), "<=", 1, "s"),
+        Rule(
+            "GET /jobs, page of 100 of 1,000,000 jobs, p50",
+            on("listing", "first_page", "p50_ms"),
+            "<=",
+            100,
+            "ms",
+        ),
         Rule("idle RSS gateway", on("rss_summary", "idle_rss_mib", "gateway"), "<=", 80, "MiB"),
         Rule("idle RSS notifier", on("rss_summary", "idle_rss_mib", "notifier"), "<=", 80, "MiB"),
         Rule(
