@@ -123,6 +123,9 @@ async def test_ctrl_c_during_map_cancels_the_jobs_it_submitted(url):
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "SHEPHERD_URL": url},
+        # As from a terminal: a suite started in the background (``make test &``) passes on
+        # an ignored SIGINT, and Python then leaves Ctrl-C ignored too.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdin is not None
     process.stdin.write(b'{"seconds": 30}\n' * 6)

@@ -229,11 +229,11 @@ async def test_streams_let_go_of_their_consumers_when_clients_leave(
             1 for c in found if c["queue"]["name"] == names.event_stream and c["channel_details"]
         )
 
-    # The gateway's lookups follow the stream too, with a consumer of their own.
-    lookups = 1
+    # The gateway's lookups and its job index follow the stream too, a consumer each.
+    readers = 2
 
     async def consuming(count: int) -> bool:
-        return await consumers() == lookups + count
+        return await consumers() == readers + count
 
     assert (await stack.post("/start-job", json=sleep_job(job_id, 30))).status_code == 202
     async with (
