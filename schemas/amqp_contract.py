@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from schemas.asyncapi_messages import EVENT_KINDS, camel, event_channel
 from schemas.events import REJECTED, STATUS_KINDS
+from schemas.job import PRIORITIES
 from schemas.status import JobState
-from schemas.topology import Address
+from schemas.topology import Address, lane_id
 
 SUBMISSION_REPLIES = Address(
     "submissionReplies",
@@ -47,8 +48,24 @@ _TERMINAL = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 OPERATIONS: list[Operation] = [
     # -- what Shepherd sends -----------------------------------------------------------------
-    Operation("dispatchToSheep", "send", "jobsForSheep", "The gateway queues a job."),
-    Operation("dispatchToPool", "send", "jobsForPool", "The gateway queues a job."),
+    *(
+        Operation(
+            f"dispatchToSheep{lane_id(p)}",
+            "send",
+            f"jobsForSheep{lane_id(p)}",
+            f"The gateway queues a job of {p} priority.",
+        )
+        for p in PRIORITIES
+    ),
+    *(
+        Operation(
+            f"dispatchToPool{lane_id(p)}",
+            "send",
+            f"jobsForPool{lane_id(p)}",
+            f"The gateway queues a job of {p} priority.",
+        )
+        for p in PRIORITIES
+    ),
     Operation("reportStatus", "send", "statusReports", "The gateway and the sheep report."),
     *(
         Operation(
@@ -80,8 +97,24 @@ OPERATIONS: list[Operation] = [
         "takeUpload", "receive", "inputsQueue", "The gateway queues jobs whose inputs are in."
     ),
     Operation("applyStatus", "receive", "statusQueue", "The notifier writes status.json."),
-    Operation("runPoolJob", "receive", "poolQueue", "An idle sheep runs a pool job."),
-    Operation("runSheepJob", "receive", "sheepQueue", "A sheep runs its own job."),
+    *(
+        Operation(
+            f"runPoolJob{lane_id(p)}",
+            "receive",
+            f"poolQueue{lane_id(p)}",
+            f"An idle sheep runs a pool job of {p} priority.",
+        )
+        for p in PRIORITIES
+    ),
+    *(
+        Operation(
+            f"runSheepJob{lane_id(p)}",
+            "receive",
+            f"sheepQueue{lane_id(p)}",
+            f"A sheep runs its own job of {p} priority.",
+        )
+        for p in PRIORITIES
+    ),
     Operation(
         "returnLease",
         "receive",

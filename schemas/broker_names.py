@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from schemas.config import Config
+    from schemas.job import Priority
 
 GAVE_UP = "gave-up"
 """Dead-letter routing key of jobs: they also reach ``<ns>.gave-up``, to be marked failed."""
@@ -91,7 +92,11 @@ class Names:
 
     @property
     def pool_queue(self) -> str:
-        return f"{self.namespace}.pool"
+        """The pool's queue of normal-priority jobs; :meth:`pool_lane` names each."""
+        return self.pool_lane("normal")
+
+    def pool_lane(self, priority: Priority) -> str:
+        return f"{self.namespace}.pool{_lane(priority)}"
 
     @property
     def dead_letter_queue(self) -> str:
@@ -120,13 +125,21 @@ class Names:
     def webhook_retry_queue(self, delay_ms: int | str) -> str:
         return f"{self.namespace}.webhook-retry.{delay_ms}ms"
 
-    def sheep_queue(self, sheep_id: str) -> str:
-        return f"{self.namespace}.sheep.{sheep_id}"
+    def sheep_queue(self, sheep_id: str, priority: Priority = "normal") -> str:
+        """A sheep's own queue of jobs of ``priority``."""
+        return f"{self.namespace}.sheep.{sheep_id}{_lane(priority)}"
 
     def lease_queue(self, sheep_id: str) -> str:
         return f"{self.namespace}.lease.{sheep_id}"
 
     @staticmethod
-    def job_routing_key(sheep_id: str | None) -> str:
-        """The routing key of a job on ``<ns>.jobs``: its sheep's, or the pool's."""
-        return f"sheep.{sheep_id}" if sheep_id else "pool"
+    def job_routing_key(sheep_id: str | None, priority: Priority = "normal") -> str:
+        """The routing key of a job on ``<ns>.jobs``: its sheep's, or the pool's, and its
+        priority's."""
+        return (f"sheep.{sheep_id}" if sheep_id else "pool") + _lane(priority)
+
+
+def _lane(priority: Priority) -> str:
+    """What a priority adds to a job queue's name and routing key: nothing for normal (the
+    queues of before priorities), else ``:high`` or ``:low`` (no sheep id holds a colon)."""
+    return "" if priority == "normal" else f":{priority}"

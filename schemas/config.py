@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.config_section import MetricsEndpoint, Section
+from schemas.job import Priority
 from schemas.names import PathSegment
 from schemas.notifier_config import NotifierConfig as NotifierConfig
 from schemas.notifier_config import WebhookSubscription as WebhookSubscription
@@ -115,6 +116,9 @@ class ModelDefaults(Section):
         "a timeout, an exception in the model or a cancellation): it runs again on a fresh "
         "runner until it has had that many, then fails with RunnerExited. Attempts are "
         "deliveries, as the job's status counts them (a sheep that died holding it used one).",
+    )
+    priority: Priority = Field(
+        default="normal", description="The priority of a job of this model that names none."
     )
 
 

@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PositiveFloat
 
@@ -41,6 +41,12 @@ class ModelRef(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+Priority = Literal["high", "normal", "low"]
+"""Which job a sheep takes first when several wait for it (see docs/architecture.md)."""
+#: The priorities, highest first.
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 
 
 class JobRequest(BaseModel):
@@ -77,6 +83,12 @@ class JobRequest(BaseModel):
     )
     timeout: PositiveFloat | None = Field(
         default=None, description="Seconds the job may run before it is stopped and failed."
+    )
+    priority: Priority | None = Field(
+        default=None,
+        description="A free sheep takes the highest-priority job waiting for it (a lower one "
+        "is never passed over more than 10 times in a row). Omitted: the model's default "
+        "(models.<name>.priority), normal unless configured.",
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque, echoed back.")
 
@@ -118,6 +130,7 @@ class JobSpec(BaseModel):
     inputs: list[RelativePath] | None = None
     callback_url: AnyHttpUrl | None = None
     timeout: PositiveFloat | None = None
+    priority: Priority | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     request_digest: str
     declared_at: datetime
@@ -147,6 +160,7 @@ class JobSpec(BaseModel):
             inputs=inputs,
             callback_url=request.callback_url,
             timeout=request.timeout,
+            priority=request.priority,
             metadata=request.metadata,
             request_digest=request.digest(),
             declared_at=declared_at,
@@ -163,4 +177,7 @@ class JobDispatch(BaseModel):
     queued_at: datetime
     timeout: PositiveFloat | None = Field(
         default=None, description="Effective timeout: the request's, else the model default."
+    )
+    priority: Priority = Field(
+        default="normal", description="Effective priority: the request's, else the model's."
     )

@@ -51,6 +51,7 @@ from schemas.broker_names import (
     retry_routing_key,
 )
 from schemas.events import CLOUDEVENT_TYPE_PREFIX, REJECTED
+from schemas.job import PRIORITIES, Priority
 from schemas.submission import DEAD_LETTER_KEY
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE, GAVE_UP_KEY
 
@@ -138,6 +139,11 @@ class Topology:
         return _declare(names, 1, [SHEEP_ID], [DELAY_MS])
 
 
+def lane_id(priority: Priority) -> str:
+    """What a priority adds to the id of a job queue in documents: nothing for normal."""
+    return "" if priority == "normal" else priority.capitalize()
+
+
 def retry_delays_ms(schedule: Sequence[float]) -> list[int]:
     """The distinct delays of a webhook retry schedule, in milliseconds, shortest first: one
     retry queue each."""
@@ -198,9 +204,16 @@ def _exchanges(n: Names) -> list[Exchange]:
                 "outcome."),
         )),
         Exchange(n.jobs_exchange, "direct", (
-            Address("jobsForSheep", f"sheep.{SHEEP_ID}", ("jobDispatch",),
-                "Queued jobs for one sheep."),
-            Address("jobsForPool", "pool", ("jobDispatch",), "Queued jobs for any sheep."),
+            *(
+                Address(f"jobsForSheep{lane_id(p)}", Names.job_routing_key(SHEEP_ID, p),
+                    ("jobDispatch",), f"Queued jobs of {p} priority for one sheep.")
+                for p in PRIORITIES
+            ),
+            *(
+                Address(f"jobsForPool{lane_id(p)}", Names.job_routing_key(None, p),
+                    ("jobDispatch",), f"Queued jobs of {p} priority for any sheep.")
+                for p in PRIORITIES
+            ),
         )),
         Exchange(n.storage_exchange, "fanout", (
             Address("storageEvents", None, ("s3Event",),
@@ -258,11 +271,16 @@ def _queues(
             {**arguments.quorum(n, delivery_limit), "x-single-active-consumer": True},
             "statusQueue", ("statusReport",),
             "One notifier consumes it at a time (single active consumer)."),
-        Queue(n.pool_queue, jobs, "poolQueue", ("jobDispatch",),
-            "Pool jobs; any idle sheep takes one."),
         *(
-            Queue(n.sheep_queue(s), jobs, "sheepQueue", ("jobDispatch",), "Jobs for one sheep.")
+            Queue(n.pool_lane(p), jobs, f"poolQueue{lane_id(p)}", ("jobDispatch",),
+                f"Pool jobs of {p} priority; any idle sheep takes one.")
+            for p in PRIORITIES
+        ),
+        *(
+            Queue(n.sheep_queue(s, p), jobs, f"sheepQueue{lane_id(p)}", ("jobDispatch",),
+                f"Jobs of {p} priority for one sheep.")
             for s in sheep_ids
+            for p in PRIORITIES
         ),
         *(
             Queue(n.lease_queue(s), arguments.lease_queue(n), "leaseQueue", ("leasedJob",),
@@ -306,17 +324,22 @@ def _bindings(n: Names, sheep_ids: Sequence[str], delays: Sequence[int | str]) -
         Binding(n.events_exchange, n.status_queue, "status.#"),
         Binding(n.events_exchange, n.event_stream, "job.#"),
         Binding(n.events_exchange, n.job_logs_stream, log_routing_key("*")),
-        Binding(n.jobs_exchange, n.pool_queue, Names.job_routing_key(None)),
         *(
-            Binding(n.jobs_exchange, n.sheep_queue(s), Names.job_routing_key(s))
-            for s in sheep_ids
+            Binding(n.jobs_exchange, n.pool_lane(p), Names.job_routing_key(None, p))
+            for p in PRIORITIES
         ),
         *(
-            Binding(n.jobs_exchange, n.status_queue, Names.job_routing_key(s),
+            Binding(n.jobs_exchange, n.sheep_queue(s, p), Names.job_routing_key(s, p))
+            for s in sheep_ids
+            for p in PRIORITIES
+        ),
+        *(
+            Binding(n.jobs_exchange, n.status_queue, Names.job_routing_key(s, p),
                 description="every queued job reaches the notifier too, as its queued "
                 "report: one message queues the job and reports it, and the report is in "
                 "the status queue before the sheep's running can be")
             for s in [None, *sheep_ids]
+            for p in PRIORITIES
         ),
         *(
             Binding(n.leases_exchange, n.lease_queue(s), arguments={"x-match": "all", HOLDER: s})

@@ -130,6 +130,11 @@ def _ended(status: JobStatus) -> None:
 @click.option("--input", "inputs", multiple=True, help="An input uploaded by other means.")
 @click.option("--job-id", help="The job's id (made by the gateway if not given).")
 @click.option("--sheep", help="Run on this sheep.")
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    help="Which waiting job a sheep takes first (default: the model's).",
+)
 @click.option("--timeout", type=float, help="Seconds the job may run.")
 @click.option("--callback-url", help="A webhook for the job's end.")
 @click.option("--metadata", help="A JSON object echoed back in the job's status.")
@@ -144,6 +149,7 @@ def submit(
     inputs: tuple[str, ...],
     job_id: str | None,
     sheep: str | None,
+    priority: str | None,
     timeout: float | None,
     callback_url: str | None,
     metadata: str | None,
@@ -157,6 +163,7 @@ def submit(
         inputs=list(inputs) or None,
         job_id=job_id,
         sheep=sheep,
+        priority=priority,
         timeout=timeout,
         callback_url=callback_url,
         metadata=_json_argument("--metadata", metadata),

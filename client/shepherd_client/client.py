@@ -64,21 +64,23 @@ class AsyncClient:
         inputs: Iterable[str] | None = None,
         job_id: str | None = None,
         sheep: str | None = None,
+        priority: str | None = None,
         timeout: float | None = None,
         callback_url: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> AsyncJob:
         """Declare a job and upload its ``files`` (streamed through the gateway, never read
         whole); it is queued once every input is there. ``inputs`` names files uploaded by
-        other means (straight to the store). Without ``job_id`` the gateway makes one; the
-        submission carries an ``Idempotency-Key`` either way, so a retry never makes a second
-        job."""
+        other means (straight to the store). ``priority``: ``high``, ``normal`` or ``low``
+        (else the model's default). Without ``job_id`` the gateway makes one; the submission
+        carries an ``Idempotency-Key`` either way, so a retry never makes a second job."""
         uploads = named_files(files) if files is not None else {}
         declared = [*(inputs or ()), *uploads]
         request = {
             "job_id": job_id,
             "model": _model(model),
             "sheep_id": sheep,
+            "priority": priority,
             "payload": payload,
             "inputs": declared or None,
             "timeout": timeout,

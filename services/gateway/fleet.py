@@ -5,6 +5,7 @@ announcement: those reports tell that it lives)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -12,6 +13,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from schemas.config import Config
 from schemas.events import JobEvent, SheepState
+from schemas.job import PRIORITIES
 from services.common.broker import Broker
 from services.common.consumer import Outcome, Subscription, TypedConsumer
 from services.common.job_metrics import SHEEP_SILENCE
@@ -72,6 +74,11 @@ class Fleet:
         heard = self._heard.get(sheep_id)
         return state.time if heard is None else max(state.time, heard)
 
+    async def depth(self, queue_names: Iterable[str]) -> int | None:
+        """Jobs ready in the queues of every priority; None if none could be read."""
+        depths = [depth for q in queue_names if (depth := await self.queue_depth(q)) is not None]
+        return sum(depths) if depths else None
+
     async def queue_depth(self, queue_name: str) -> int | None:
         """Messages ready in a queue (passive declare); None if it does not exist yet, or
         while RabbitMQ is unreachable (opening a channel would wait for it)."""
@@ -102,6 +109,7 @@ class Fleet:
                 "model": state.model.model_dump() if alive and state and state.model else None,
                 "current_job": state.current_job if alive and state else None,
                 "last_seen": seen.isoformat() if seen else None,
-                "queue_depth": await self.queue_depth(names.sheep_queue(sheep_id)),
+                "queue_depth": await self.depth(names.sheep_queue(sheep_id, p) for p in PRIORITIES),
             }
-        return {"sheep": sheep, "pool": {"queue_depth": await self.queue_depth(names.pool_queue)}}
+        pool = await self.depth(names.pool_lane(p) for p in PRIORITIES)
+        return {"sheep": sheep, "pool": {"queue_depth": pool}}

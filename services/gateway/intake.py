@@ -284,10 +284,17 @@ class Intake:
         # report, to the notifier's (see schemas.topology).
         headers = {REDISPATCHED: True} if redispatched else {NEW_JOB: True} if new_job else None
         names = self.broker.names
+        defaults = self.config.model_defaults(spec.model.name, spec.model.version)
+        priority = spec.priority or defaults.priority
         await self.broker.publish(
             names.jobs_exchange,
-            names.job_routing_key(spec.sheep_id),
-            JobDispatch(job=spec, queued_at=queued_at, timeout=self._timeout(spec)),
+            names.job_routing_key(spec.sheep_id, priority),
+            JobDispatch(
+                job=spec,
+                queued_at=queued_at,
+                timeout=spec.timeout or defaults.timeout,
+                priority=priority,
+            ),
             message_id=spec.job_id,
             headers=headers,
         )
@@ -340,11 +347,6 @@ class Intake:
         except ObjectMissing:
             return False
         return True
-
-    def _timeout(self, spec: JobSpec) -> float | None:
-        return (
-            spec.timeout or self.config.model_defaults(spec.model.name, spec.model.version).timeout
-        )
 
     async def _report_accepted(self, spec: JobSpec, *, new_job: bool = False) -> None:
         report = StatusReport.accepted(spec, new_job=new_job)

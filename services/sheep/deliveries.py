@@ -8,9 +8,11 @@ of its own queue (or a leased pool job) keeps it busy, so that no pool job waits
     await deliveries.close_pool()        # own job, or a leased one: pool jobs go elsewhere
     await deliveries.stop()              # deliveries not started go back to their queues
 
-The own queue is consumed with a prefetch of two (the job on the runner and the next one,
-whose inputs are fetched meanwhile), the pool with a prefetch of one: a pool job held by its
-unacknowledged delivery keeps anything more from coming from the pool meanwhile.
+Each has a queue per priority. The own queues are consumed with a prefetch of four each (see
+``OWN_PREFETCH``), the pool's with a
+prefetch of one: a pool job held by its unacknowledged delivery keeps anything more of its
+priority from coming from the pool meanwhile. What is delivered waits in an inbox
+(``services.sheep.inbox``) that hands out the highest priority first.
 """
 
 from __future__ import annotations
@@ -19,18 +21,24 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from schemas.job import JobDispatch
+from schemas.job import PRIORITIES, JobDispatch, Priority
 from services.common.broker import Broker
 from services.common.consumer import KEPT, Outcome, TypedConsumer
 from services.common.outages import backoff, settle
+from services.sheep.inbox import Inbox, Prioritised
 
 log = logging.getLogger(__name__)
 
-OWN_PREFETCH = 2
-"""Jobs of its own queue a sheep holds at once: one on the runner, one being prepared."""
+A = TypeVar("A", bound=Prioritised)
+
+OWN_PREFETCH = 4
+"""Jobs of each of its own queues a sheep holds at once: one on the runner, one finishing
+(its outputs stored, its outcome reported), one being prepared, and one more in the inbox,
+so that the next job of a priority is in sight when the one after the next is chosen."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,10 @@ class Delivery:
     dispatch: JobDispatch
     message: AbstractIncomingMessage
     from_pool: bool
+
+    @property
+    def priority(self) -> Priority:
+        return self.dispatch.priority
 
 
 class Deliveries:
@@ -47,11 +59,13 @@ class Deliveries:
     def __init__(self, broker: Broker, sheep_id: str, reconnect_interval: float) -> None:
         self._sheep_id = sheep_id
         self._reconnect_interval = reconnect_interval
-        self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._inbox: Inbox[Delivery] = Inbox()
         self._broker = broker
         names = broker.names
-        self._own = self._consumer(names.sheep_queue(sheep_id), from_pool=False)
-        self._pool = self._consumer(names.pool_queue, from_pool=True)
+        self._own = [
+            self._consumer(names.sheep_queue(sheep_id, p), from_pool=False) for p in PRIORITIES
+        ]
+        self._pool = [self._consumer(names.pool_lane(p), from_pool=True) for p in PRIORITIES]
         self._pool_open = False
         self._stopping = False
 
@@ -68,38 +82,45 @@ class Deliveries:
         )
 
     async def start(self) -> None:
-        await self._own.start()
-        await self._pool.open()
+        for consumer in self._own:
+            await consumer.start()
+        for consumer in self._pool:
+            await consumer.open()
         log.info(
             "sheep %s consuming %s", self._sheep_id, self._broker.names.sheep_queue(self._sheep_id)
         )
 
-    async def next(self) -> Delivery | None:
-        """The next delivery in arrival order; None once :meth:`end` was called."""
-        return await self._inbox.get()
+    async def next(self, aside: list[A]) -> Delivery | A | None:
+        """The next delivery, or one of ``aside`` (taken before and put aside since): the
+        highest priority first, then in arrival order, those aside first; None once
+        :meth:`end` was called and what arrived before is taken."""
+        return await self._inbox.get(aside)
+
+    async def outranking(self, priority: Priority) -> None:
+        """Return once a delivery of a priority higher than ``priority`` waits."""
+        await self._inbox.outranking(priority)
 
     def waiting(self) -> bool:
         """Whether a delivery waits to be taken."""
-        return not self._inbox.empty()
+        return bool(len(self._inbox))
 
     def end(self) -> None:
         """Make :meth:`next` return None once what arrived before is taken."""
-        self._inbox.put_nowait(None)
+        self._inbox.end()
 
     async def stop_consuming(self) -> None:
         """No more deliveries; the job in hand can still be settled."""
         self._stopping = True
-        await self._own.pause()
+        for consumer in self._own:
+            await consumer.pause()
         await self.close_pool()
 
     async def stop(self) -> None:
         """Give back what was delivered but never started, and close the channels."""
-        while not self._inbox.empty():
-            delivery = self._inbox.get_nowait()
-            if delivery is not None:
-                await settle(delivery.message, "requeue")
-        await self._own.stop()
-        await self._pool.stop()
+        for delivery in self._inbox.remove(lambda _: True):
+            await settle(delivery.message, "requeue")
+        for consumer in (*self._own, *self._pool):
+            await consumer.stop()
 
     async def close_pool(self) -> None:
         """Stop taking pool work and hand back pool jobs that arrived but were not started.
@@ -108,23 +129,17 @@ class Deliveries:
         if not self._pool_open:
             return
         self._pool_open = False
-        await self._pool.pause()
-        kept = []
-        while not self._inbox.empty():
-            delivery = self._inbox.get_nowait()
-            if delivery is not None and delivery.from_pool:
-                await settle(delivery.message, "requeue")
-            else:
-                kept.append(delivery)
-        for delivery in kept:
-            self._inbox.put_nowait(delivery)
+        for consumer in self._pool:
+            await consumer.pause()
+        for delivery in self._inbox.remove(lambda delivery: delivery.from_pool):
+            await settle(delivery.message, "requeue")
 
     async def _receive(
         self, dispatch: JobDispatch, message: AbstractIncomingMessage, *, from_pool: bool
     ) -> Outcome:
         if self._stopping or (from_pool and not self._pool_open):  # let another sheep have it
             return "requeue"
-        self._inbox.put_nowait(Delivery(dispatch, message, from_pool))
+        self._inbox.put(Delivery(dispatch, message, from_pool))
         return KEPT
 
     async def open_pool(self) -> None:
@@ -133,15 +148,17 @@ class Deliveries:
         while not (self._pool_open or self._stopping):
             self._pool_open = True
             try:
-                await self._pool.resume()
+                for consumer in self._pool:
+                    await consumer.resume()
             except Exception as exc:  # a channel still being restored after a reconnection
                 self._pool_open = False
                 log.warning("sheep %s cannot consume the pool yet: %s", self._sheep_id, exc)
                 await self._broker.wait_connected()
-                if not self._inbox.empty():  # its own queue has work meanwhile
+                if self.waiting():  # its own queue has work meanwhile
                     return
                 await asyncio.sleep(next(delays))
                 continue
             if not self._pool_open:  # close_pool() ran while we subscribed: stay closed
-                await self._pool.pause()
+                for consumer in self._pool:
+                    await consumer.pause()
             return

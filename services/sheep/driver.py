@@ -126,6 +126,27 @@ class RunnerDriver:
             log.info("sheep %s: job %s started before it was withdrawn", self._sheep_id, job_id)
             await self.discard(grace=CANCEL_GRACE, cause="cancel")
 
+    async def ask_withdraw(self, job_id: str) -> None:
+        """Ask the runner to drop a job handed over (a job of higher priority came), without
+        waiting for its answer: another job's verdict may be being read. :meth:`withdrawn`
+        reads the answer once that job has ended."""
+        if job_id in self._held and self._client is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                await self._client.withdraw(job_id)
+
+    async def withdrawn(self, job_id: str) -> bool:
+        """After :meth:`ask_withdraw`: whether the runner dropped the job (then it is no longer
+        handed over); False if it had started it, and :meth:`run` follows it as usual."""
+        if job_id not in self._held or self._client is None:
+            return False
+        try:
+            dropped = await self._client.withdrawn(job_id)
+        except (RunnerLost, zmq.ZMQError):
+            return False
+        if dropped:
+            self._held.pop(job_id).cancel()
+        return dropped
+
     async def _withdraw_on(
         self, cancelled: asyncio.Event, client: RunnerClient, job_id: str
     ) -> None:

@@ -22,17 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
 from schemas.config import BareSheepConfig, Config
 from schemas.events import SheepState, StatusReport
-from schemas.job import ModelRef
+from schemas.job import PRIORITIES
 from schemas.layout import outputs_prefix
-from schemas.runner import Run
-from schemas.status import ErrorInfo, InputFile, JobState
+from schemas.status import ErrorInfo, JobState
 from schemas.topology import Topology
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.consumer import briefly
@@ -40,7 +38,7 @@ from services.common.job_metrics import JOBS_IN_FLIGHT, on_runner, stage
 from services.common.metrics import child
 from services.common.outages import until_store_answers
 from services.common.storage import Storage
-from services.sheep.admission import Admission, Attempt
+from services.sheep.admission import Admission
 from services.sheep.announcer import Announcer
 from services.sheep.backend import RunnerBackend
 from services.sheep.bare import BareBackend
@@ -49,6 +47,7 @@ from services.sheep.containers import DockerBackend
 from services.sheep.deliveries import Deliveries, Delivery
 from services.sheep.driver import JobCancelled, Ran, RunnerDriver
 from services.sheep.gpus import SheepGpus, job_gpus
+from services.sheep.held_job import HeldJob
 from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
@@ -65,27 +64,6 @@ BROKER_WAIT = 30.0
 
 
 T = TypeVar("T")
-
-
-@dataclass
-class _Job:
-    """A job this sheep holds, its inputs fetched."""
-
-    attempt: Attempt
-    hold: Hold
-    cancelled: asyncio.Event
-    inputs: list[InputFile] = field(default_factory=list)
-    """What it runs on, once fetched."""
-    logs: tuple[Sequence[int], Sequence[int]] = ((), ())
-    """Where its part of the runner's log files starts and ends, once it has run."""
-
-    @property
-    def job_id(self) -> str:
-        return self.attempt.job_id
-
-    @property
-    def model(self) -> ModelRef:
-        return self.attempt.dispatch.job.model
 
 
 class Sheep:
@@ -146,6 +124,8 @@ class Sheep:
         self._admitting = False
         self._running = False
         """Whether the runner has a job of this sheep's (``_work`` is in ``_run_held``)."""
+        self._aside: list[HeldJob] = []
+        """Jobs prepared, then passed over for one of higher priority; still held."""
 
     async def start(self) -> None:
         """Declare the topology, start announcing and consuming."""
@@ -204,23 +184,27 @@ class Sheep:
 
     async def _work(self) -> None:
         """Keep the runner busy: while it works on one job, the next job of the sheep's own
-        queue is admitted and its inputs fetched, and the previous job's outputs are stored
-        and its outcome reported (``_finish``, a task of its own).
+        queues is admitted, its inputs fetched and handed to the runner, and the previous
+        job's outputs are stored and its outcome reported (``_finish``, a task of its own).
+        A job of higher priority arriving meanwhile takes the place of the one handed over,
+        if the runner has not started it (``_outranked``): that one waits aside, held.
 
         The pool is opened whenever the runner is free and nothing waits. A pool job held by
         its unacknowledged delivery keeps it open (prefetch one: nothing more comes from the
         pool meanwhile); a job of the sheep's own queue, or a pool job once leased, closes it,
         so that no pool job waits behind a busy sheep."""
         await self._deliveries.open_pool()
-        ahead: asyncio.Task[_Job | None] = asyncio.create_task(self._next_job())
+        ahead: asyncio.Task[HeldJob | None] = asyncio.create_task(self._next_job())
         try:
-            while (job := await ahead) is not None:
+            while (job := await self._turn(ahead)) is not None:
                 ahead = asyncio.create_task(self._next_job())
+                outranked = asyncio.create_task(self._outranked(ahead))
                 self._running = True
                 try:
                     ran = await self._run_held(job)
                 finally:
                     self._running = False
+                    outranked.cancel()
                 if not (ahead.done() or self._deliveries.waiting() or self._admitting):
                     await self._deliveries.open_pool()
                 if ran is not None:
@@ -228,12 +212,45 @@ class Sheep:
         finally:
             ahead.cancel()
             (left,) = await asyncio.gather(ahead, return_exceptions=True)
-            if isinstance(left, _Job):  # prepared, never run
-                await self._give_back(left)
+            for prepared in [*self._aside, *([left] if isinstance(left, HeldJob) else [])]:
+                await self._give_back(prepared)  # prepared, never run
+            self._aside.clear()
 
-    async def _next_job(self) -> _Job | None:
-        """The next job that may run, held and with its inputs; None at the end."""
-        while (delivery := await self._deliveries.next()) is not None:
+    async def _turn(self, ahead: asyncio.Task[HeldJob | None]) -> HeldJob | None:
+        """The job to run now: the one prepared ahead, unless the runner gave it back for one
+        of higher priority (it then waits aside)."""
+        job = await ahead
+        while job is not None and job.withdrawing:
+            job.withdrawing = False
+            if job.job_id in self._driver.held and not await self._driver.withdrawn(job.job_id):
+                return job  # the runner had started it
+            self._aside.append(job)
+            job = await self._next_job()
+        return job
+
+    async def _outranked(self, ahead: asyncio.Task[HeldJob | None]) -> None:
+        """While a job runs: once a job of higher priority than the one handed over ahead of
+        it waits, ask the runner to give that one back."""
+        try:
+            job = await asyncio.shield(ahead)
+        except Exception:  # the loop sees it too, and says what it was
+            return
+        if job is None or job.priority == PRIORITIES[0]:
+            return
+        await self._deliveries.outranking(job.priority)
+        if self._running:
+            job.withdrawing = True
+            await self._driver.ask_withdraw(job.job_id)
+
+    async def _next_job(self) -> HeldJob | None:
+        """The next job that may run, held, with its inputs and handed to the runner (perhaps
+        one put aside before); None at the end."""
+        while (delivery := await self._deliveries.next(self._aside)) is not None:
+            if isinstance(delivery, HeldJob):  # prepared before, and put aside
+                await self._driver.hand_over(
+                    delivery.run_request(), delivery.model, delivery.cancelled
+                )
+                return delivery
             self._admitting = True
             try:
                 if not delivery.from_pool:
@@ -242,7 +259,7 @@ class Sheep:
             finally:
                 self._admitting = False
             if job is not None:
-                await self._driver.hand_over(_request(job.attempt), job.model, job.cancelled)
+                await self._driver.hand_over(job.run_request(), job.model, job.cancelled)
                 return job
             if not (self._running or self._deliveries.waiting()):
                 # Settled instead of run (ended, cancelled) with the runner idle:
@@ -250,9 +267,7 @@ class Sheep:
                 await self._deliveries.open_pool()
         return None
 
-    # -- one job ------------------------------------------------------------------------------
-
-    async def _take(self, delivery: Delivery) -> _Job | None:
+    async def _take(self, delivery: Delivery) -> HeldJob | None:
         """Admit, hold and prepare a delivered job; None if it was settled instead."""
         message = delivery.message
         attempt = self._admission.attempt(delivery.dispatch, message)
@@ -267,7 +282,7 @@ class Sheep:
             on_leased=self._deliveries.close_pool,
         )
         hold.start()
-        job = _Job(attempt, hold, self._cancellations.watch(attempt.job_id))
+        job = HeldJob(attempt, hold, self._cancellations.watch(attempt.job_id))
         child(JOBS_IN_FLIGHT, self.sheep_id).inc()
         try:
             with stage("input_fetch", job.model).time():
@@ -285,7 +300,7 @@ class Sheep:
             return None
         return job
 
-    async def _run_held(self, job: _Job) -> StatusReport | None:
+    async def _run_held(self, job: HeldJob) -> StatusReport | None:
         """Run a prepared job on the runner, marking its part of the logs; the report of its
         outcome, or None if it was given back (it could not be completed, or the sheep
         stops)."""
@@ -339,7 +354,7 @@ class Sheep:
             self._live_logs.forget()
             self._set_current_job(None)
 
-    async def _run(self, job: _Job, running: RunningReport) -> Ran:
+    async def _run(self, job: HeldJob, running: RunningReport) -> Ran:
         """Run the job on the runner."""
         attempt, model = job.attempt, job.model
         timeout = (
@@ -347,15 +362,15 @@ class Sheep:
             or self._config.model_defaults(model.name, model.version).timeout
         )
         return await self._driver.run(
-            _request(attempt), model, timeout, running.progress, job.cancelled
+            job.run_request(), model, timeout, running.progress, job.cancelled
         )
 
-    def _finish_later(self, job: _Job, report: StatusReport) -> None:
+    def _finish_later(self, job: HeldJob, report: StatusReport) -> None:
         task = asyncio.create_task(self._finish(job, report), name=f"finish-{job.job_id}")
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
-    async def _finish(self, job: _Job, report: StatusReport) -> None:
+    async def _finish(self, job: HeldJob, report: StatusReport) -> None:
         """Store what the job wrote, report its outcome, and only then let go of it."""
         directory = job.attempt.directory
         try:
@@ -387,7 +402,7 @@ class Sheep:
         log.info("sheep %s: job %s %s%s", self.sheep_id, job.job_id, report.state, why)
         await self._let_go(job, job.hold.release())
 
-    async def _give_back(self, job: _Job, *, wait: bool = False) -> None:
+    async def _give_back(self, job: HeldJob, *, wait: bool = False) -> None:
         """Queue the job again: at once, or (``wait``) once the servers answer, so that an
         outage does not use up its bounded deliveries in a tight loop."""
         await self._driver.take_back(job.job_id)
@@ -395,7 +410,7 @@ class Sheep:
             await self._wait_for_servers()
         await self._let_go(job, job.hold.give_back())
 
-    async def _let_go(self, job: _Job, settling: Awaitable[None]) -> None:
+    async def _let_go(self, job: HeldJob, settling: Awaitable[None]) -> None:
         try:
             await settling
         except Exception as exc:  # a lost channel or an expiring copy requeues the job
@@ -439,8 +454,3 @@ class Sheep:
         too; quicker ones cost no announcement."""
         self._set_current_job(report.job_id)
         await self._publish(report)
-
-
-def _request(attempt: Attempt) -> Run:
-    inputs, outputs = (str(attempt.directory / d) for d in ("inputs", "outputs"))
-    return Run(job_id=attempt.job_id, inputs_dir=inputs, outputs_dir=outputs)
