@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Collection, Mapping
+from datetime import timedelta
 
 from schemas.broker_names import LOG_ATTEMPT, LOG_JOB, Names
 from schemas.config import BrokerConfig
@@ -30,6 +31,10 @@ from services.gateway.sse import EventSourceResponse, frame
 
 #: Seconds one wait for the job's end lasts before it is renewed.
 END_WAIT = 300.0
+#: How far before a job's acceptance a follow starts reading the output stream: a stream is
+#: found by time only to the granularity of its chunks, and the chunk of a job's first lines
+#: may be stamped before them.
+CHUNK_SLACK = timedelta(seconds=60)
 
 
 class LogFollower:
@@ -49,7 +54,11 @@ class LogFollower:
         """The live ``streams`` of the job ``status`` is the status of, from after piece
         ``after`` (a Last-Event-ID) or from its start; with ``tail``, the last lines printed
         so far come first, as one piece per stream."""
-        start: Offset = after + 1 if after is not None else status.accepted_at or "first"
+        start: Offset = "first"
+        if after is not None:
+            start = after + 1
+        elif status.accepted_at is not None:  # a chunk may start a little before its events
+            start = status.accepted_at - CHUNK_SLACK
         subscription = await self._history.subscribe(start)
         frames = self._frames(status, frozenset(streams), subscription, tail)
         return EventSourceResponse(frames, subscription.close)
