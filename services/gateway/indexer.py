@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 from pydantic import ValidationError
 
@@ -53,17 +54,20 @@ class Indexer:
     async def _follow(self) -> None:
         delays = backoff()
         while True:
-            applied = await self._index.applied()
-            start: Offset = "first" if applied is None else applied + 1
             try:
+                applied = await self._index.applied()
+                start: Offset = "first" if applied is None else applied + 1
                 subscription = await self._history.subscribe(start)
-            except OUTAGES as exc:
+            except (*OUTAGES, sqlite3.Error) as exc:
                 log.warning("the job index cannot follow the job events yet (%r); retrying", exc)
                 await asyncio.sleep(next(delays))
                 continue
             delays = backoff()
             try:
                 await self._apply_all(subscription, start)
+            except sqlite3.Error as exc:  # a full disk, say: the listing falls behind, says so
+                log.error("the job index cannot store events (%r); retrying", exc)
+                await asyncio.sleep(next(delays))
             finally:
                 await subscription.close()
 

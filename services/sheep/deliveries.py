@@ -129,8 +129,7 @@ class Deliveries:
         if not self._pool_open:
             return
         self._pool_open = False
-        for consumer in self._pool:
-            await consumer.pause()
+        await asyncio.gather(*(consumer.pause() for consumer in self._pool))
         for delivery in self._inbox.remove(lambda delivery: delivery.from_pool):
             await settle(delivery.message, "requeue")
 
@@ -148,8 +147,7 @@ class Deliveries:
         while not (self._pool_open or self._stopping):
             self._pool_open = True
             try:
-                for consumer in self._pool:
-                    await consumer.resume()
+                await asyncio.gather(*(consumer.resume() for consumer in self._pool))
             except Exception as exc:  # a channel still being restored after a reconnection
                 self._pool_open = False
                 log.warning("sheep %s cannot consume the pool yet: %s", self._sheep_id, exc)
@@ -159,6 +157,5 @@ class Deliveries:
                 await asyncio.sleep(next(delays))
                 continue
             if not self._pool_open:  # close_pool() ran while we subscribed: stay closed
-                for consumer in self._pool:
-                    await consumer.pause()
+                await asyncio.gather(*(consumer.pause() for consumer in self._pool))
             return

@@ -187,11 +187,14 @@ class Hold:
         attempt: int,
         lease_after: float,
         *,
-        on_leased: Callable[[], Awaitable[None]] | None = None,
+        before_lease: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """``on_leased``: awaited once the lease is taken and the delivery acked."""
+        """``before_lease``: awaited before the lease is taken and the delivery acked (a
+        sheep closes the pool then: once the delivery no longer fills its prefetch, a pool
+        job could come to it, only to be requeued, which uses up one of that job's
+        deliveries)."""
         self._leases = leases
-        self._on_leased = on_leased
+        self._before_lease = before_lease
         self._message = message
         self._attempt = attempt
         self._lease_after = lease_after
@@ -216,6 +219,8 @@ class Hold:
         """Lease the job once it has run ``lease_after`` s; while the broker refuses, try
         again each third of the lease time (the delivery holds the job meanwhile)."""
         await asyncio.sleep(self._lease_after)  # a deadline, not a poll
+        if self._before_lease is not None:
+            await self._before_lease()
         while True:
             self._taking = True
             try:
@@ -223,8 +228,6 @@ class Hold:
             except Exception as exc:
                 log.warning("leasing a long job failed (%s); trying again", exc)
             else:
-                if self._on_leased is not None:
-                    await self._on_leased()
                 return
             finally:
                 self._taking = False

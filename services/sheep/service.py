@@ -191,8 +191,8 @@ class Sheep:
 
         The pool is opened whenever the runner is free and nothing waits. A pool job held by
         its unacknowledged delivery keeps it open (prefetch one: nothing more comes from the
-        pool meanwhile); a job of the sheep's own queue, or a pool job once leased, closes it,
-        so that no pool job waits behind a busy sheep."""
+        pool meanwhile); a job of the sheep's own queue, or a pool job about to be leased,
+        closes it, so that no pool job waits behind a busy sheep."""
         await self._deliveries.open_pool()
         ahead: asyncio.Task[HeldJob | None] = asyncio.create_task(self._next_job())
         try:
@@ -279,7 +279,7 @@ class Sheep:
             message,
             attempt.number,
             self._config.broker.lease_after,
-            on_leased=self._deliveries.close_pool,
+            before_lease=self._deliveries.close_pool,
         )
         hold.start()
         job = HeldJob(attempt, hold, self._cancellations.watch(attempt.job_id))
