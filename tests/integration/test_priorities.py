@@ -11,6 +11,7 @@ from datetime import datetime
 import httpx
 import pytest
 
+from schemas.broker_names import Names
 from schemas.config import Config, ModelDefaults
 from services.sheep.inbox import PASSED_OVER_AT_MOST
 from tests.conftest import serving
@@ -59,20 +60,33 @@ async def started_at(client: httpx.AsyncClient, job_ids: list[str]) -> dict[str,
     return starts
 
 
+async def behind_a_busy_job(
+    config: Config, names: Names, job_id: str, jobs: list[tuple[str, str | None]]
+) -> dict[str, datetime]:
+    """Submit ``jobs`` (id, priority) of 50 ms while the only sheep runs a 2 s job, in that
+    order; when each of them started (not the busy one)."""
+    busy = f"{job_id}-busy"
+    async with serving(config, names) as client:
+        await submit(client, busy, 2.0, "normal")
+        await until_running(client, busy)
+        for one, priority in jobs:
+            await submit(client, one, 0.05, priority)
+        starts = await started_at(client, [busy, *(one for one, _ in jobs)])
+    del starts[busy]
+    return starts
+
+
 async def test_high_priority_jobs_start_before_the_normal_ones_queued_before_them(
     one_sheep, names, job_id
 ):
-    busy = f"{job_id}-busy"
-    normal = [f"{job_id}-normal-{n:02d}" for n in range(49)]
+    normal = [f"{job_id}-normal-{n:02d}" for n in range(49)]  # 50 with the busy one
     high = [f"{job_id}-high-{n}" for n in range(5)]
-    async with serving(one_sheep, names) as client:
-        await submit(client, busy, 2.0, "normal")
-        await until_running(client, busy)
-        for one in normal:  # queued behind it: 50 normal jobs in all
-            await submit(client, one, 0.05, "normal")
-        for one in high:
-            await submit(client, one, 0.05, "high")
-        starts = await started_at(client, [busy, *normal, *high])
+    starts = await behind_a_busy_job(
+        one_sheep,
+        names,
+        job_id,
+        [(one, "normal") for one in normal] + [(one, "high") for one in high],
+    )
 
     last_high = max(starts[one] for one in high)
     first_normal = min(starts[one] for one in normal)
@@ -83,19 +97,13 @@ async def test_high_priority_jobs_start_before_the_normal_ones_queued_before_the
 async def test_low_priority_work_is_passed_over_at_most_ten_times_in_a_row(
     one_sheep, names, job_id
 ):
-    busy = f"{job_id}-busy"
     low = [f"{job_id}-low-{n}" for n in range(3)]
     high = [f"{job_id}-high-{n:02d}" for n in range(40)]
-    async with serving(one_sheep, names) as client:
-        await submit(client, busy, 2.0, "normal")
-        await until_running(client, busy)
-        for one in low:
-            await submit(client, one, 0.05, None)  # the model's default: low
-        for one in high:
-            await submit(client, one, 0.05, "high")
-        starts = await started_at(client, [busy, *low, *high])
+    starts = await behind_a_busy_job(  # low: the model's default
+        one_sheep, names, job_id, [(one, None) for one in low] + [(one, "high") for one in high]
+    )
 
-    order = [job for job in sorted(starts, key=starts.__getitem__) if job != busy]
+    order = sorted(starts, key=starts.__getitem__)
     runs_of_high, run = [], 0
     for job in order:
         if job in low:
