@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _shut_down)
     try:
-        with RunnerServer(args.bind, model, args.heartbeat_interval) as server:
+        with RunnerServer(args.bind, model, args.heartbeat_interval, args.sheep_pid) as server:
             server.load(lambda: build_runner(args.config))
             log.info("serving %s on %s", model, args.bind)
             server.serve()
@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         default=2.0,
         metavar="SECONDS",
         help="seconds between heartbeats (default 2.0)",
+    )
+    parser.add_argument(
+        "--sheep-pid",
+        type=int,
+        metavar="PID",
+        help="the sheep that starts the runner, as its parent: the runner quits once it is "
+        "gone (default: whatever process is its parent as it starts)",
     )
     parser.add_argument(
         "--model",

@@ -93,12 +93,17 @@ class Health(BaseModel):
 
 class SheepStatus(BaseModel):
     type: str = Field(description="bare or docker.")
+    sheep_class: str | None = Field(
+        default=None, description="The class it joined; none for a named sheep."
+    )
     alive: bool = Field(description="Heard from within three announcement intervals.")
     runner_alive: bool
     model: ModelRef | None = Field(description="The model its runner holds.")
     current_job: str | None
     last_seen: str | None = Field(description="When it was last heard of (ISO 8601).")
-    queue_depth: int | None = Field(description="Jobs waiting in its own queue.")
+    queue_depth: int | None = Field(
+        description="Jobs waiting in its own queue (a sheep of a class: in its class's)."
+    )
 
 
 class PoolStatus(BaseModel):
@@ -106,8 +111,14 @@ class PoolStatus(BaseModel):
 
 
 class FleetStatus(BaseModel):
-    sheep: dict[str, SheepStatus]
+    sheep: dict[str, SheepStatus] = Field(
+        description="The named sheep, and the sheep of a class heard from lately "
+        "(gateway.forget_sheep_after)."
+    )
     pool: PoolStatus
+    classes: dict[str, PoolStatus] = Field(
+        default_factory=dict, description="Jobs waiting for any sheep of each class."
+    )
 
 
 class JobLogs(BaseModel):

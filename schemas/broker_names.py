@@ -129,14 +129,23 @@ class Names:
         """A sheep's own queue of jobs of ``priority``."""
         return f"{self.namespace}.sheep.{sheep_id}{_lane(priority)}"
 
+    def class_lane(self, sheep_class: str, priority: Priority = "normal") -> str:
+        """The queue of jobs of ``priority`` for any sheep of a class."""
+        return f"{self.namespace}.class.{sheep_class}{_lane(priority)}"
+
     def lease_queue(self, sheep_id: str) -> str:
         return f"{self.namespace}.lease.{sheep_id}"
 
     @staticmethod
-    def job_routing_key(sheep_id: str | None, priority: Priority = "normal") -> str:
-        """The routing key of a job on ``<ns>.jobs``: its sheep's, or the pool's, and its
-        priority's."""
-        return (f"sheep.{sheep_id}" if sheep_id else "pool") + _lane(priority)
+    def job_routing_key(
+        sheep_id: str | None, priority: Priority = "normal", *, sheep_class: str | None = None
+    ) -> str:
+        """The routing key of a job on ``<ns>.jobs``: its sheep's, its sheep class's, or the
+        pool's, and its priority's."""
+        target = (
+            f"sheep.{sheep_id}" if sheep_id else f"class.{sheep_class}" if sheep_class else "pool"
+        )
+        return target + _lane(priority)
 
 
 def _lane(priority: Priority) -> str:

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from schemas.config_section import MetricsEndpoint, Section
 from schemas.job import Priority
 from schemas.names import PathSegment
+from schemas.nodes import broker_nodes, storage_nodes
 from schemas.notifier_config import NotifierConfig as NotifierConfig
 from schemas.notifier_config import WebhookSubscription as WebhookSubscription
 
@@ -36,7 +37,9 @@ _DEFAULT_DATA_ROOT = Path("/tmp/shepherd-data")
 class BrokerConfig(Section):
     url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
-        description="AMQP URL; never logged.",
+        description="AMQP URL; never logged. A cluster's nodes may be listed in it, "
+        "comma-separated (amqp://user:pass@rabbit1:5672,rabbit2:5672/): each connection "
+        "goes to the first that answers, and a lost one to the next.",
     )
     namespace: PathSegment = Field(
         default="shepherd",
@@ -77,23 +80,28 @@ class BrokerConfig(Section):
     def _amqp_url(cls, url: SecretStr) -> SecretStr:
         # aio-pika masks the password of a well-formed URL in its logs, but logs anything
         # else verbatim on every reconnection attempt; the message never quotes the URL.
-        try:
-            parts = urlsplit(url.get_secret_value())
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in {"amqp", "amqps"} or not parts.hostname:
-            raise ValueError("must be an amqp:// or amqps:// URL with a host")
+        broker_nodes(url.get_secret_value())
         return url
 
 
 class StorageConfig(Section):
-    endpoint: str = Field(default="127.0.0.1:9000", description="host:port of the S3 service.")
+    endpoint: str = Field(
+        default="127.0.0.1:9000",
+        description="host:port of the S3 service, or of each of its nodes, comma-separated "
+        "(a distributed MinIO): requests go to the first that answers.",
+    )
     access_key: SecretStr = SecretStr("minioadmin")
     secret_key: SecretStr = Field(default=SecretStr("minioadmin"), description="Never logged.")
     bucket: PathSegment = Field(default="shepherd", description="One prefix per job inside.")
     secure: bool = Field(default=False, description="Use HTTPS.")
     region: str | None = Field(default=None, description="S3 region, if the service needs one.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _nodes(cls, endpoint: str) -> str:
+        storage_nodes(endpoint)
+        return endpoint
+
     notification_exchange: str = Field(
         default="shepherd.storage",
         description="Exchange the S3 service publishes bucket notifications to.",
@@ -123,7 +131,13 @@ class ModelDefaults(Section):
 
 
 class _SheepBase(MetricsEndpoint):
-    port: int = Field(ge=1, le=65535, description="Loopback TCP port of the runner's socket.")
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Loopback TCP port of the runner's socket; none: a free one, picked as "
+        "each runner starts (a sheep of a class always picks).",
+    )
     devices: list[str] = Field(
         default_factory=list, description="GPU ids or device paths given to the runner."
     )
@@ -258,6 +272,12 @@ class GatewayConfig(Section):
             "is not the one closing a connection just as a client sends on it."
         ),
     )
+    forget_sheep_after: PositiveFloat = Field(
+        default=300.0,
+        description="Seconds of silence after which GET /status drops a sheep of a class, "
+        "once it is no longer alive (three announcement intervals, 15 s); one that stops "
+        "cleanly is dropped at once. A named sheep stays listed, not alive.",
+    )
     index_path: Path | None = Field(
         default=None,
         description="The job index GET /jobs pages through, a SQLite file kept up with the "
@@ -325,7 +345,14 @@ class Config(BaseSettings):
         default_factory=dict, description="Per-model defaults, keyed by name or name:version."
     )
     sheep: dict[PathSegment, SheepConfig] = Field(
-        default_factory=dict, description="The compute slots, by id: bare or docker."
+        default_factory=dict, description="The named compute slots, by id: bare or docker."
+    )
+    sheep_classes: dict[PathSegment, SheepConfig] = Field(
+        default_factory=dict,
+        description="Kinds of sheep that join on their own: `shepherd sheep --class NAME` "
+        "starts one with an id made at start (<class>-<random>), taking the class's jobs and "
+        "the pool's; any number of them, on any machine. A class names no runner port; a "
+        "metrics_port suits one sheep per host (a Kubernetes pod).",
     )
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="HTTP API.")
     notifier: NotifierConfig = Field(default_factory=NotifierConfig, description="Notifications.")
@@ -341,6 +368,16 @@ class Config(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first: SHEPHERD_* variables override the file.
         return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _classes_pick_ports(self) -> Config:
+        for name, section in self.sheep_classes.items():
+            if section.port is not None:
+                raise ValueError(
+                    f"sheep_classes.{name}.port: a class names no port (its sheep, many on "
+                    "one machine, each pick a free one)"
+                )
+        return self
 
     def job_index_path(self) -> Path:
         """Where this gateway keeps its job index (``gateway.index_path``)."""

@@ -230,7 +230,13 @@ class SheepState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sheep_id: PathSegment
+    sheep_class: PathSegment | None = Field(
+        default=None, description="The class it joined; none for a named sheep."
+    )
     kind: Literal["bare", "docker"]
+    leaving: bool = Field(
+        default=False, description="Its last word: it stops cleanly, and is gone."
+    )
     model: ModelRef | None = Field(default=None, description="The model its runner holds.")
     runner_alive: bool
     current_job: JobId | None = None

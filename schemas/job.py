@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from schemas.names import JobId, PathSegment, RelativePath
 
@@ -63,7 +63,14 @@ class JobRequest(BaseModel):
     )
     model: ModelRef
     sheep_id: PathSegment | None = Field(
-        default=None, description="Run on this sheep; omit to let any idle sheep take the job."
+        default=None,
+        description="Run on this named sheep; omit (and sheep_class) to let any idle sheep "
+        "take the job.",
+    )
+    sheep_class: PathSegment | None = Field(
+        default=None,
+        description="Run on any sheep of this class (sheep_classes in the config); not with "
+        "sheep_id.",
     )
     payload: Any = Field(
         default=None,
@@ -91,6 +98,12 @@ class JobRequest(BaseModel):
         "(models.<name>.priority), normal unless configured.",
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque, echoed back.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JobRequest:
+        if self.sheep_id is not None and self.sheep_class is not None:
+            raise ValueError("give sheep_id or sheep_class, not both")
+        return self
 
     def identified(self, idempotency_key: str | None = None, submitter: str = "") -> JobRequest:
         """This request with a job id: its own, else one Shepherd makes (:func:`new_job_id`)."""
@@ -127,6 +140,7 @@ class JobSpec(BaseModel):
     job_id: JobId
     model: ModelRef
     sheep_id: PathSegment | None = None
+    sheep_class: PathSegment | None = None
     inputs: list[RelativePath] | None = None
     callback_url: AnyHttpUrl | None = None
     timeout: PositiveFloat | None = None
@@ -157,6 +171,7 @@ class JobSpec(BaseModel):
             job_id=request.job_id,
             model=request.model,
             sheep_id=request.sheep_id,
+            sheep_class=request.sheep_class,
             inputs=inputs,
             callback_url=request.callback_url,
             timeout=request.timeout,

@@ -47,6 +47,13 @@ def lease_queue(names: Names) -> dict[str, Any]:
     return {**_REPLICATED, "x-dead-letter-exchange": names.jobs_exchange}
 
 
+def joined_lease_queue(names: Names, lease_time: float) -> dict[str, Any]:
+    """The lease queue of a sheep that joined a class (its id made at start, never seen
+    again once it is gone): RabbitMQ deletes it once unused for three lease times, when
+    every copy it held has expired back to its queue (a copy lives one lease time)."""
+    return {**lease_queue(names), "x-expires": round(3 * lease_time * 1000)}
+
+
 JOB_LOGS_RETENTION: dict[str, Any] = {
     "x-max-age": "1h",
     "x-max-length-bytes": 1_000_000_000,

@@ -62,6 +62,7 @@ ExchangeType = Literal["direct", "fanout", "topic", "headers"]
 
 #: Placeholders of the documented topology (:meth:`Topology.documented`).
 SHEEP_ID = "{sheep_id}"
+SHEEP_CLASS = "{sheep_class}"
 DELAY_MS = "{delay_ms}"
 
 
@@ -121,22 +122,29 @@ class Topology:
     policies: list[Policy]
 
     @classmethod
-    def for_config(cls, config: Config, sheep_ids: Sequence[str] | None = None) -> Topology:
+    def for_config(
+        cls, config: Config, sheep_ids: Sequence[str] | None = None, joined: Sequence[str] = ()
+    ) -> Topology:
         """What ``config`` needs declared: its namespace with its delivery limit, webhook
-        retry queues for its schedule, and the queues of ``sheep_ids`` (by default, of every
-        sheep it configures)."""
+        retry queues for its schedule, the queues of its sheep classes, those of
+        ``sheep_ids`` (by default, of every sheep it names) and the lease queues of
+        ``joined`` (sheep of a class)."""
         return build_topology(
             Names.for_config(config),
             config.broker.delivery_limit,
             list(config.sheep if sheep_ids is None else sheep_ids),
             config.notifier.webhook_retry_schedule,
+            classes=list(config.sheep_classes),
+            joined=joined,
+            lease_time=config.broker.lease_time,
         )
 
     @classmethod
     def documented(cls, names: Names) -> Topology:
         """The topology of any configuration, as documents show it: one sheep queue named
-        ``{sheep_id}`` and one retry queue ``{delay_ms}`` standing for them all."""
-        return _declare(names, 1, [SHEEP_ID], [DELAY_MS])
+        ``{sheep_id}``, one class ``{sheep_class}`` and one retry queue ``{delay_ms}``
+        standing for them all."""
+        return _declare(names, 1, _Sheep([SHEEP_ID], [SHEEP_CLASS]), [DELAY_MS])
 
 
 def lane_id(priority: Priority) -> str:
@@ -155,24 +163,41 @@ def webhook_events_binding(names: Names) -> Binding:
     return Binding(names.events_exchange, names.webhook_events_queue, "job.#")
 
 
+@dataclass(frozen=True)
+class _Sheep:
+    """Whose queues to declare: named sheep (their own queues and lease queue), sheep
+    classes (their queues) and sheep that joined a class (their lease queue, expiring)."""
+
+    named: Sequence[str] = ()
+    classes: Sequence[str] = ()
+    joined: Sequence[str] = ()
+    lease_time: float = 60.0
+
+
 def build_topology(
     names: Names,
     delivery_limit: int,
     sheep_ids: Sequence[str] = (),
     webhook_retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE,
+    *,
+    classes: Sequence[str] = (),
+    joined: Sequence[str] = (),
+    lease_time: float = 60.0,
 ) -> Topology:
-    """Everything a namespace needs; sheep queues for the sheep named here, webhook retry
-    queues for the delays of ``webhook_retry_schedule``."""
-    return _declare(names, delivery_limit, sheep_ids, retry_delays_ms(webhook_retry_schedule))
+    """Everything a namespace needs; sheep queues for the sheep and classes named here,
+    lease queues for sheep that ``joined`` a class (expiring after three ``lease_time``),
+    webhook retry queues for the delays of ``webhook_retry_schedule``."""
+    sheep = _Sheep(sheep_ids, classes, joined, lease_time)
+    return _declare(names, delivery_limit, sheep, retry_delays_ms(webhook_retry_schedule))
 
 
 def _declare(
-    names: Names, delivery_limit: int, sheep_ids: Sequence[str], delays: Sequence[int | str]
+    names: Names, delivery_limit: int, sheep: _Sheep, delays: Sequence[int | str]
 ) -> Topology:
     return Topology(
         exchanges=_exchanges(names),
-        queues=_queues(names, delivery_limit, sheep_ids, delays),
-        bindings=_bindings(names, sheep_ids, delays),
+        queues=_queues(names, delivery_limit, sheep, delays),
+        bindings=_bindings(names, sheep, delays),
         policies=[
             # Dead letters are kept two weeks for inspection, then expire.
             Policy(
@@ -207,6 +232,12 @@ def _exchanges(n: Names) -> list[Exchange]:
             *(
                 Address(f"jobsForSheep{lane_id(p)}", Names.job_routing_key(SHEEP_ID, p),
                     ("jobDispatch",), f"Queued jobs of {p} priority for one sheep.")
+                for p in PRIORITIES
+            ),
+            *(
+                Address(f"jobsForClass{lane_id(p)}",
+                    Names.job_routing_key(None, p, sheep_class=SHEEP_CLASS), ("jobDispatch",),
+                    f"Queued jobs of {p} priority for any sheep of a class.")
                 for p in PRIORITIES
             ),
             *(
@@ -258,7 +289,7 @@ def _exchanges(n: Names) -> list[Exchange]:
 
 
 def _queues(
-    n: Names, delivery_limit: int, sheep_ids: Sequence[str], delays: Sequence[int | str]
+    n: Names, delivery_limit: int, sheep: _Sheep, delays: Sequence[int | str]
 ) -> list[Queue]:
     every_event = tuple(event_message(kind) for kind in EVENT_KINDS)
     jobs = arguments.job_queue(n, delivery_limit)
@@ -279,14 +310,25 @@ def _queues(
         *(
             Queue(n.sheep_queue(s, p), jobs, f"sheepQueue{lane_id(p)}", ("jobDispatch",),
                 f"Jobs of {p} priority for one sheep.")
-            for s in sheep_ids
+            for s in sheep.named
+            for p in PRIORITIES
+        ),
+        *(
+            Queue(n.class_lane(c, p), jobs, f"classQueue{lane_id(p)}", ("jobDispatch",),
+                f"Jobs of {p} priority for any sheep of a class; an idle one takes one.")
+            for c in sheep.classes
             for p in PRIORITIES
         ),
         *(
             Queue(n.lease_queue(s), arguments.lease_queue(n), "leaseQueue", ("leasedJob",),
                 "The job a sheep runs, renewed while it runs; expired, it returns to "
-                f"{n.jobs_exchange} under its routing key.")
-            for s in sheep_ids
+                f"{n.jobs_exchange} under its routing key. A sheep of a class has one "
+                "that RabbitMQ deletes once unused for three lease times.")
+            for s in sheep.named
+        ),
+        *(
+            Queue(n.lease_queue(s), arguments.joined_lease_queue(n, sheep.lease_time))
+            for s in sheep.joined
         ),
         Queue(n.dead_letter_queue, {"x-queue-type": "quorum"}, "deadQueue",
             ("deadLetter", "rejectedSubmission", "abandonedWebhookDelivery"),
@@ -317,7 +359,11 @@ def _queues(
     ]  # fmt: skip
 
 
-def _bindings(n: Names, sheep_ids: Sequence[str], delays: Sequence[int | str]) -> list[Binding]:
+def _bindings(n: Names, sheep: _Sheep, delays: Sequence[int | str]) -> list[Binding]:
+    targets = [
+        *((s, None) for s in [None, *sheep.named]),
+        *((None, c) for c in sheep.classes),
+    ]
     return [
         Binding(n.submit_exchange, n.submit_queue),
         Binding(n.storage_exchange, n.inputs_queue),
@@ -330,20 +376,26 @@ def _bindings(n: Names, sheep_ids: Sequence[str], delays: Sequence[int | str]) -
         ),
         *(
             Binding(n.jobs_exchange, n.sheep_queue(s, p), Names.job_routing_key(s, p))
-            for s in sheep_ids
+            for s in sheep.named
             for p in PRIORITIES
         ),
         *(
-            Binding(n.jobs_exchange, n.status_queue, Names.job_routing_key(s, p),
+            Binding(n.jobs_exchange, n.class_lane(c, p),
+                Names.job_routing_key(None, p, sheep_class=c))
+            for c in sheep.classes
+            for p in PRIORITIES
+        ),
+        *(
+            Binding(n.jobs_exchange, n.status_queue, Names.job_routing_key(s, p, sheep_class=c),
                 description="every queued job reaches the notifier too, as its queued "
                 "report: one message queues the job and reports it, and the report is in "
                 "the status queue before the sheep's running can be")
-            for s in [None, *sheep_ids]
+            for s, c in targets
             for p in PRIORITIES
         ),
         *(
             Binding(n.leases_exchange, n.lease_queue(s), arguments={"x-match": "all", HOLDER: s})
-            for s in sheep_ids
+            for s in [*sheep.named, *sheep.joined]
         ),
         Binding(n.dead_letter_exchange, n.dead_letter_queue, "#"),
         Binding(n.dead_letter_exchange, n.gave_up_queue, GAVE_UP),

@@ -3,7 +3,9 @@
     shepherd up [-c FILE]            gateway, notifier and every configured sheep, one process
     shepherd gateway [-c FILE]       the HTTP API and the upload listener
     shepherd notifier [-c FILE]      the status writer
-    shepherd sheep ID [-c FILE]      one sheep
+    shepherd sheep ID [-c FILE]      one named sheep
+    shepherd sheep --class NAME [-c FILE]
+                                     one sheep of a class, with an id made as it starts
     shepherd token --scopes read,submit --name ci
                                      mint a gateway token: prints it once, and its config entry
     shepherd image runner [--registry HOST:PORT] [--no-push]
@@ -36,6 +38,7 @@ from schemas.job import ModelRef
 from services.gateway.auth import mint_token
 from services.runtime import Roles, run
 from services.sheep import images
+from services.sheep.membership import Membership
 
 DEFAULT_CONFIG = Path("examples/configs/shepherd-bare.yml")
 
@@ -109,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     ]:
         sub.add_parser(name, help=help_text).add_argument("-c", "--config", type=Path)
     sheep = sub.add_parser("sheep", help="run one sheep")
-    sheep.add_argument("sheep_id")
+    which = sheep.add_mutually_exclusive_group(required=True)
+    which.add_argument("sheep_id", nargs="?", help="a sheep the config names")
+    which.add_argument(
+        "--class", dest="sheep_class", help="join this class (sheep_classes) with a fresh id"
+    )
     sheep.add_argument("-c", "--config", type=Path)
     token = sub.add_parser("token", help="mint a gateway bearer token")
     token.add_argument("--name", required=True, help="who will hold it (named in logs)")
@@ -142,14 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         roles = Roles(gateway=True, notifier=True, sheep=list(config.sheep))
     elif args.command == "sheep":
-        if args.sheep_id not in config.sheep:
-            print(
-                f"shepherd: no sheep {args.sheep_id!r} in the config; configured: "
-                f"{', '.join(config.sheep) or 'none'}",
-                file=sys.stderr,
+        try:
+            member = (
+                Membership.joining(config, args.sheep_class)
+                if args.sheep_class
+                else Membership.named(config, args.sheep_id)
             )
+        except ValueError as exc:
+            print(f"shepherd: {exc}", file=sys.stderr)
             return 2
-        roles = Roles(sheep=[args.sheep_id])
+        roles = Roles(sheep=[member])
     else:
         roles = Roles(**{args.command: True})
     try:

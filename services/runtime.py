@@ -24,6 +24,7 @@ from schemas.topology import Topology
 from services.common.broker import Broker
 from services.common.outages import OUTAGES, backoff, describe
 from services.common.storage import Storage
+from services.sheep.membership import Membership
 
 if TYPE_CHECKING:
     from services.gateway.app import Gateway
@@ -40,12 +41,14 @@ class Service(Protocol):
 class Roles:
     gateway: bool = False
     notifier: bool = False
-    sheep: list[str] = field(default_factory=list)
+    sheep: list[str | Membership] = field(default_factory=list)
+    """Named sheep by id, and sheep of a class by membership (``Membership.joining``)."""
 
     @property
     def label(self) -> str:
         parts = [r for r in ("gateway", "notifier") if getattr(self, r)]
-        return "+".join(parts + [f"sheep:{s}" for s in self.sheep])
+        ids = [s if isinstance(s, str) else s.sheep_id for s in self.sheep]
+        return "+".join(parts + [f"sheep:{s}" for s in ids])
 
 
 class _Server(uvicorn.Server):
@@ -128,7 +131,7 @@ async def _start(config: Config, roles: Roles) -> _Started:
         if roles.gateway:
             started.gateway = Gateway(config, broker, storage)
             services.append(started.gateway)
-        services.extend(Sheep(sheep_id, config, broker, storage) for sheep_id in roles.sheep)
+        services.extend(Sheep(sheep, config, broker, storage) for sheep in roles.sheep)
         for service in services:
             await service.start()
             started.services.append(service)
@@ -202,7 +205,8 @@ def _metrics_endpoint(config: Config, roles: Roles) -> tuple[str, int] | None:
     if roles.notifier:
         section = config.notifier
     elif len(roles.sheep) == 1:
-        section = config.sheep[roles.sheep[0]]
+        (sheep,) = roles.sheep
+        section = config.sheep[sheep] if isinstance(sheep, str) else sheep.section
     else:
         return None
     if section.metrics_port is None:

@@ -20,9 +20,11 @@ from pydantic import SecretStr
 
 from schemas.broker_names import Names
 from schemas.config import BrokerConfig, StorageConfig
+from schemas.nodes import broker_nodes, storage_nodes
 from schemas.topology import build_topology
 from schemas.webhooks import DEFAULT_RETRY_SCHEDULE
 from services.common.broker import Broker
+from services.common.cluster_connection import ClusterConnection
 
 NOTIFICATION_EVENTS = ["s3:ObjectCreated:*"]
 """Only uploads make a job ready; removals tell Shepherd nothing."""
@@ -45,10 +47,14 @@ async def delete_namespace(
     names: Names,
     sheep_ids: Sequence[str],
     webhook_retry_schedule: Sequence[float] = (),
+    *,
+    classes: Sequence[str] = (),
+    joined: Sequence[str] = (),
 ) -> None:
     """Remove every queue and exchange of a namespace (quorum queues outlive their clients):
-    those of its topology with ``sheep_ids`` and the webhook retry queues of the default
-    schedule and of ``webhook_retry_schedule``. The shared storage exchange stays.
+    those of its topology with ``sheep_ids``, sheep ``classes`` and the sheep that ``joined``
+    them, and the webhook retry queues of the default schedule and of
+    ``webhook_retry_schedule``. The shared storage exchange stays.
 
     ``<ns>.inputs`` is unbound from it first: RabbitMQ 3.10 closes the publishing channel
     (MinIO's, shared by every namespace) when a fanout publish races with the deletion of a
@@ -58,8 +64,10 @@ async def delete_namespace(
         BrokerConfig().delivery_limit,
         list(sheep_ids),
         [*DEFAULT_RETRY_SCHEDULE, *webhook_retry_schedule],
+        classes=classes,
+        joined=joined,
     )
-    connection = await aio_pika.connect(amqp_url)
+    connection = await ClusterConnection.connect_any(broker_nodes(amqp_url))
     async with connection:
         channel = await connection.channel()
         try:
@@ -78,7 +86,7 @@ def setup_storage(config: StorageConfig, target_arn: str) -> None:
     """Create the bucket and route the creation events of job inputs to the AMQP target
     ``target_arn``."""
     client = Minio(
-        config.endpoint,
+        storage_nodes(config.endpoint)[0],
         config.access_key.get_secret_value(),
         config.secret_key.get_secret_value(),
         secure=config.secure,

@@ -104,6 +104,7 @@ async def broker(config: Config, names: Names) -> AsyncIterator[Broker]:
         names,
         list(config.sheep),
         config.notifier.webhook_retry_schedule,  # as the test left it
+        classes=list(config.sheep_classes),
     )
 
 
@@ -136,6 +137,7 @@ async def serving(config: Config, names: Names) -> AsyncIterator[httpx.AsyncClie
             names,
             list(config.sheep),
             config.notifier.webhook_retry_schedule,
+            classes=list(config.sheep_classes),
         )
 
 

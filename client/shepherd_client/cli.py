@@ -129,7 +129,8 @@ def _ended(status: JobStatus) -> None:
 )
 @click.option("--input", "inputs", multiple=True, help="An input uploaded by other means.")
 @click.option("--job-id", help="The job's id (made by the gateway if not given).")
-@click.option("--sheep", help="Run on this sheep.")
+@click.option("--sheep", help="Run on this named sheep.")
+@click.option("--sheep-class", help="Run on any sheep of this class.")
 @click.option(
     "--priority",
     type=click.Choice(["high", "normal", "low"]),
@@ -149,6 +150,7 @@ def submit(
     inputs: tuple[str, ...],
     job_id: str | None,
     sheep: str | None,
+    sheep_class: str | None,
     priority: str | None,
     timeout: float | None,
     callback_url: str | None,
@@ -163,6 +165,7 @@ def submit(
         inputs=list(inputs) or None,
         job_id=job_id,
         sheep=sheep,
+        sheep_class=sheep_class,
         priority=priority,
         timeout=timeout,
         callback_url=callback_url,

@@ -64,6 +64,7 @@ class AsyncClient:
         inputs: Iterable[str] | None = None,
         job_id: str | None = None,
         sheep: str | None = None,
+        sheep_class: str | None = None,
         priority: str | None = None,
         timeout: float | None = None,
         callback_url: str | None = None,
@@ -71,7 +72,8 @@ class AsyncClient:
     ) -> AsyncJob:
         """Declare a job and upload its ``files`` (streamed through the gateway, never read
         whole); it is queued once every input is there. ``inputs`` names files uploaded by
-        other means (straight to the store). ``priority``: ``high``, ``normal`` or ``low``
+        other means (straight to the store). ``sheep`` runs it on that named sheep,
+        ``sheep_class`` on any sheep of that class. ``priority``: ``high``, ``normal`` or ``low``
         (else the model's default). Without ``job_id`` the gateway makes one; the submission
         carries an ``Idempotency-Key`` either way, so a retry never makes a second job."""
         uploads = named_files(files) if files is not None else {}
@@ -80,6 +82,7 @@ class AsyncClient:
             "job_id": job_id,
             "model": _model(model),
             "sheep_id": sheep,
+            "sheep_class": sheep_class,
             "priority": priority,
             "payload": payload,
             "inputs": declared or None,

@@ -33,7 +33,9 @@ from pydantic import BaseModel
 
 from schemas.broker_names import Names
 from schemas.config import BrokerConfig
+from schemas.nodes import broker_nodes
 from schemas.topology import Binding, Topology
+from services.common.cluster_connection import ClusterConnection
 from services.common.metrics import BROKER_CONNECTED
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,8 @@ class Broker:
 
     @classmethod
     async def connect(cls, config: BrokerConfig, names: Names, client_name: str) -> Broker:
-        connection = await aio_pika.connect_robust(
-            config.url.get_secret_value(),
+        connection = await ClusterConnection.connect_any(
+            broker_nodes(config.url.get_secret_value()),
             client_properties={"connection_name": client_name},
             reconnect_interval=config.reconnect_interval,
         )

@@ -35,7 +35,9 @@ from prometheus_client import Gauge
 
 from schemas.broker_names import Names
 from schemas.config import BrokerConfig
+from schemas.nodes import broker_nodes
 from services.common.broker import BrokerUnavailable
+from services.common.cluster_connection import connect_plain
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +208,9 @@ class EventHistory:
                 lost, self._connection = self._connection, None
                 if lost is not None:
                     await lost.close()
-                self._connection = await aio_pika.connect(
-                    self._url, client_properties={"connection_name": self.connection_name}
+                self._connection = await connect_plain(
+                    broker_nodes(self._url),
+                    client_properties={"connection_name": self.connection_name},
                 )
             return self._connection
 

@@ -19,7 +19,9 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from schemas.config import StorageConfig
+from schemas.nodes import storage_nodes
 from services.common.metrics import STORAGE_OUTAGE_CALLS
+from services.common.node_failover import NodeFailover
 from services.common.outages import STORAGE_OUTAGES
 
 T = TypeVar("T")
@@ -57,17 +59,23 @@ class StoredObject:
 class Storage:
     def __init__(self, config: StorageConfig) -> None:
         self.bucket = config.bucket
+        nodes = storage_nodes(config.endpoint)
         self.client = Minio(
-            config.endpoint,
+            nodes[0],
             access_key=config.access_key.get_secret_value(),
             secret_key=config.secret_key.get_secret_value(),
             secure=config.secure,
             region=config.region,
-            http_client=urllib3.PoolManager(
+            http_client=NodeFailover(
+                nodes,
                 maxsize=32,
                 timeout=urllib3.Timeout(connect=5, read=60),
                 retries=urllib3.Retry(
-                    total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                    total=3,
+                    # With several nodes, the next one rather than the same again.
+                    connect=0 if len(nodes) > 1 else None,
+                    backoff_factor=0.2,
+                    status_forcelist=[500, 502, 503, 504],
                 ),
             ),
         )

@@ -50,19 +50,46 @@ class Fleet:
         await self._announcements.stop()
 
     def silences(self) -> dict[tuple[str, ...], float]:
-        """Seconds since each configured sheep was heard (since this gateway started, for one
+        """Seconds since each sheep was heard (since this gateway started, for a named one
         never heard), for ``shepherd_sheep_silence_seconds``."""
         now = datetime.now(UTC)
+        self._forget(now)
         silences = {}
-        for sheep_id in self.config.sheep:
+        for sheep_id in self._listed():
             state = self.states.get(sheep_id)
             seen = self._started if state is None else self._last_seen(sheep_id, state)
             silences[(sheep_id,)] = max(0.0, (now - seen).total_seconds())
         return silences
 
     async def _on_state(self, state: SheepState, _: AbstractIncomingMessage) -> Outcome:
-        self.states[state.sheep_id] = state
+        if state.sheep_class is None and state.sheep_id not in self.config.sheep:
+            log.warning("ignoring the announcement of sheep %s: not configured", state.sheep_id)
+        elif state.leaving and state.sheep_class is not None:  # gone for good
+            self.states.pop(state.sheep_id, None)
+            self._heard.pop(state.sheep_id, None)
+        else:  # a named sheep that left stays listed, not alive
+            self.states[state.sheep_id] = state
         return "ack"
+
+    def _listed(self) -> list[str]:
+        """The named sheep, then the sheep of classes heard from lately."""
+        joined = sorted(s for s in self.states if s not in self.config.sheep)
+        return [*self.config.sheep, *joined]
+
+    def _forget(self, now: datetime) -> None:
+        """Drop the sheep of classes no longer alive and silent for
+        ``gateway.forget_sheep_after``: dead, or on a machine cut off (it announces again if
+        it lives)."""
+        forget = self.config.gateway.forget_sheep_after
+        for sheep_id, state in list(self.states.items()):
+            silence = timedelta(seconds=max(forget, 3 * state.interval))
+            if state.sheep_class is not None and now - self._last_seen(sheep_id, state) > silence:
+                del self.states[sheep_id]
+                self._heard.pop(sheep_id, None)
+        silence = timedelta(seconds=forget)
+        for sheep_id in [s for s in self._heard if s not in self.states]:
+            if now - self._heard[sheep_id] > silence:
+                del self._heard[sheep_id]
 
     def saw(self, event: JobEvent) -> None:
         """A job event naming a sheep: it lived when the event was published."""
@@ -97,19 +124,37 @@ class Fleet:
     async def report(self) -> dict:
         names = self.broker.names
         now = datetime.now(UTC)
+        self._forget(now)
+        depths = {
+            c: await self.depth(names.class_lane(c, p) for p in PRIORITIES)
+            for c in self.config.sheep_classes
+        }
         sheep = {}
-        for sheep_id, sheep_config in self.config.sheep.items():
+        for sheep_id in self._listed():
             state = self.states.get(sheep_id)
             seen = None if state is None else self._last_seen(sheep_id, state)
-            alive = bool(state and seen and now - seen < timedelta(seconds=3 * state.interval))
+            alive = bool(
+                state
+                and not state.leaving
+                and seen
+                and now - seen < timedelta(seconds=3 * state.interval)
+            )
+            named = self.config.sheep.get(sheep_id)
+            sheep_class = None if state is None else state.sheep_class
             sheep[sheep_id] = {
-                "type": sheep_config.type,
+                "type": state.kind if state else named and named.type,
+                "sheep_class": sheep_class,
                 "alive": alive,
                 "runner_alive": bool(alive and state and state.runner_alive),
                 "model": state.model.model_dump() if alive and state and state.model else None,
                 "current_job": state.current_job if alive and state else None,
                 "last_seen": seen.isoformat() if seen else None,
-                "queue_depth": await self.depth(names.sheep_queue(sheep_id, p) for p in PRIORITIES),
+                "queue_depth": (
+                    depths.get(sheep_class)
+                    if sheep_class
+                    else await self.depth(names.sheep_queue(sheep_id, p) for p in PRIORITIES)
+                ),
             }
         pool = await self.depth(names.pool_lane(p) for p in PRIORITIES)
-        return {"sheep": sheep, "pool": {"queue_depth": pool}}
+        classes = {c: {"queue_depth": depth} for c, depth in depths.items()}
+        return {"sheep": sheep, "pool": {"queue_depth": pool}, "classes": classes}

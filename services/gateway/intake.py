@@ -108,6 +108,13 @@ class Intake:
                 f"{', '.join(sorted(self.config.sheep)) or 'none'}",
                 errors=[{"field": "sheep_id", "message": "unknown sheep"}],
             )
+        if request.sheep_class is not None and request.sheep_class not in self.config.sheep_classes:
+            raise Problem(
+                422,
+                f"unknown sheep_class {request.sheep_class!r}; configured classes: "
+                f"{', '.join(sorted(self.config.sheep_classes)) or 'none'}",
+                errors=[{"field": "sheep_class", "message": "unknown sheep class"}],
+            )
         notes: list[str] = []
         if request.callback_url is not None:
             callback = await check_callback(request.callback_url, self.config.notifier)
@@ -288,7 +295,7 @@ class Intake:
         priority = spec.priority or defaults.priority
         await self.broker.publish(
             names.jobs_exchange,
-            names.job_routing_key(spec.sheep_id, priority),
+            names.job_routing_key(spec.sheep_id, priority, sheep_class=spec.sheep_class),
             JobDispatch(
                 job=spec,
                 queued_at=queued_at,

@@ -5,7 +5,7 @@ gateway's fleet view (``GET /status``) is made of.
     announcer.start()
     announcer.changed()        # something changed: announce soon
     announcer.reported()       # a job report went out: the fleet heard of the sheep
-    await announcer.stop()
+    await announcer.leave()    # stop, with a last announcement: the sheep is gone
 
 It announces on a change, at most every ``ANNOUNCE_GAP`` seconds, and otherwise every
 ``interval`` unless the sheep reported on a job meanwhile: the job's event names the sheep,
@@ -54,6 +54,12 @@ class Announcer:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    async def leave(self) -> None:
+        """Stop, and say the sheep is gone (``leaving``): the fleet drops a sheep of a class
+        at once rather than after its silence."""
+        await self.stop()
+        await self._send(self._state().model_copy(update={"leaving": True}))
+
     async def _announce(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -62,11 +68,13 @@ class Announcer:
             if not self._changed.is_set() and reported:
                 continue  # nothing new, and the sheep's reports said it lives
             self._changed.clear()
-            state = self._state()
-            try:
-                await self._broker.publish(
-                    self._broker.names.events_exchange, state.routing_key, state, mandatory=False
-                )
-            except Exception as exc:
-                log.warning("sheep %s: cannot announce its state: %s", state.sheep_id, exc)
+            await self._send(self._state())
             await asyncio.sleep(ANNOUNCE_GAP)  # changes meanwhile go out together, next
+
+    async def _send(self, state: SheepState) -> None:
+        try:
+            await self._broker.publish(
+                self._broker.names.events_exchange, state.routing_key, state, mandatory=False
+            )
+        except Exception as exc:
+            log.warning("sheep %s: cannot announce its state: %s", state.sheep_id, exc)

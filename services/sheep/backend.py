@@ -7,6 +7,7 @@ learn the moment that runner dies; how it is started is the backend's business.
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Protocol
 
@@ -17,12 +18,22 @@ class ModelNotFound(LookupError):
     """The requested model/version is not installed where this sheep looks for it."""
 
 
-class RunnerSlot:
-    """What every backend keeps of its current runner: the loopback port it binds, the files
-    its output goes to, its model, and its exit. ``_model`` is None while there is none."""
+def free_port() -> int:
+    """A loopback port free now, for a runner to bind: the kernel hands out ports it has not
+    handed out lately, so another sheep starting at the same time gets another one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    def __init__(self, port: int, stdout: Path, stderr: Path) -> None:
-        self._port = port
+
+class RunnerSlot:
+    """What every backend keeps of its current runner: the loopback port it binds (the
+    configured one, else one picked for each runner: :meth:`_next_port`), the files its
+    output goes to, its model, and its exit. ``_model`` is None while there is none."""
+
+    def __init__(self, port: int | None, stdout: Path, stderr: Path) -> None:
+        self._fixed_port = port
+        self._port = port or free_port()
         self._stdout = stdout
         self._stderr = stderr
         self._model: ModelRef | None = None
@@ -31,6 +42,11 @@ class RunnerSlot:
     @property
     def address(self) -> str:
         return f"tcp://127.0.0.1:{self._port}"
+
+    def _next_port(self) -> None:
+        """Before a runner starts: pick a free port, unless one is configured."""
+        if self._fixed_port is None:
+            self._port = free_port()
 
     @property
     def model(self) -> ModelRef | None:
@@ -53,6 +69,11 @@ class RunnerBackend(Protocol):
     def address(self) -> str:
         """The ZMQ address the runner binds and the sheep connects to."""
         ...
+
+    def _next_port(self) -> None:
+        """Before a runner starts: pick a free port, unless one is configured."""
+        if self._fixed_port is None:
+            self._port = free_port()
 
     @property
     def model(self) -> ModelRef | None:

@@ -6,7 +6,9 @@ in a session of its own so that stopping it also stops whatever it spawned, with
 in its environment (``runner_environment``). Its pid is in ``.runner/runner.pid`` while it
 runs. A sheep restarted after a crash kills the runner its previous life left behind, still
 holding the runner port: found by its command line (``runner.cli --bind <address>``), not by
-the pid file, which a sheep killed as it started a runner never got to write.
+the pid file, which a sheep killed as it started a runner never got to write. A runner
+also quits by itself once its sheep is gone (``--sheep-pid``): a sheep of a class, with an
+id of its own each time, never comes back for it.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class BareBackend(RunnerSlot):
                 f"{self._sheep_id}: {runner_file} does not exist"
             )
         await self.stop()
+        self._next_port()
         await self._start(model, directory)
         return True
 
@@ -114,6 +117,8 @@ class BareBackend(RunnerSlot):
             RUNNER_FILE,
             "--heartbeat-interval",
             str(self._config.heartbeat_interval),
+            "--sheep-pid",
+            str(os.getpid()),
             "--model",
             str(model),
         ]

@@ -122,6 +122,7 @@ class DockerBackend(RunnerSlot):
         if self._alive() and self._model == model:
             return False
         await self.stop()
+        self._next_port()
         client = await asyncio.to_thread(self._client)
         try:
             image = image_name(self._registry.url, model)

@@ -1,7 +1,8 @@
-"""Where a sheep's jobs come from: its own queue always, the shared pool only while no job
-of its own queue (or a leased pool job) keeps it busy, so that no pool job waits behind it.
+"""Where a sheep's jobs come from: its own queue always, the shared pool (its class's queues
+and the pool's) only while no job of its own queue (or a leased pool job) keeps it busy, so
+that no pool job waits behind it.
 
-    deliveries = Deliveries(broker, "gpu0", reconnect_interval=1.0)
+    deliveries = Deliveries(broker, Membership.named(config, "gpu0"), reconnect_interval=1.0)
     await deliveries.start()
     await deliveries.open_pool()         # the runner is free and nothing waits
     delivery = await deliveries.next()
@@ -25,11 +26,12 @@ from typing import TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from schemas.job import PRIORITIES, JobDispatch, Priority
+from schemas.job import JobDispatch, Priority
 from services.common.broker import Broker
 from services.common.consumer import KEPT, Outcome, TypedConsumer
 from services.common.outages import backoff, settle
 from services.sheep.inbox import Inbox, Prioritised
+from services.sheep.membership import Membership
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +58,14 @@ class Deliveries:
     """The sheep's consumers of its own queue and of the pool, feeding one inbox. Both keep
     what they deliver: the sheep settles each job once it is done."""
 
-    def __init__(self, broker: Broker, sheep_id: str, reconnect_interval: float) -> None:
-        self._sheep_id = sheep_id
+    def __init__(self, broker: Broker, member: Membership, reconnect_interval: float) -> None:
+        self._sheep_id = member.sheep_id
         self._reconnect_interval = reconnect_interval
         self._inbox: Inbox[Delivery] = Inbox()
         self._broker = broker
-        names = broker.names
-        self._own = [
-            self._consumer(names.sheep_queue(sheep_id, p), from_pool=False) for p in PRIORITIES
-        ]
-        self._pool = [self._consumer(names.pool_lane(p), from_pool=True) for p in PRIORITIES]
+        self._own = [self._consumer(q, from_pool=False) for q in member.own_queues(broker.names)]
+        self._pool = [self._consumer(q, from_pool=True) for q in member.shared_queues(broker.names)]
+        self._consuming = [*member.own_queues(broker.names), *member.shared_queues(broker.names)]
         self._pool_open = False
         self._stopping = False
 
@@ -86,9 +86,7 @@ class Deliveries:
             await consumer.start()
         for consumer in self._pool:
             await consumer.open()
-        log.info(
-            "sheep %s consuming %s", self._sheep_id, self._broker.names.sheep_queue(self._sheep_id)
-        )
+        log.info("sheep %s consuming %s", self._sheep_id, ", ".join(self._consuming))
 
     async def next(self, aside: list[A]) -> Delivery | A | None:
         """The next delivery, or one of ``aside`` (taken before and put aside since): the

@@ -36,6 +36,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
 from schemas.broker_names import ATTEMPTS, HOLDER
+from schemas.topology import Topology
 from services.common.broker import Broker
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,18 @@ def _count(value: Any) -> int:
 
 
 class Leases:
-    """One sheep's lease queue. A sheep id must run in one process at a time."""
+    """One sheep's lease queue. A sheep id must run in one process at a time.
 
-    def __init__(self, broker: Broker, sheep_id: str, lease_time: float) -> None:
+    ``expiring``: the declaration of a lease queue that RabbitMQ deletes once unused (a sheep
+    of a class's), made again before each lease; the queue is deleted as the sheep leaves."""
+
+    def __init__(
+        self, broker: Broker, sheep_id: str, lease_time: float, expiring: Topology | None = None
+    ) -> None:
         self._broker = broker
         self._sheep_id = sheep_id
         self.lease_time = lease_time
+        self._expiring = expiring
         self._names = broker.names
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -72,12 +79,31 @@ class Leases:
             log.info("sheep %s: queued again %d job(s) of its last run", self._sheep_id, returned)
 
     async def close(self) -> None:
-        if self._channel is not None:
+        """Close the channel; an expiring lease queue left empty is deleted (one still
+        holding a copy, left by a give-back that failed, expires once the copy has)."""
+        if self._expiring is not None and self._channel is not None:
+            try:
+                await self._delete_if_empty(self._channel)
+            except Exception as exc:
+                log.info("sheep %s: lease queue left to expire: %s", self._sheep_id, exc)
+        if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
         self._channel = self._queue = None
 
+    async def _delete_if_empty(self, channel: AbstractRobustChannel) -> None:
+        """Quorum queues refuse ``if_empty`` (and RabbitMQ closes the connection for it): the
+        sheep, which alone parks copies there, looks, then deletes."""
+        queue = await channel.declare_queue(self._names.lease_queue(self._sheep_id), passive=True)
+        held = queue.declaration_result.message_count
+        if held:
+            log.info("sheep %s: lease queue left to expire with %d copies", self._sheep_id, held)
+        else:
+            await queue.delete(if_unused=False, if_empty=False)
+
     async def take(self, message: AbstractIncomingMessage, attempt: int) -> Lease:
         """Park a copy of the delivered job, then ack the delivery."""
+        if self._expiring is not None:
+            await self._broker.declare(self._expiring)
         lease = Lease(self, message.body, message.routing_key or "", attempt)
         await lease.park()
         await message.ack()

@@ -1,7 +1,7 @@
 """A sheep: takes jobs from its own queue (and the pool while idle), runs them one at a time on
 its runner, uploads what they wrote, reports the outcome, and only then lets go of the job.
 
-    sheep = Sheep("gpu0", config, broker, storage)
+    sheep = Sheep("gpu0", config, broker, storage)      # or Membership.joining(config, "a100")
     await sheep.start()
     ...
     await sheep.stop()
@@ -31,7 +31,6 @@ from schemas.events import SheepState, StatusReport
 from schemas.job import PRIORITIES
 from schemas.layout import outputs_prefix
 from schemas.status import ErrorInfo, JobState
-from schemas.topology import Topology
 from services.common.broker import Broker, BrokerUnavailable
 from services.common.consumer import briefly
 from services.common.job_metrics import JOBS_IN_FLIGHT, on_runner, stage
@@ -52,6 +51,7 @@ from services.sheep.inputs import prepare
 from services.sheep.job_logs import job_span, log_marks, store_logs
 from services.sheep.lease import Hold, Leases
 from services.sheep.live_logs import LiveLogs
+from services.sheep.membership import Membership
 from services.sheep.running import RunningReport
 from services.sheep.usage import measured, with_outputs
 
@@ -71,7 +71,7 @@ class Sheep:
 
     def __init__(
         self,
-        sheep_id: str,
+        sheep: str | Membership,
         config: Config,
         broker: Broker,
         storage: Storage,
@@ -79,12 +79,11 @@ class Sheep:
         state_interval: float = 5.0,
         stop_grace: float | None = None,
     ) -> None:
-        if sheep_id not in config.sheep:
-            raise ValueError(
-                f"sheep {sheep_id!r} is not configured (known: {sorted(config.sheep)})"
-            )
-        sheep_config = config.sheep[sheep_id]
+        """``sheep``: a named sheep's id, or the membership of a sheep of a class."""
+        member = sheep if isinstance(sheep, Membership) else Membership.named(config, sheep)
+        sheep_id, sheep_config = member.sheep_id, member.section
         self.sheep_id = sheep_id
+        self.member = member
         self._config = config
         self._sheep_config = sheep_config
         self._broker = broker
@@ -110,8 +109,10 @@ class Sheep:
         self._driver = RunnerDriver(
             sheep_id, self.backend, sheep_config, on_change=self._announcer.changed
         )
-        self._deliveries = Deliveries(broker, sheep_id, config.broker.reconnect_interval)
-        self._leases = Leases(broker, sheep_id, config.broker.lease_time)
+        self._deliveries = Deliveries(broker, member, config.broker.reconnect_interval)
+        self._leases = Leases(
+            broker, sheep_id, config.broker.lease_time, member.lease_topology(config)
+        )
         self._cancellations = Cancellations(broker)
         self._admission = Admission(
             sheep_id, config, storage, self._cancellations, self._publish, self._wait_for_servers
@@ -129,7 +130,7 @@ class Sheep:
 
     async def start(self) -> None:
         """Declare the topology, start announcing and consuming."""
-        await self._broker.declare(Topology.for_config(self._config, [self.sheep_id]))
+        await self._broker.declare(self.member.topology(self._config))
         await self.backend.recover()
         await self._cancellations.start()
         await self._leases.open()
@@ -160,7 +161,7 @@ class Sheep:
             for task in list(self._finishing):
                 task.cancel()
             await asyncio.gather(*self._finishing, return_exceptions=True)
-        await self._announcer.stop()
+        await self._announcer.leave()
         await self._live_logs.stop()
         if self._gpus is not None:
             await asyncio.to_thread(self._gpus.close)
@@ -175,6 +176,7 @@ class Sheep:
         model = self.backend.model
         return SheepState(
             sheep_id=self.sheep_id,
+            sheep_class=self.member.sheep_class,
             kind=self._sheep_config.type,
             model=model,
             runner_alive=model is not None,

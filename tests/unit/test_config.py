@@ -110,6 +110,10 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
         ("sheep:\n  ../x:\n    type: bare\n    port: 1\n    working_directory: m\n", "sheep"),
         ("brokr:\n  url: x\n", "brokr"),
         ("gateway:\n  port: many\n", "gateway.port"),
+        (
+            "sheep_classes:\n  a100:\n    type: bare\n    port: 5999\n    working_directory: m\n",
+            "sheep_classes.a100.port: a class names no port",
+        ),
     ],
 )
 def test_invalid_config_names_the_field(tmp_path, text, field):
