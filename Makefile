@@ -5,14 +5,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-lowest chaos bench bench-quick services services-down status venv lock lint format schemas clean
+.PHONY: run test test-lowest chaos cluster-test bench bench-quick services services-down status venv lock lint format schemas clean
 
 # The services connect as the broker user `make services` made for them (scripts/services.sh env).
 run: services
 	users=$$(scripts/services.sh env) && eval "$$users" && $(VENV)/bin/shepherd up
 
+# Everything, then a short cluster test (tests/cluster) in namespaces of its own.
 test: services
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --ignore=tests/cluster
+	SHEPHERD_CLUSTER_JOBS=$${SHEPHERD_CLUSTER_JOBS:-200} scripts/netns.sh $(PY) -m pytest -q -ra -s tests/cluster
+
+# Past one machine: 1000 jobs through a 3-node RabbitMQ cluster and a 4-server distributed
+# MinIO while nodes, the active notifier and sheep are killed (test runs 200).
+cluster-test: services
+	SHEPHERD_CLUSTER_JOBS=$${SHEPHERD_CLUSTER_JOBS:-1000} scripts/netns.sh $(PY) -m pytest -q -s tests/cluster
 
 # 500 jobs through kill -9 of every part and restarts of RabbitMQ and MinIO (test runs 60).
 chaos: services

@@ -14,31 +14,34 @@ It prints ``submitted N, terminal N, lost 0, duplicated 0``.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
-import shutil
 import sys
 import time
-from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
 import httpx
 import pytest
-import yaml
 from pydantic import SecretStr
 
 from schemas.broker_names import Names
 from schemas.config import BrokerConfig, Config, ModelDefaults
-from schemas.events import JobEvent
-from schemas.status import TERMINAL_STATES
 from schemas.topology import build_topology
 from services.common.broker import Broker
-from services.common.storage import ObjectMissing, Storage
-from tests.chaos.ledger import Blow, open_runs, read_runs, unexplained_reruns
+from services.common.storage import Storage
+from tests.chaos.harness import (
+    MODEL,
+    Observer,
+    Verdict,
+    outputs_missing,
+    submit,
+    tally_models,
+    wait_terminal,
+)
+from tests.chaos.ledger import Blow, open_runs, read_runs
 from tests.support.private_servers import PrivateServers, private_servers
 from tests.support.processes import (
     ServiceProcess,
@@ -59,8 +62,6 @@ BUSY_WITHIN = 60.0
 """Seconds to wait for a sheep's runner to be in the middle of a job before striking it."""
 SUBMIT_WITHIN = 120.0
 """Seconds a submission may be refused (every part is back well within it)."""
-TALLY = Path(__file__).parent / "models" / "tally" / "1"
-MODEL = {"name": "tally", "version": "1"}
 
 pytestmark = pytest.mark.timeout(600 + JOBS * 2)
 
@@ -81,32 +82,6 @@ class Fleet:
     @property
     def processes(self) -> list[ServiceProcess]:
         return [self.gateway, self.notifier, *self.sheep.values()]
-
-
-@dataclass
-class Observer:
-    """Every terminal job event, from a durable queue bound before the first job: which
-    outcomes each job announced, and when the first arrived."""
-
-    outcomes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    ended_at: dict[str, float] = field(default_factory=dict)
-
-    async def receive(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        event = JobEvent.model_validate_json(message.body)
-        if event.data.state in TERMINAL_STATES:
-            self.outcomes[event.data.job_id].add(event.data.state.value)
-            self.ended_at.setdefault(event.data.job_id, time.time())
-        await message.ack()
-
-
-def tally_models(root: Path, ledger: Path) -> Path:
-    """A models directory holding the tally model, writing into ``ledger``."""
-    model = root / "tally" / "1"
-    model.mkdir(parents=True)
-    shutil.copy(TALLY / "model.py", model / "model.py")
-    runner_file = {"runner": "model:TallyRunner", "options": {"ledger": str(ledger)}}
-    (model / "shepherd-runner.yaml").write_text(yaml.safe_dump(runner_file))
-    return root
 
 
 @pytest.fixture
@@ -163,8 +138,7 @@ async def observe(fleet: Fleet, observer: Observer) -> aio_pika.abc.AbstractRobu
     return connection
 
 
-async def submit(client: httpx.AsyncClient, job_id: str, rng: random.Random) -> None:
-    """Submit until the gateway takes it, retrying through outages as a client should."""
+def job_body(job_id: str, rng: random.Random) -> dict:
     body = {
         "job_id": job_id,
         "model": MODEL,
@@ -172,21 +146,7 @@ async def submit(client: httpx.AsyncClient, job_id: str, rng: random.Random) -> 
     }
     if (target := rng.choice(TARGETS)) is not None:
         body["sheep_id"] = target
-    deadline = time.monotonic() + SUBMIT_WITHIN
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            answer = await client.post("/start-job", json=body)
-        except httpx.TransportError as exc:
-            last = repr(exc)
-            await asyncio.sleep(0.5)
-            continue
-        if answer.status_code in (200, 202):
-            return
-        assert answer.status_code == 503, answer.text
-        last = f"503 {answer.text}"
-        await asyncio.sleep(min(float(answer.headers.get("retry-after", "1")), 2.0))
-    raise AssertionError(f"the gateway took no {job_id} for {SUBMIT_WITHIN:g} s; last: {last}")
+    return body
 
 
 async def submit_all(
@@ -196,7 +156,7 @@ async def submit_all(
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         for job_id in job_ids:
             submitted_at[job_id] = time.time()
-            await submit(client, job_id, rng)
+            await submit(client, job_body(job_id, rng), SUBMIT_WITHIN)
             await asyncio.sleep(pace)
 
 
@@ -243,47 +203,6 @@ async def wreak_havoc(fleet: Fleet, pause: float) -> list[Blow]:
     return blows
 
 
-async def wait_terminal(base_url: str, job_ids: list[str]) -> dict[str, dict]:
-    """Each job's final status; jobs still not terminal after ``SETTLE`` s are left out."""
-    final: dict[str, dict] = {}
-    limit = asyncio.Semaphore(32)
-
-    async def one(client: httpx.AsyncClient, job_id: str) -> None:
-        async with limit:
-            while True:
-                try:
-                    answer = await client.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 20})
-                except httpx.TransportError:
-                    await asyncio.sleep(1)
-                    continue
-                if answer.status_code == 200:
-                    final[job_id] = answer.json()
-                    return
-
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-        tasks = [asyncio.create_task(one(client, job_id)) for job_id in job_ids]
-        await asyncio.wait(tasks, timeout=SETTLE)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return final
-
-
-async def outputs_missing(storage: Storage, final: dict[str, dict]) -> list[str]:
-    """Done jobs whose output is not what the tally model returned for them."""
-    wrong = []
-    for job_id, status in final.items():
-        if status["state"] != "done":
-            continue
-        try:
-            output = json.loads(await storage.get_bytes(f"{job_id}/outputs/output.json"))
-        except ObjectMissing:
-            output = None
-        if output != {"value": job_id}:
-            wrong.append(job_id)
-    return wrong
-
-
 def print_log_tails(fleet: Fleet, lines: int = 40) -> None:
     """The end of every service's log, for a failure seen only in CI's output."""
     for process in fleet.processes:
@@ -309,47 +228,13 @@ async def test_no_job_is_lost_or_duplicated_whatever_dies(fleet: Fleet) -> None:
         )
         blows = await wreak_havoc(fleet, pause)
         await submitting
-        final = await wait_terminal(fleet.base_url, job_ids)
+        final = await wait_terminal(fleet.base_url, job_ids, SETTLE)
     except BaseException:
         print_log_tails(fleet)
         raise
     finally:
         await connection.close()
 
-    runs = read_runs(fleet.ledger)
-    victims = frozenset().union(*(blow.victims for blow in blows))
-    in_flight = {
-        job_id: (submitted_at[job_id], observer.ended_at.get(job_id, float("inf")))
-        for job_id in submitted_at
-    }
-    lost = sorted(set(job_ids) - set(final))
-    not_done = {  # the victims too: a job whose runner dies runs again (models.max_attempts)
-        job_id: status.get("error") for job_id, status in final.items() if status["state"] != "done"
-    }
-    never_ran = [job_id for job_id, s in final.items() if s["state"] == "done" and not runs[job_id]]
-    not_rerun = [job_id for job_id in victims if len(runs[job_id]) < 2]
-    reruns = unexplained_reruns(runs, in_flight, blows)
-    two_outcomes = {job_id: seen for job_id, seen in observer.outcomes.items() if len(seen) > 1}
-    disagreeing = [
-        job_id
-        for job_id, status in final.items()
-        if observer.outcomes.get(job_id, set()) - {status["state"]}
-    ]
-    wrong_output = await outputs_missing(Storage(fleet.config.storage), final)
-    states = Counter(status["state"] for status in final.values())
-    run_counts = Counter(len(runs[job_id]) for job_id in job_ids)
+    verdict = Verdict.of(job_ids, final, read_runs(fleet.ledger), observer, submitted_at, blows)
     print(f"\nchaos: {'; '.join(blow.what for blow in blows)}")
-    print(f"chaos: final states {dict(states)}, runs per job {dict(run_counts)}")
-    print(
-        f"submitted {len(job_ids)}, terminal {len(final)}, lost {len(lost)}, "
-        f"duplicated {len(reruns) + len(two_outcomes)}",
-        flush=True,
-    )
-    assert not lost, f"jobs that never ended: {lost[:10]}"
-    assert not not_done, f"jobs that did not end done: {dict(list(not_done.items())[:10])}"
-    assert not never_ran, f"done without the model running them: {never_ran[:10]}"
-    assert not not_rerun, f"interrupted by their runner's death, yet not run again: {not_rerun}"
-    assert not reruns, f"ran more than once with no blow while in flight: {reruns}"
-    assert not two_outcomes, f"jobs that announced two outcomes: {two_outcomes}"
-    assert not disagreeing, f"events and status disagree: {disagreeing[:10]}"
-    assert not wrong_output, f"done jobs without their output: {wrong_output[:10]}"
+    verdict.check(await outputs_missing(Storage(fleet.config.storage), final))

@@ -177,8 +177,11 @@ class _Server:
 class RabbitNode(_Server):
     """A RabbitMQ node named ``shepherd-test-<random>@localhost``; guest/guest on loopback."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, definitions: bool = True) -> None:
+        """``definitions``: import them as the node first starts (a node joining a cluster
+        gets them from its peers)."""
         super().__init__(root)
+        self.definitions = definitions
         self.node = f"shepherd-test-{uuid.uuid4().hex[:10]}@localhost"
         self.name = f"RabbitMQ node {self.node}"
         self.port = free_port()
@@ -212,15 +215,17 @@ class RabbitNode(_Server):
         come with the definitions, without a password (nobody logs in as them)."""
         first = not (self.root / "mnesia").exists()
         await super().start()
-        if first:
-            definitions = json.loads((ROOT / "deploy/rabbitmq/definitions.json").read_text())
-            users = [
-                {"name": p["user"], "password_hash": "", "tags": []}
-                for p in definitions["permissions"]
-            ]
-            path = self.root / "definitions.json"
-            path.write_text(json.dumps({"users": users, **definitions}))
-            await self.ctl("import_definitions", str(path))
+        if first and self.definitions:
+            await self.import_definitions()
+
+    async def import_definitions(self) -> None:
+        definitions = json.loads((ROOT / "deploy/rabbitmq/definitions.json").read_text())
+        users = [
+            {"name": p["user"], "password_hash": "", "tags": []} for p in definitions["permissions"]
+        ]
+        path = self.root / "definitions.json"
+        path.write_text(json.dumps({"users": users, **definitions}))
+        await self.ctl("import_definitions", str(path))
 
     async def ctl(self, *args: str) -> str:
         """Run ``rabbitmqctl`` against this node; its output."""
