@@ -21,6 +21,8 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 # The Go module proxy serves MinIO as this pseudo-version (the last commit of its repository).
 MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c"
 MINIO_BIN="$CACHE/minio/$MINIO_VERSION/minio"
+KUBECONFORM_VERSION="v0.6.7"
+KUBECONFORM_BIN="$CACHE/kubeconform/$KUBECONFORM_VERSION/kubeconform"
 MINIO_ADDRESS="127.0.0.1:9000"
 MINIO_CONSOLE="127.0.0.1:9001"
 AMQP_URL="amqp://guest:guest@127.0.0.1:5672"
@@ -257,6 +259,19 @@ amqp_tools() { [[ $(id -u) != 0 ]] || need_apt_package amqp-publish amqp-tools; 
 # those tests are skipped, saying so.
 prometheus_tools() { [[ $(id -u) != 0 ]] || need_apt_package promtool prometheus; }
 
+# docker-compose (Debian's) and kubeconform: the deployment tests check deploy/compose/ and
+# deploy/kubernetes/ offline, the latter against the schemas in deploy/kubernetes/schemas/.
+deploy_tools() {
+  [[ $(id -u) != 0 ]] || need_apt_package docker-compose docker-compose
+  [[ -x "$KUBECONFORM_BIN" ]] && return 0
+  command -v go >/dev/null || die "go is missing; install Go >= 1.22 (needed once to build kubeconform)"
+  say "building kubeconform $KUBECONFORM_VERSION into $KUBECONFORM_BIN (once)"
+  mkdir -p "$(dirname "$KUBECONFORM_BIN")"
+  (cd "$CACHE" && GOBIN="$(dirname "$KUBECONFORM_BIN")" GOFLAGS=-trimpath \
+    go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION") \
+    || die "building kubeconform failed"
+}
+
 registry_healthy() { curl -fsS -m 2 "http://$REGISTRY_ADDRESS/v2/" >/dev/null 2>&1; }
 
 registry_up() {
@@ -290,7 +305,8 @@ status() {
 [[ -x "$PYTHON" ]] || die "no virtualenv at $ROOT/.venv; run: make venv"
 command -v curl >/dev/null || need_apt_package curl curl
 case "${1:-up} ${2:-}" in
-  "up ") rabbitmq_up; minio_up; docker_up; registry_up; image_tools; amqp_tools; prometheus_tools ;;
+  "up ") rabbitmq_up; minio_up; docker_up; registry_up; image_tools; amqp_tools; prometheus_tools
+    deploy_tools ;;
   "up docker") docker_up; registry_up; image_tools ;;
   "down ") registry_down; docker_down; minio_down; rabbitmq_down ;;
   "status ") status ;;

@@ -10,6 +10,9 @@
                                      mint a gateway token: prints it once, and its config entry
     shepherd image runner [--registry HOST:PORT] [--no-push]
                                      build the runner image (and its base) and push it
+    shepherd image services [--registry HOST:PORT] [--no-push]
+                                     build the image of the services (deploy/compose/,
+                                     deploy/kubernetes/) and push it
     shepherd image model DIR NAME:VERSION [--registry HOST:PORT] [--no-push]
                                      build the model image <registry>/NAME:VERSION from DIR
                                      and push it; the registry defaults to registry.url
@@ -89,6 +92,8 @@ def _build_image(args: argparse.Namespace, config: Config) -> int:
         client = images.connect()
         if args.kind == "runner":
             image = images.ensure_runner_image(client, registry, push=push, auth=auth)
+        elif args.kind == "services":
+            image = images.ensure_services_image(client, registry, push=push, auth=auth)
         else:
             image = images.build_model_image(
                 client, args.model_dir, args.model, registry, push=push, auth=auth
@@ -121,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("token", help="mint a gateway bearer token")
     token.add_argument("--name", required=True, help="who will hold it (named in logs)")
     token.add_argument("--scopes", type=_scopes, required=True, help="read, submit or both")
-    image = sub.add_parser("image", help="build container images for docker sheep")
+    image = sub.add_parser("image", help="build container images (no registry needed)")
     kinds = image.add_subparsers(dest="kind", required=True)
     kinds.add_parser("runner", help="the runner image every model image starts from")
+    kinds.add_parser("services", help="the image of the services (gateway, notifier, sheep)")
     model = kinds.add_parser("model", help="the image <registry>/NAME:VERSION of a model")
     model.add_argument("model_dir", type=Path, metavar="DIR", help="holds shepherd-runner.yaml")
     model.add_argument("model", type=_model_ref, metavar="NAME:VERSION")

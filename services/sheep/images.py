@@ -1,6 +1,6 @@
-"""Container images for docker sheep, built on this machine without any remote registry.
+"""Container images, built on this machine without any remote registry.
 
-Three layers, each built only when missing:
+Each is built only when missing:
 
 * the base image ``shepherd/python:bookworm``: Debian's minbase with python3, made with
   debootstrap and ``docker import``, so no Docker Hub is needed. Its root filesystem is kept
@@ -9,7 +9,10 @@ Three layers, each built only when missing:
 * the runner image ``<registry>/shepherd-runner:<version>-<hash>``: the ``runner`` and
   ``schemas`` packages and their dependencies, unpacked from wheels downloaded once for the
   base image's Python. The hash covers everything that goes in, so any change is a new tag;
-* model images ``<registry>/<name>:<version>``: a model directory on the runner image.
+* model images ``<registry>/<name>:<version>``: a model directory on the runner image;
+* the services image ``<registry>/shepherd-services:<version>-<hash>`` (and ``:<version>``),
+  for Compose and Kubernetes: the ``services``, ``schemas`` and ``runner`` packages and
+  every distribution Shepherd's ``services`` extra needs (``services.sheep.wheels``).
 
 The calls block (debootstrap takes a minute); async callers run them in a thread.
 """
@@ -18,14 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import logging
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import tomllib
@@ -40,6 +41,7 @@ from docker.utils import parse_repository_tag
 from runner.config import RUNNER_FILE
 from schemas.config import RegistryConfig
 from schemas.job import ModelRef
+from services.sheep.wheels import WheelsUnavailable, download, requirements_closure
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +50,12 @@ DOCKERFILES = PROJECT_ROOT / "deploy" / "docker"
 
 BASE_IMAGE = "shepherd/python:bookworm"
 BASE_SUITE = "bookworm"
-BASE_PYTHON = "3.11"
-"""The python3 of ``BASE_SUITE``: the runner's wheels are downloaded for it."""
-BASE_GLIBC_MINOR = 36
-"""Bookworm has glibc 2.36, so it runs wheels of any ``manylinux_2_X`` up to X = 36."""
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 ROOTFS_LABEL = "io.shepherd.rootfs-sha256"
 """On the base image: the digest of its root filesystem, part of the runner image's hash."""
 
+SERVICES_REPOSITORY = "shepherd-services"
+SERVICES_PACKAGES = ("services", "schemas", "runner")
 RUNNER_REPOSITORY = "shepherd-runner"
 RUNNER_PACKAGES = ("runner", "schemas")
 RUNNER_DISTRIBUTIONS = (
@@ -159,15 +159,61 @@ def ensure_runner_image(
     auth: dict[str, str] | None = None,
 ) -> str:
     """The runner image of this checkout, built if missing and (``push``) in ``registry``."""
+    return _ensure_python_image(
+        client, registry, RUNNER_REPOSITORY, RUNNER_PACKAGES, RUNNER_DISTRIBUTIONS, push, auth
+    )
+
+
+def ensure_services_image(
+    client: docker.DockerClient,
+    registry: str,
+    *,
+    push: bool = True,
+    auth: dict[str, str] | None = None,
+) -> str:
+    """The image of Shepherd's services (``shepherd`` as its entrypoint: gateway, notifier,
+    sheep with bare runners) of this checkout, built if missing and (``push``) in
+    ``registry``, also tagged with the project's version alone for manifests to name."""
+    image = _ensure_python_image(
+        client,
+        registry,
+        SERVICES_REPOSITORY,
+        SERVICES_PACKAGES,
+        requirements_closure("shepherd", extra="services"),
+        push,
+        auth,
+    )
+    released = f"{registry}/{SERVICES_REPOSITORY}:{_project_version()}"
+    client.images.get(image).tag(released)
+    if push:
+        push_image(client, released, auth)
+    return image
+
+
+def _ensure_python_image(
+    client: docker.DockerClient,
+    registry: str,
+    repository: str,
+    packages: Iterable[str],
+    distributions: Iterable[str],
+    push: bool,
+    auth: dict[str, str] | None,
+) -> str:
+    """``<registry>/<repository>:<version>-<hash>`` built from ``deploy/docker/<repository
+    without shepherd->.Dockerfile`` on the base image: ``packages`` of this checkout and
+    wheels of ``distributions``, unpacked into ``/opt/shepherd``."""
     base = ensure_base_image(client)
-    wheels = _wheels()
+    try:
+        wheels = download(distributions, cache_dir() / "wheels")
+    except WheelsUnavailable as exc:
+        raise ImageError(str(exc)) from exc
     sources = [
         (path.relative_to(PROJECT_ROOT), path)
-        for package in RUNNER_PACKAGES
+        for package in packages
         for path in sorted((PROJECT_ROOT / package).rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts
     ]
-    dockerfile = DOCKERFILES / "runner.Dockerfile"
+    dockerfile = DOCKERFILES / f"{repository.removeprefix('shepherd-')}.Dockerfile"
     digest = hashlib.sha256(client.images.get(base).labels.get(ROOTFS_LABEL, base).encode())
     for name, path in [
         ("Dockerfile", dockerfile),
@@ -176,9 +222,9 @@ def ensure_runner_image(
     ]:
         digest.update(f"\0{name}\0{path.stat().st_size}\0".encode())
         digest.update(path.read_bytes())
-    image = f"{registry}/{RUNNER_REPOSITORY}:{_project_version()}-{digest.hexdigest()[:12]}"
+    image = f"{registry}/{repository}:{_project_version()}-{digest.hexdigest()[:12]}"
     if not _image_id(client, image):
-        with tempfile.TemporaryDirectory(prefix="shepherd-runner-image-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{repository}-image-") as tmp:
             context = Path(tmp)
             site = context / "site"
             for wheel in wheels:
@@ -189,11 +235,11 @@ def ensure_runner_image(
                 shutil.copyfile(path, site / relative)
             shutil.copyfile(dockerfile, context / "Dockerfile")
             _build(client, context, image, {"BASE": base}, {})
-        # The runner images this one replaces go (model images on them keep their layers).
-        repository = f"{registry}/{RUNNER_REPOSITORY}"
-        for old in client.images.list(name=repository):
+        # The images this one replaces go (model images on a runner image keep its layers).
+        named = f"{registry}/{repository}"
+        for old in client.images.list(name=named):
             for tag in old.tags:  # an image's tags in every repository
-                if tag.startswith(f"{repository}:") and tag != image:
+                if tag.startswith(f"{named}:{_project_version()}-") and tag != image:
                     _remove(client, tag)
     if push:
         push_image(client, image, auth)
@@ -316,53 +362,6 @@ def _bootstrap(tarball: Path) -> None:
         _run("tar", ["tar", "--numeric-owner", "-C", root, "-cf", partial, "."])
         partial.rename(tarball)
     log.info("made %s in %.0f s", tarball, time.monotonic() - started)
-
-
-def _wheels() -> list[Path]:
-    """Wheels of ``RUNNER_DISTRIBUTIONS`` as installed here, for the base image's Python and
-    this machine's architecture; downloaded once into the cache."""
-    arch = platform.machine()
-    abi = "cp" + BASE_PYTHON.replace(".", "")
-    directory = cache_dir() / "wheels" / f"{abi}-{arch}"
-    wanted: dict[str, str] = {}
-    for distribution in RUNNER_DISTRIBUTIONS:
-        try:
-            wanted[distribution] = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:  # typing-inspection, before 2.11
-            continue
-    missing = [f"{d}=={v}" for d, v in wanted.items() if _cached_wheel(directory, d, v) is None]
-    if missing:
-        platforms = [f"manylinux_2_{minor}_{arch}" for minor in range(BASE_GLIBC_MINOR, 4, -1)]
-        platforms += [f"manylinux{legacy}_{arch}" for legacy in ("2014", "2010", "1")]
-        _run(
-            "pip download",
-            [
-                sys.executable,
-                *("-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"),
-                *("--dest", directory, "--python-version", BASE_PYTHON, "--implementation", "cp"),
-                *("--abi", abi, "--abi", "abi3", "--abi", "none"),
-                *(arg for name in platforms for arg in ("--platform", name)),
-                *missing,
-            ],
-        )
-    wheels = [_cached_wheel(directory, d, v) for d, v in wanted.items()]
-    lacking = [d for d, wheel in zip(wanted, wheels, strict=True) if wheel is None]
-    if lacking:
-        raise ImageError(f"pip download left no wheel of {', '.join(lacking)} in {directory}")
-    return [wheel for wheel in wheels if wheel is not None]
-
-
-def _cached_wheel(directory: Path, distribution: str, version: str) -> Path | None:
-    name = _normalize(distribution)
-    for wheel in directory.glob("*.whl"):
-        wheel_name, wheel_version = wheel.name.split("-")[:2]
-        if _normalize(wheel_name) == name and wheel_version == version:
-            return wheel
-    return None
-
-
-def _normalize(distribution: str) -> str:
-    return re.sub(r"[-_.]+", "_", distribution).lower()
 
 
 def _project_version() -> str:

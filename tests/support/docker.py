@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if {"runner_image", "model_image", "example_images"} & set(fixtures):
+        if {"runner_image", "model_image", "example_images", "services_image"} & set(fixtures):
             item.add_marker(pytest.mark.timeout(IMAGE_BUILD_TIMEOUT), append=False)
             return
 
@@ -73,6 +73,11 @@ def registry(docker_services: None) -> str:
 @pytest.fixture(scope="session")
 def runner_image(docker_client: docker.DockerClient, registry: str) -> str:
     return _built(lambda: images.ensure_runner_image(docker_client, registry))
+
+
+@pytest.fixture(scope="session")
+def services_image(docker_client: docker.DockerClient, registry: str) -> str:
+    return _built(lambda: images.ensure_services_image(docker_client, registry))
 
 
 @pytest.fixture(scope="session")
