@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -41,6 +43,29 @@ RUNNER_FILE = "shepherd-runner.yaml"
 LABEL_SHEEP = "io.shepherd.sheep"
 LABEL_NAMESPACE = "io.shepherd.namespace"
 LABEL_MODEL = "io.shepherd.model"
+LABEL_OWNER = "io.shepherd.owner"
+"""``<host>:<pid>`` of the sheep process that started the container."""
+
+
+def owner() -> str:
+    """This sheep process, as ``LABEL_OWNER`` names it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_gone(label: str | None) -> bool:
+    """Whether ``label`` names a process of this machine that no longer runs."""
+    host, _, pid = (label or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 LOG_DRAIN_TIMEOUT = 2.0
 """Seconds the container's last output may take to reach the log files after it exits."""
 
@@ -59,8 +84,10 @@ def container_spec(
     image: str,
     data_dir: Path,
     environment: dict[str, str],
+    address: str,
 ) -> dict[str, Any]:
-    """The keyword arguments of ``containers.run`` for one runner container."""
+    """The keyword arguments of ``containers.run`` for one runner container, binding
+    ``address``."""
     environment = {**environment, "PYTHONUNBUFFERED": "1"}
     device_requests = None
     if config.devices:
@@ -71,7 +98,7 @@ def container_spec(
         "image": image,
         "command": [
             "--bind",
-            f"tcp://127.0.0.1:{config.port}",
+            address,
             "--config",
             RUNNER_FILE,
             "--heartbeat-interval",
@@ -80,7 +107,12 @@ def container_spec(
             str(model),
         ],
         "name": f"shepherd-{namespace}-{sheep_id}",
-        "labels": {LABEL_SHEEP: sheep_id, LABEL_NAMESPACE: namespace, LABEL_MODEL: str(model)},
+        "labels": {
+            LABEL_SHEEP: sheep_id,
+            LABEL_NAMESPACE: namespace,
+            LABEL_MODEL: str(model),
+            LABEL_OWNER: owner(),
+        },
         "network_mode": "host",
         "volumes": {str(data_dir): {"bind": str(data_dir), "mode": "rw"}},
         "environment": environment,
@@ -138,6 +170,7 @@ class DockerBackend(RunnerSlot):
             image=image,
             data_dir=self._data_dir,
             environment=self._environment,
+            address=self.address,
         )
         try:
             container = await asyncio.to_thread(client.containers.run, **spec)
@@ -174,16 +207,24 @@ class DockerBackend(RunnerSlot):
         return self._docker
 
     async def recover(self) -> None:
-        """Remove the containers of this sheep that a sheep process that died left behind."""
+        """Remove the containers that sheep processes that died left behind: this sheep's,
+        and any of the namespace whose sheep process on this machine is gone (a sheep of a
+        class, with a new id each life, never comes back for its own)."""
         await asyncio.to_thread(self._remove_orphans)
 
     def _remove_orphans(self) -> None:
         client = self._client()
-        labels = [f"{LABEL_SHEEP}={self._sheep_id}", f"{LABEL_NAMESPACE}={self._namespace}"]
-        for orphan in client.containers.list(all=True, filters={"label": labels}):
-            log.warning("sheep %s: removing orphaned container %s", self._sheep_id, orphan.name)
-            with contextlib.suppress(NotFound):
-                orphan.remove(force=True)
+        ours = client.containers.list(
+            all=True, filters={"label": [f"{LABEL_NAMESPACE}={self._namespace}"]}
+        )
+        for container in ours:
+            labels = container.labels or {}
+            if labels.get(LABEL_SHEEP) == self._sheep_id or _owner_gone(labels.get(LABEL_OWNER)):
+                log.warning(
+                    "sheep %s: removing orphaned container %s", self._sheep_id, container.name
+                )
+                with contextlib.suppress(NotFound):
+                    container.remove(force=True)
 
     def _pull_if_missing(self, client: docker.DockerClient, image: str) -> None:
         try:

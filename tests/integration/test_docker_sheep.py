@@ -5,6 +5,9 @@ cancellation, runner death; plus what only containers have: pulling, labels, rep
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 from collections.abc import AsyncIterator
 
 import docker
@@ -14,7 +17,7 @@ from docker.models.containers import Container
 
 from schemas.config import Config, DockerSheepConfig
 from schemas.job import ModelRef
-from services.sheep.containers import LABEL_NAMESPACE, LABEL_SHEEP
+from services.sheep.containers import LABEL_NAMESPACE, LABEL_OWNER, LABEL_SHEEP
 from services.sheep.images import image_name
 from tests.support.polling import eventually
 from tests.support.stack import free_port, running_stack
@@ -154,22 +157,43 @@ async def test_switching_models_replaces_the_container(stack, config, docker_cli
     assert second.labels["io.shepherd.model"] == "sleep:1"
 
 
-async def test_a_container_left_by_a_crashed_sheep_is_removed_when_it_starts(
+async def test_containers_left_by_crashed_sheep_are_removed_when_one_starts(
     config, broker, registry, example_images, docker_client
 ):
+    """Its own container of a previous life, and that of a sheep of a class whose process on
+    this machine is gone (its id is never seen again); not that of a live sheep."""
     config.registry.url = registry
     config.sheep = {"d1": docker_sheep()}
-    orphan = docker_client.containers.run(
-        example_images["sleep"],
-        ["--bind", f"tcp://127.0.0.1:{free_port()}", "--model", "sleep:1"],
-        labels={LABEL_SHEEP: "d1", LABEL_NAMESPACE: config.broker.namespace},
-        network_mode="host",
-        detach=True,
-    )
+    dead_pid = await asyncio.to_thread(_dead_pid)
+    host = socket.gethostname()
+
+    def runner(sheep_id: str, owner: str | None) -> Container:
+        labels = {LABEL_SHEEP: sheep_id, LABEL_NAMESPACE: config.broker.namespace}
+        return docker_client.containers.run(
+            example_images["sleep"],
+            ["--bind", f"tcp://127.0.0.1:{free_port()}", "--model", "sleep:1"],
+            labels={**labels, **({LABEL_OWNER: owner} if owner else {})},
+            network_mode="host",
+            detach=True,
+        )
+
+    own = runner("d1", None)
+    of_a_dead_class_sheep = runner("gpu-5f0c2e9b", f"{host}:{dead_pid}")
+    of_a_live_sheep = runner("gpu-0a1b2c3d", f"{host}:{os.getpid()}")
     try:
         async with running_stack(config):
-            with pytest.raises(docker.errors.NotFound):
-                orphan.reload()
+            for orphan in (own, of_a_dead_class_sheep):
+                with pytest.raises(docker.errors.NotFound):
+                    orphan.reload()
+            of_a_live_sheep.reload()
     finally:
-        for leftover in containers_of(docker_client, config):
+        namespace = [f"{LABEL_NAMESPACE}={config.broker.namespace}"]
+        for leftover in docker_client.containers.list(all=True, filters={"label": namespace}):
             leftover.remove(force=True)
+
+
+def _dead_pid() -> int:
+    """A pid that ran, and is no more."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

@@ -19,6 +19,7 @@ def spec(**config: object) -> dict:
         image=image_name("127.0.0.1:5050", MODEL),
         data_dir=Path("/srv/shepherd/gpu0"),
         environment={"HF_HOME": "/cache"},
+        address="tcp://127.0.0.1:9101",
     )
 
 
