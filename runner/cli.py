@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="PID",
         help="the sheep that starts the runner, as its parent: the runner quits once it is "
-        "gone (default: whatever process is its parent as it starts)",
+        "gone (default: no such check)",
     )
     parser.add_argument(
         "--model",

@@ -73,9 +73,10 @@ class RunnerServer:
     ) -> None:
         self._model = model
         self._heartbeat_interval = heartbeat_interval
-        self._parent = os.getppid() if sheep_pid is None else sheep_pid
+        self._sheep_pid = sheep_pid
         """The sheep that started it, its parent (bare runners): a runner whose sheep died
-        quits. Given by the sheep, since it may die before the runner could ask."""
+        quits. Given by the sheep, since it may die before the runner could ask; None (a
+        runner in a container, or started by hand): no such check."""
         self._context = zmq.Context()
         self._router = self._context.socket(zmq.ROUTER)
         self._router.linger = 0
@@ -140,9 +141,9 @@ class RunnerServer:
         log.info("model %s loaded in %.2fs", self._model, self._load_seconds)
 
     def serve(self) -> None:
-        """Answer the sheep and send heartbeats until the process that started the runner is
-        gone (a sheep killed outright: the runner would hold its port and devices for
-        nothing); signals end it by raising."""
+        """Answer the sheep and send heartbeats until the sheep that started the runner is
+        gone, if it said which (a sheep killed outright: the runner would hold its port and
+        devices for nothing); signals end it by raising."""
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._events, zmq.POLLIN)
@@ -157,8 +158,8 @@ class RunnerServer:
                 self._handle(self._router.recv_multipart())
             now = time.monotonic()
             if now >= next_heartbeat:
-                if os.getppid() != self._parent:
-                    log.warning("its sheep (pid %d) is gone: stopping", self._parent)
+                if self._sheep_pid is not None and os.getppid() != self._sheep_pid:
+                    log.warning("its sheep (pid %d) is gone: stopping", self._sheep_pid)
                     return
                 self._to_peer(Heartbeat(job_id=self._job_id))
                 next_heartbeat = now + self._heartbeat_interval

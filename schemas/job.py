@@ -16,9 +16,10 @@ from schemas.names import JobId, PathSegment, RelativePath
 PAYLOAD_INPUT = "input.json"
 """The file an inline payload becomes for the runner: ``inputs/input.json``."""
 
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 """What makes a submission without a job id repeatable: 1 to 255 visible ASCII characters
-(HTTP ``Idempotency-Key``, AMQP ``message_id``)."""
+(HTTP ``Idempotency-Key``, AMQP ``message_id``). Anchored: the OpenAPI document gives it as
+a pattern, which JSON Schema searches for anywhere in the value."""
 
 
 def new_job_id(idempotency_key: str | None = None, submitter: str = "") -> str:
@@ -49,11 +50,20 @@ Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 
 
+#: JSON Schema of the rule ``JobRequest._one_target`` checks: not both a sheep and a class.
+_ONE_TARGET = {
+    "not": {
+        "required": ["sheep_id", "sheep_class"],
+        "properties": {"sheep_id": {"type": "string"}, "sheep_class": {"type": "string"}},
+    }
+}
+
+
 class JobRequest(BaseModel):
     """What a client submits. Unknown fields are refused so typos never pass silently."""
 
     # JSON has no NaN or Infinity: accepted, they would be written back as null.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_ONE_TARGET)
 
     job_id: JobId | None = Field(
         default=None,

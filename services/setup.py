@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -121,8 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     storage = sub.add_parser("storage", help="create the bucket and its event notifications")
     storage.add_argument("--endpoint", default="127.0.0.1:9000")
     storage.add_argument("--bucket", default="shepherd")
-    storage.add_argument("--access-key", default="minioadmin")
-    storage.add_argument("--secret-key", default="minioadmin")
+    # Keys from the environment, so that they are not in the command line (ps, /proc).
+    storage.add_argument(
+        "--access-key", default=os.environ.get("SHEPHERD_S3_ACCESS_KEY", "minioadmin")
+    )
+    storage.add_argument(
+        "--secret-key",
+        default=os.environ.get("SHEPHERD_S3_SECRET_KEY", "minioadmin"),
+        help="default: $SHEPHERD_S3_SECRET_KEY (better than this flag: not seen by ps)",
+    )
     storage.add_argument(
         "--target-arn",
         default="arn:minio:sqs::SHEPHERD:amqp",

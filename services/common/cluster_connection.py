@@ -28,12 +28,16 @@ from yarl import URL
 
 T = TypeVar("T")
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds one attempt to connect to a node may take: a node whose host is gone drops the
+packets, and the system's own timeout would hold every attempt for minutes."""
+
 
 class ClusterConnection(RobustConnection):
     def __init__(self, node_urls: list[str], **kwargs: Any) -> None:
+        super().__init__(URL(node_urls[0]), **kwargs)  # forgets a transport: no attempt yet
         self._nodes = itertools.cycle([URL(url) for url in node_urls])
         self._attempts = 0
-        super().__init__(URL(node_urls[0]), **kwargs)
 
     @classmethod
     async def connect_any(cls, node_urls: list[str], **kwargs: Any) -> ClusterConnection:
@@ -43,7 +47,7 @@ class ClusterConnection(RobustConnection):
         async def starting_at(start: int) -> ClusterConnection:
             connection = cls([*node_urls[start:], *node_urls[:start]], **kwargs)
             try:
-                await connection.connect()
+                await connection.connect(timeout=CONNECT_TIMEOUT)
             except CONNECTION_EXCEPTIONS:
                 await connection.close()
                 raise
@@ -57,8 +61,8 @@ class ClusterConnection(RobustConnection):
 
     @transport.setter
     def transport(self, transport: Any) -> None:
-        """``None`` before every attempt to connect (and as the connection is made and
-        closed): from the second attempt on, the next node."""
+        """``None`` before every attempt to connect (and as the connection is closed): the
+        first attempt goes to the first node, each later one to the next."""
         if transport is None and hasattr(self, "_nodes"):
             node = next(self._nodes)
             if self._attempts:
@@ -70,7 +74,8 @@ class ClusterConnection(RobustConnection):
 async def connect_plain(node_urls: list[str], **kwargs: Any) -> AbstractConnection:
     """A plain connection (it stays lost once lost) to the first node that answers."""
     return await _first_answering(
-        len(node_urls), lambda index: aio_pika.connect(node_urls[index], **kwargs)
+        len(node_urls),
+        lambda index: aio_pika.connect(node_urls[index], timeout=CONNECT_TIMEOUT, **kwargs),
     )
 
 

@@ -19,8 +19,9 @@ class ModelNotFound(LookupError):
 
 
 def free_port() -> int:
-    """A loopback port free now, for a runner to bind: the kernel hands out ports it has not
-    handed out lately, so another sheep starting at the same time gets another one."""
+    """A loopback port free now, for a runner to bind. The kernel hands out ephemeral ports
+    in turn, so another sheep starting at the same time is unlikely to get the same one; a
+    runner that finds its port taken fails to start, and the job is given back."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -69,11 +70,6 @@ class RunnerBackend(Protocol):
     def address(self) -> str:
         """The ZMQ address the runner binds and the sheep connects to."""
         ...
-
-    def _next_port(self) -> None:
-        """Before a runner starts: pick a free port, unless one is configured."""
-        if self._fixed_port is None:
-            self._port = free_port()
 
     @property
     def model(self) -> ModelRef | None:

@@ -44,19 +44,36 @@ LABEL_SHEEP = "io.shepherd.sheep"
 LABEL_NAMESPACE = "io.shepherd.namespace"
 LABEL_MODEL = "io.shepherd.model"
 LABEL_OWNER = "io.shepherd.owner"
-"""``<host>:<pid>`` of the sheep process that started the container."""
+"""``<host> <pid namespace> <pid>`` of the sheep process that started the container: a pid
+means something only in its namespace (sheep in containers on the host network share the
+host's name, not its pids)."""
 
 
 def owner() -> str:
     """This sheep process, as ``LABEL_OWNER`` names it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()} {_pid_namespace()} {os.getpid()}"
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "unknown"
 
 
 def _owner_gone(label: str | None) -> bool:
-    """Whether ``label`` names a process of this machine that no longer runs."""
-    host, _, pid = (label or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """Whether ``label`` names a process of this machine and pid namespace that no longer
+    runs; anything else is not ours to judge."""
+    host, namespace, pid = [*(label or "").split(" "), "", "", ""][:3]
+    if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
         return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

@@ -79,31 +79,41 @@ class Leases:
             log.info("sheep %s: queued again %d job(s) of its last run", self._sheep_id, returned)
 
     async def close(self) -> None:
-        """Close the channel; an expiring lease queue left empty is deleted (one still
-        holding a copy, left by a give-back that failed, expires once the copy has)."""
-        if self._expiring is not None and self._channel is not None:
-            try:
-                await self._delete_if_empty(self._channel)
-            except Exception as exc:
-                log.info("sheep %s: lease queue left to expire: %s", self._sheep_id, exc)
+        """Close the channel (copies it had fetched go back to the queue); then an expiring
+        lease queue left empty is deleted (one still holding a copy, left by a give-back that
+        failed, expires once the copy has)."""
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
         self._channel = self._queue = None
+        if self._expiring is not None:
+            try:
+                await self._delete_if_empty()
+            except Exception as exc:
+                log.info("sheep %s: lease queue left to expire: %s", self._sheep_id, exc)
 
-    async def _delete_if_empty(self, channel: AbstractRobustChannel) -> None:
+    async def _delete_if_empty(self) -> None:
         """Quorum queues refuse ``if_empty`` (and RabbitMQ closes the connection for it): the
         sheep, which alone parks copies there, looks, then deletes."""
-        queue = await channel.declare_queue(self._names.lease_queue(self._sheep_id), passive=True)
-        held = queue.declaration_result.message_count
-        if held:
-            log.info("sheep %s: lease queue left to expire with %d copies", self._sheep_id, held)
-        else:
-            await queue.delete(if_unused=False, if_empty=False)
+        channel = await self._broker.connection.channel(publisher_confirms=False)
+        try:
+            name = self._names.lease_queue(self._sheep_id)
+            queue = await channel.declare_queue(name, passive=True)
+            held = queue.declaration_result.message_count
+            if held:
+                log.info(
+                    "sheep %s: lease queue left to expire with %d copies", self._sheep_id, held
+                )
+            else:
+                await queue.delete(if_unused=False, if_empty=False)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def take(self, message: AbstractIncomingMessage, attempt: int) -> Lease:
         """Park a copy of the delivered job, then ack the delivery."""
         if self._expiring is not None:
             await self._broker.declare(self._expiring)
+            await self._touch()
         lease = Lease(self, message.body, message.routing_key or "", attempt)
         await lease.park()
         await message.ack()
@@ -147,6 +157,13 @@ class Leases:
             message_id=message_id,
             expiration=self.lease_time,
         )
+
+    async def _touch(self) -> None:
+        """A get on the expiring queue, which (unlike a declaration or a publish) restarts
+        its idle time: it cannot expire under the copy about to be parked before the first
+        renewal's gets."""
+        if (copy := await self._get()) is not None:
+            await copy.nack(requeue=True)
 
     async def _get(self) -> AbstractIncomingMessage | None:
         assert self._queue is not None, "open() first"

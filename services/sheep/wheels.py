@@ -30,7 +30,7 @@ class WheelsUnavailable(RuntimeError):
 def requirements_closure(distribution: str, extra: str | None = None) -> list[str]:
     """The installed distributions ``distribution`` (with ``extra``) needs, directly or not,
     for this Python, sorted; not itself."""
-    needed: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     pending = [(distribution, extra)]
     while pending:
         name, wanted_extra = pending.pop()
@@ -39,11 +39,12 @@ def requirements_closure(distribution: str, extra: str | None = None) -> list[st
             marker = requirement.marker
             if marker is not None and not marker.evaluate({"extra": wanted_extra or ""}):
                 continue
-            key = _normalize(requirement.name)
-            if key not in needed:
-                needed.add(key)
-                pending.extend((requirement.name, e) for e in [None, *requirement.extras])
-    return sorted(needed)
+            for needed in (None, *requirement.extras):  # the distribution, and each extra
+                key = (_normalize(requirement.name), needed)
+                if key not in seen:
+                    seen.add(key)
+                    pending.append((requirement.name, needed))
+    return sorted({name for name, _ in seen} - {_normalize(distribution)})
 
 
 def download(distributions: Iterable[str], cache: Path) -> list[Path]:

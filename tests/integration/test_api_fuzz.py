@@ -41,7 +41,8 @@ pytestmark = pytest.mark.filterwarnings(  # Schemathesis's own strategies, not o
 def gateway(
     servers: Servers, test_bucket: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """The base URL of a running stack (auth on, one bare sheep), in a namespace of its own."""
+    """The base URL of a running stack (auth on, one bare sheep, a class), in a namespace of
+    its own."""
     names = Names(f"t{uuid.uuid4().hex[:10]}")
     config = Config(
         broker=BrokerConfig(url=SecretStr(servers.amqp_url), namespace=names.namespace),
@@ -53,6 +54,7 @@ def gateway(
         ),
         data_root=tmp_path_factory.mktemp("fuzz") / "data",
         sheep={"s1": bare_sheep()},
+        sheep_classes={"c1": bare_sheep(port=None)},
     )
     with start_blocking_portal() as portal:
         try:
@@ -93,6 +95,8 @@ def test_the_api_keeps_to_its_openapi_document(case: schemathesis.Case, gateway:
     positive = case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE
     if positive and isinstance(body, dict) and isinstance(body.get("sheep_id"), str):
         body["sheep_id"] = "s1"  # which sheep exist is configuration; another would be a 422
+    if positive and isinstance(body, dict) and isinstance(body.get("sheep_class"), str):
+        body["sheep_class"] = "c1"  # likewise
     if positive and isinstance(body, dict) and isinstance(body.get("callback_url"), str):
         body["callback_url"] = CALLBACK  # which receivers are allowed is configuration too
     timeout = (case.query or {}).get("timeout")

@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from schemas.broker_names import Names
+from schemas.config import Config
 from schemas.config_file import load_config
 from schemas.job import PRIORITIES
+from services.sheep.membership import Membership
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "deploy" / "compose"
@@ -136,18 +138,34 @@ def test_kubeconform_refuses_a_broken_manifest(tmp_path):
     assert "minReplicaCount" in result.stdout  # a number that is not one
 
 
-def test_the_autoscaler_watches_the_queues_the_sheep_take_work_from():
+def test_the_autoscaler_counts_the_jobs_of_the_class_waiting_running_and_leased(tmp_path):
     names = Names("shepherd")
     scaled_object = next(
         doc
         for doc in yaml.safe_load_all((KUBERNETES / "autoscaling.yaml").read_text())
         if doc["kind"] == "ScaledObject"
     )
-    watched = {trigger["metadata"]["queueName"] for trigger in scaled_object["spec"]["triggers"]}
-    lanes = {names.class_lane("gpu", p) for p in PRIORITIES} | {
-        names.pool_lane(p) for p in PRIORITIES
-    }
-    assert watched == lanes
+    [trigger] = scaled_object["spec"]["triggers"]
+    assert trigger["metadata"]["protocol"] == "http"  # counts unacknowledged deliveries too
+    assert trigger["metadata"]["operation"] == "sum"
+    queues = re.compile(trigger["metadata"]["queueName"])
+    config_map = yaml.safe_load((KUBERNETES / "config.yaml").read_text())
+    (tmp_path / "shepherd.yml").write_text(config_map["data"]["shepherd.yml"])
+    member = Membership.joining(Config(sheep_classes=_classes(tmp_path)), "gpu")
+    counted = [
+        *(names.class_lane("gpu", p) for p in PRIORITIES),
+        *(names.pool_lane(p) for p in PRIORITIES),
+        names.lease_queue(member.sheep_id),
+    ]
+    not_counted = [
+        names.class_lane("cpu"),
+        names.lease_queue("cpu-5f0c2e9b"),
+        names.sheep_queue("gpu0"),
+        names.status_queue,
+        names.event_stream,
+    ]
+    assert all(queues.fullmatch(q) for q in counted)
+    assert not any(queues.fullmatch(q) for q in not_counted)
     sheep = yaml.safe_load((KUBERNETES / "sheep-gpu.yaml").read_text())
     assert scaled_object["spec"]["scaleTargetRef"]["name"] == sheep["metadata"]["name"]
     assert sheep["spec"]["template"]["spec"]["containers"][0]["args"][:3] == [
@@ -155,3 +173,9 @@ def test_the_autoscaler_watches_the_queues_the_sheep_take_work_from():
         "--class",
         "gpu",
     ]
+
+
+def _classes(tmp_path: Path) -> dict:
+    """The sheep classes of the ConfigMap's configuration, as a Config takes them."""
+    raw = yaml.safe_load((tmp_path / "shepherd.yml").read_text())
+    return raw["sheep_classes"]

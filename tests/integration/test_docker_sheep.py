@@ -165,7 +165,7 @@ async def test_containers_left_by_crashed_sheep_are_removed_when_one_starts(
     config.registry.url = registry
     config.sheep = {"d1": docker_sheep()}
     dead_pid = await asyncio.to_thread(_dead_pid)
-    host = socket.gethostname()
+    host, namespace = socket.gethostname(), os.readlink("/proc/self/ns/pid")
 
     def runner(sheep_id: str, owner: str | None) -> Container:
         labels = {LABEL_SHEEP: sheep_id, LABEL_NAMESPACE: config.broker.namespace}
@@ -178,8 +178,8 @@ async def test_containers_left_by_crashed_sheep_are_removed_when_one_starts(
         )
 
     own = runner("d1", None)
-    of_a_dead_class_sheep = runner("gpu-5f0c2e9b", f"{host}:{dead_pid}")
-    of_a_live_sheep = runner("gpu-0a1b2c3d", f"{host}:{os.getpid()}")
+    of_a_dead_class_sheep = runner("gpu-5f0c2e9b", f"{host} {namespace} {dead_pid}")
+    of_a_live_sheep = runner("gpu-0a1b2c3d", f"{host} {namespace} {os.getpid()}")
     try:
         async with running_stack(config):
             for orphan in (own, of_a_dead_class_sheep):

@@ -107,6 +107,10 @@ async def test_sheep_of_a_class_join_share_the_work_and_leave(config, names, tmp
     config.sheep = {}
     config.sheep_classes = {CLASS: bare_sheep(port=None)}
     config.gateway.forget_sheep_after = 1.0  # after three announcement intervals all the same
+    # The job the test kills a sheep under is leased (its expiring lease queue declared and
+    # touched, the copy renewed) and comes back when its copy expires.
+    config.broker.lease_after = 0.5
+    config.broker.lease_time = 3.0
     members: list[Member] = []
     joined: list[str] = []
     try:
