@@ -263,6 +263,9 @@ prometheus_tools() { [[ $(id -u) != 0 ]] || need_apt_package promtool prometheus
 # deploy/kubernetes/ offline, the latter against the schemas in deploy/kubernetes/schemas/.
 deploy_tools() {
   [[ $(id -u) != 0 ]] || need_apt_package docker-compose docker-compose
+  # scripts/netns.sh, which the cluster test runs in.
+  [[ $(id -u) != 0 ]] || need_apt_package ip iproute2
+  [[ $(id -u) != 0 ]] || need_apt_package unshare util-linux
   [[ -x "$KUBECONFORM_BIN" ]] && return 0
   command -v go >/dev/null || die "go is missing; install Go >= 1.22 (needed once to build kubeconform)"
   say "building kubeconform $KUBECONFORM_VERSION into $KUBECONFORM_BIN (once)"
