@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-lowest chaos cluster-test bench bench-quick services services-down status venv lock lint format schemas clean
+.PHONY: run test test-lowest chaos cluster-test cluster-sizing bench bench-quick services services-down status venv lock lint format schemas clean
 
 # The services connect as the broker user `make services` made for them (scripts/services.sh env).
 run: services
@@ -20,6 +20,11 @@ test: services
 # MinIO while nodes, the active notifier and sheep are killed (test runs 200).
 cluster-test: services
 	SHEPHERD_CLUSTER_JOBS=$${SHEPHERD_CLUSTER_JOBS:-1000} scripts/netns.sh $(PY) -m pytest -q -s tests/cluster
+
+# The same cluster without faults: the CPU each part (gateway, notifier, node) spends a job.
+cluster-sizing: services
+	SHEPHERD_CLUSTER_FAULTS=0 SHEPHERD_CLUSTER_JOBS=$${SHEPHERD_CLUSTER_JOBS:-1000} \
+		scripts/netns.sh $(PY) -m pytest -q -s tests/cluster
 
 # 500 jobs through kill -9 of every part and restarts of RabbitMQ and MinIO (test runs 60).
 chaos: services

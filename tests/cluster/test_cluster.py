@@ -44,12 +44,15 @@ from tests.chaos.harness import (
     wait_terminal,
 )
 from tests.chaos.ledger import Blow, open_runs, read_runs
+from tests.cluster.cpu import CpuMeter
 from tests.support.cluster_servers import ClusterServers, cluster_servers
 from tests.support.polling import eventually
 from tests.support.processes import ServiceProcess, runner_pid, wait_healthy, write_config
 from tests.support.stack import bare_sheep, free_port
 
 JOBS = int(os.environ.get("SHEPHERD_CLUSTER_JOBS", "200"))
+FAULTS = os.environ.get("SHEPHERD_CLUSTER_FAULTS", "1") != "0"
+"""0: no faults, and what each part spent a job (``make cluster-sizing``)."""
 CLASS = "workers"
 FIRST_SHEEP = 6
 DURATIONS = [0.0, 0.05, 0.1, 0.2, 0.5, 1.0]
@@ -86,6 +89,20 @@ class Cluster:
     notifiers: list[ServiceProcess]
     ledger: Path
     sheep: list[Sheep] = field(default_factory=list)
+
+    def leaders(self) -> dict[str, int]:
+        """The process of each gateway, notifier, RabbitMQ node and MinIO server."""
+        parts = {
+            **{f"gateway {n}": g.process for n, g in enumerate(self.gateways, 1)},
+            **{f"notifier {n}": s.process for n, s in enumerate(self.notifiers, 1)},
+        }
+        leaders = {name: process.pid for name, process in parts.items() if process}
+        for kind, servers in (
+            ("RabbitMQ node", self.servers.rabbitmq),
+            ("MinIO", self.servers.minio),
+        ):
+            leaders |= {f"{kind} {n}": s.pid for n, s in enumerate(servers, 1) if s.pid}
+        return leaders
 
     @property
     def processes(self) -> list[ServiceProcess]:
@@ -347,13 +364,20 @@ async def test_no_job_is_lost_or_duplicated_across_node_failures(cluster: Cluste
             await wait_healthy(url, timeout=60)
 
         havoc = Havoc(cluster, load, observer, pause=2.0)
+        meter = CpuMeter(cluster.leaders())
         over = asyncio.Event()
-        submitting = asyncio.create_task(load.until(over, JOBS, HAVOC_SECONDS / JOBS))
-        await havoc.wreak()
+        # Without faults, as fast as 8 clients submit: the parts' idle work weighs less.
+        submitters = 1 if FAULTS else 8
+        submitting = asyncio.gather(
+            *(load.until(over, JOBS, HAVOC_SECONDS / JOBS) for _ in range(submitters))
+        )
+        if FAULTS:
+            await havoc.wreak()
         over.set()
         await submitting
         job_ids = list(load.submitted_at)
         final = await wait_terminal(cluster.base_urls[1], job_ids, SETTLE)
+        spent = meter.spent()
     except BaseException:
         print_log_tails(cluster)
         raise
@@ -366,6 +390,13 @@ async def test_no_job_is_lost_or_duplicated_across_node_failures(cluster: Cluste
     print(f"\ncluster: {'; '.join(blow.what for blow in havoc.blows)}")
     for what, seconds in havoc.healed:
         print(f"healed: {what} in {seconds:.1f} s")
+    if not FAULTS:  # every part lived through the run: what each spent a job
+        rate = len(final) / meter.seconds
+        print(f"cpu: {len(final)} jobs in {meter.seconds:.0f} s, {rate:.1f} a second")
+        for part, seconds in spent.items():
+            per_job = 1000 * seconds / len(final)
+            a_core = f"{1000 / per_job:.0f} jobs/s a core" if per_job >= 0.1 else "idle"
+            print(f"cpu: {part} {per_job:.1f} ms a job, {a_core}")
     verdict.check(await outputs_missing(Storage(cluster.config.storage), final))
 
 

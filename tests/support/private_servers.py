@@ -73,6 +73,11 @@ class _Server:
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process (the leader of its process group), while it runs."""
+        return self._process.pid if self.running and self._process else None
+
     def _command(self) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
 
