@@ -101,20 +101,10 @@ class Intake:
         stored. Every step is idempotent, so a client retrying after a failure completes the
         job.
         """
-        if request.sheep_id is not None and request.sheep_id not in self.config.sheep:
-            raise Problem(
-                422,
-                f"unknown sheep_id {request.sheep_id!r}; configured sheep: "
-                f"{', '.join(sorted(self.config.sheep)) or 'none'}",
-                errors=[{"field": "sheep_id", "message": "unknown sheep"}],
-            )
-        if request.sheep_class is not None and request.sheep_class not in self.config.sheep_classes:
-            raise Problem(
-                422,
-                f"unknown sheep_class {request.sheep_class!r}; configured classes: "
-                f"{', '.join(sorted(self.config.sheep_classes)) or 'none'}",
-                errors=[{"field": "sheep_class", "message": "unknown sheep class"}],
-            )
+        _configured("sheep_id", request.sheep_id, self.config.sheep, "sheep", "sheep")
+        _configured(
+            "sheep_class", request.sheep_class, self.config.sheep_classes, "sheep class", "classes"
+        )
         notes: list[str] = []
         if request.callback_url is not None:
             callback = await check_callback(request.callback_url, self.config.notifier)
@@ -358,3 +348,16 @@ class Intake:
     async def _report_accepted(self, spec: JobSpec, *, new_job: bool = False) -> None:
         report = StatusReport.accepted(spec, new_job=new_job)
         await self.broker.publish(self.broker.names.events_exchange, report.routing_key, report)
+
+
+def _configured(
+    field: str, value: str | None, configured: Collection[str], what: str, listed: str
+) -> None:
+    """A 422 naming ``field`` if it names a ``what`` the configuration does not."""
+    if value is not None and value not in configured:
+        raise Problem(
+            422,
+            f"unknown {field} {value!r}; configured {listed}: "
+            f"{', '.join(sorted(configured)) or 'none'}",
+            errors=[{"field": field, "message": f"unknown {what}"}],
+        )

@@ -74,13 +74,6 @@ def _owner_gone(label: str | None) -> bool:
     except PermissionError:  # alive, someone else's
         return False
     return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
 
 
 LOG_DRAIN_TIMEOUT = 2.0
