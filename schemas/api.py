@@ -104,6 +104,18 @@ class SheepStatus(BaseModel):
     queue_depth: int | None = Field(
         description="Jobs waiting in its own queue (a sheep of a class: in its class's)."
     )
+    devices: list[str] = Field(default_factory=list, description="The devices it holds.")
+    started_at: str | None = Field(default=None, description="When it started (ISO 8601).")
+    jobs_done: int = Field(default=0, description="Jobs done on it since it started.")
+    jobs_failed: int = Field(default=0, description="Jobs failed on it since it started.")
+    busy_seconds: float = Field(
+        default=0.0, description="Seconds jobs were on its runner since it started."
+    )
+    duty_cycle: float | None = Field(
+        default=None,
+        description="busy_seconds over its time up, as of its last announcement (0 to 1); "
+        "the difference of two readings gives it over a recent span.",
+    )
 
 
 class PoolStatus(BaseModel):

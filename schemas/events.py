@@ -240,6 +240,18 @@ class SheepState(BaseModel):
     model: ModelRef | None = Field(default=None, description="The model its runner holds.")
     runner_alive: bool
     current_job: JobId | None = None
+    devices: list[str] = Field(
+        default_factory=list, description="Its devices (sheep.<id>.devices): GPUs it holds."
+    )
+    started_at: AwareDatetime | None = Field(default=None, description="When it started.")
+    jobs_done: int = Field(default=0, ge=0, description="Jobs it has done since it started.")
+    jobs_failed: int = Field(default=0, ge=0, description="Jobs that failed on it since.")
+    busy_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds jobs were on its runner since it started.",
+    )
     # Aware and bounded: the gateway computes "alive" from them, and a naive time or an
     # infinite interval would break that arithmetic.
     time: AwareDatetime = Field(default_factory=utcnow)

@@ -25,7 +25,7 @@ from typing import Literal
 
 from schemas.names import is_job_id
 
-Part = Literal["job", "dispatch", "cancel", "input", "output", "status", "log"]
+Part = Literal["job", "dispatch", "cancel", "input", "output", "status", "log", "webhook"]
 
 
 def job_prefix(job_id: str) -> str:
@@ -58,6 +58,15 @@ def outputs_prefix(job_id: str) -> str:
 
 def logs_prefix(job_id: str) -> str:
     return f"{job_id}/logs/"
+
+
+def webhooks_prefix(job_id: str) -> str:
+    """Where the notifier records each attempt to deliver the job's events to a webhook."""
+    return f"{job_id}/webhooks/"
+
+
+def webhook_attempt_key(job_id: str, webhook_id: str, attempt: int) -> str:
+    return f"{webhooks_prefix(job_id)}{webhook_id}/{attempt:04d}.json"
 
 
 RESERVED_PREFIX = "_shepherd/"
@@ -106,7 +115,12 @@ _FIXED: dict[str, Part] = {
     "cancel.json": "cancel",
     "status.json": "status",
 }
-_TREES: dict[str, Part] = {"inputs": "input", "outputs": "output", "logs": "log"}
+_TREES: dict[str, Part] = {
+    "inputs": "input",
+    "outputs": "output",
+    "logs": "log",
+    "webhooks": "webhook",
+}
 
 
 def parse_key(key: str) -> ParsedKey | None:

@@ -76,15 +76,12 @@ class JobPage(BaseModel):
     )
 
 
-class JobListQuery(BaseModel):
-    """The query of ``GET /jobs``; unknown parameters are refused (a typo filters nothing)."""
+class JobFilter(BaseModel):
+    """Which jobs a listing or a count takes; unknown parameters are refused (a typo filters
+    nothing)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    state: list[JobState] = Field(
-        default_factory=list,
-        description="Only jobs in one of these states (repeated, or comma-separated).",
-    )
     model: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$",
@@ -94,12 +91,6 @@ class JobListQuery(BaseModel):
     since: AwareDatetime | None = Field(
         default=None, description="Only jobs accepted at or after this time (RFC 3339)."
     )
-    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Jobs per page.")
-    cursor: str | None = Field(
-        default=None,
-        pattern=CURSOR_PATTERN,
-        description="next_cursor of the page before: the listing goes on after that job.",
-    )
 
     @field_validator("since", mode="before")
     @classmethod
@@ -108,3 +99,27 @@ class JobListQuery(BaseModel):
         if isinstance(value, str) and not _DATE_TIME.match(value):
             raise ValueError("must be an RFC 3339 date-time with its zone: 2026-12-01T00:00:00Z")
         return value
+
+
+class JobListQuery(JobFilter):
+    """The query of ``GET /jobs``."""
+
+    state: list[JobState] = Field(
+        default_factory=list,
+        description="Only jobs in one of these states (repeated, or comma-separated).",
+    )
+    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Jobs per page.")
+    cursor: str | None = Field(
+        default=None,
+        pattern=CURSOR_PATTERN,
+        description="next_cursor of the page before: the listing goes on after that job.",
+    )
+
+
+class JobCounts(BaseModel):
+    """``GET /jobs/counts``: how many jobs the index holds in each state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    counts: dict[JobState, int] = Field(description="Every state, with 0 for none.")
+    total: int

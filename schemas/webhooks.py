@@ -73,6 +73,33 @@ class WebhookDelivery(BaseModel):
         return self.subscription or "callback"
 
 
+class WebhookAttempt(BaseModel):
+    """``<job_id>/webhooks/<webhook-id>/<attempt>.json``: one attempt to deliver one of the
+    job's events, as the notifier recorded it (``GET /jobs/{job_id}/webhooks``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_id: str = Field(description="The delivery's webhook-id, the same on every attempt.")
+    subscription: PathSegment | None = Field(description="Null for the job's callback_url.")
+    url: str = Field(description="Where it went, without credentials or query (secrets).")
+    event_type: str = Field(description="The CloudEvent's type: io.shepherd.job.done, ...")
+    attempt: int = Field(ge=1)
+    at: datetime = Field(description="When the attempt ended.")
+    outcome: Literal["delivered", "retrying", "gone", "gave-up"]
+    status_code: int | None = Field(description="The receiver's HTTP status; null: no answer.")
+    detail: str = Field(description="What happened: HTTP 503; next attempt in 4.0 s, ...")
+
+
+class WebhookAttempts(BaseModel):
+    """``GET /jobs/{job_id}/webhooks``: every attempt to deliver the job's events, oldest
+    first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    attempts: list[WebhookAttempt]
+
+
 class DisabledSubscription(BaseModel):
     """``_shepherd/webhooks/disabled/<name>``: the subscription answered 410 Gone at ``url``.
     It stays disabled, across restarts, until the object is removed or the URL changes."""

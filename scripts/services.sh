@@ -275,6 +275,14 @@ deploy_tools() {
     || die "building kubeconform failed"
 }
 
+# Debian's Chromium and its chromedriver: the dashboard's tests drive a real browser
+# (tests/support/browser.py). Installed as root; without them those tests are skipped, saying so.
+browser_tools() {
+  [[ $(id -u) != 0 ]] && return 0
+  need_apt_package chromium chromium
+  need_apt_package chromedriver chromium-driver
+}
+
 registry_healthy() { curl -fsS -m 2 "http://$REGISTRY_ADDRESS/v2/" >/dev/null 2>&1; }
 
 registry_up() {
@@ -309,7 +317,7 @@ status() {
 command -v curl >/dev/null || need_apt_package curl curl
 case "${1:-up} ${2:-}" in
   "up ") rabbitmq_up; minio_up; docker_up; registry_up; image_tools; amqp_tools; prometheus_tools
-    deploy_tools ;;
+    deploy_tools; browser_tools ;;
   "up docker") docker_up; registry_up; image_tools ;;
   "down ") registry_down; docker_down; minio_down; rabbitmq_down ;;
   "status ") status ;;

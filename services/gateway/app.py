@@ -25,6 +25,7 @@ from services.common.problems import Problem, problem_handler
 from services.common.storage import Storage, UnreadableRecord
 from services.gateway.auth import bearer_auth
 from services.gateway.cancel import CancelRoutes
+from services.gateway.dashboard import dashboard_routes
 from services.gateway.docs import docs_routes
 from services.gateway.fleet import Fleet
 from services.gateway.http_metrics import HttpMetrics
@@ -41,6 +42,7 @@ from services.gateway.readiness import routes as status_routes
 from services.gateway.streams import StreamRoutes
 from services.gateway.submissions import SubmissionListener
 from services.gateway.uploads import UploadListener
+from services.gateway.webhook_attempts import WebhookAttemptRoutes
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +89,12 @@ class Gateway:
                     *StreamRoutes(self.history, self.lookup).routes(),
                     *LogRoutes(self.lookup, storage, self.log_follower).routes(),
                     *ListingRoutes(self.index).routes(),
+                    *WebhookAttemptRoutes(self.lookup, storage).routes(),
                     *Operations(
                         config, broker, storage, self.fleet, self.openapi, self.asyncapi
                     ).routes(),
                     *docs_routes(self.openapi),
+                    *dashboard_routes(),
                 ],
                 exception_handlers={
                     Problem: problem_handler,

@@ -6,7 +6,8 @@
 
 The rule is by method, not by route, so routes added later are covered without being listed:
 GET and HEAD need the ``read`` scope, every other method ``submit``. ``/health``,
-``/openapi.json`` and ``/docs`` stay open. Tokens are configured as SHA-256 digests
+``/openapi.json``, ``/docs`` and the dashboard's page and files (``/ui``, which hold no data)
+stay open. Tokens are configured as SHA-256 digests
 (``gateway.tokens``) and a presented token is hashed and compared in constant time; no plain
 token is kept or logged. A missing or unknown token is answered 401 with
 ``WWW-Authenticate: Bearer``, a token without the needed scope 403 naming that scope. The
@@ -31,14 +32,17 @@ from services.common.problems import Problem
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/asyncapi.json", "/docs"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/asyncapi.json", "/docs", "/ui"})
 OPEN_PREFIX = "/docs/static/"
 """The docs page's own script and styles, open like the page."""
+UI_PREFIX = "/ui/static/"
+"""The dashboard's script and styles: open like its page, which holds no data (it asks for a
+token, and every API call it makes needs one)."""
 
 
 def is_open(path: str) -> bool:
     """Whether ``path`` is served without a token."""
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
+    return path in OPEN_PATHS or path.startswith((OPEN_PREFIX, UI_PREFIX))
 
 
 TOKEN_PREFIX = "shp_"

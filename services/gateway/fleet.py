@@ -154,7 +154,21 @@ class Fleet:
                     if sheep_class
                     else await self.depth(names.sheep_queue(sheep_id, p) for p in PRIORITIES)
                 ),
+                **(_work(state) if state else {}),
             }
         pool = await self.depth(names.pool_lane(p) for p in PRIORITIES)
         classes = {c: {"queue_depth": depth} for c, depth in depths.items()}
         return {"sheep": sheep, "pool": {"queue_depth": pool}, "classes": classes}
+
+
+def _work(state: SheepState) -> dict:
+    """What a sheep announced it has done, and its duty cycle over its time up."""
+    up = (state.time - state.started_at).total_seconds() if state.started_at else 0.0
+    return {
+        "devices": state.devices,
+        "started_at": state.started_at.isoformat() if state.started_at else None,
+        "jobs_done": state.jobs_done,
+        "jobs_failed": state.jobs_failed,
+        "busy_seconds": state.busy_seconds,
+        "duty_cycle": min(1.0, state.busy_seconds / up) if up > 0 else None,
+    }

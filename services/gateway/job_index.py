@@ -190,6 +190,16 @@ class JobIndex:
         last = rows[-1] if more else None
         return Page([row[0] for row in rows], _encode(last[1], last[2]) if last else None)
 
+    async def counts(self, query: JobQuery) -> dict[str, int]:
+        """How many jobs matching ``query`` are in each state (states without any left out)."""
+        where, params = _conditions(query)
+        sql = (
+            "SELECT state, count(*) FROM jobs"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} GROUP BY state"
+        )
+        rows = await self._run(lambda: self.db.execute(sql, params).fetchall())
+        return {state: int(n) for state, n in rows}
+
     async def count(self) -> int:
         return await self._run(lambda: self.db.execute("SELECT count(*) FROM jobs").fetchone()[0])
 

@@ -139,7 +139,16 @@ DOCS: Docs = {
     ("GET", "/jobs/{job_id}/input"): Doc(
         "inputs/input.json, or the list of input files",
         {200: Answer(_FILE_OR_LISTING, media_type="*/*"), **ERRORS},
-        JOB,
+        [
+            *JOB,
+            {
+                "name": "list",
+                "in": "query",
+                "required": False,
+                "description": "The FileListing of every input, input.json among them.",
+                "schema": {"type": "boolean"},
+            },
+        ],
     ),
     ("GET", "/jobs/{job_id}/input/{file:path}"): Doc(
         "One input file", {200: Answer("The file", media_type="*/*"), **ERRORS}, FILE
@@ -250,12 +259,21 @@ class JobRoutes:
     async def input(self, request: Request) -> Response:
         job_id = parse_job_id(request.path_params["job_id"])
         file = _file_param(request)
+        listing = file is None and parse_flag("list", request.query_params.get("list"))
         await self._known_status(job_id)
         spec = await self.intake.load_spec(job_id)
-        if spec is not None and spec.payload is not None and file in (None, PAYLOAD_INPUT):
-            # kept in job.json rather than stored (gateway.dispatch_payload_bytes)
-            return Response(spec.payload.encode(), media_type="application/json")
-        return await self._file_or_listing(request, inputs_prefix(job_id), PAYLOAD_INPUT, file)
+        # A payload kept in job.json rather than stored (gateway.dispatch_payload_bytes).
+        kept = None if spec is None or spec.payload is None else spec.payload.encode()
+        if kept is not None and file in (None, PAYLOAD_INPUT) and not listing:
+            return Response(kept, media_type="application/json")
+        return await self._file_or_listing(
+            request,
+            inputs_prefix(job_id),
+            PAYLOAD_INPUT,
+            file,
+            listing=listing,
+            kept={} if kept is None else {PAYLOAD_INPUT: len(kept)},
+        )
 
     async def input_file(self, request: Request) -> Response:
         """One route for reading and uploading, so that a 405 allows both methods."""
@@ -305,15 +323,17 @@ class JobRoutes:
         file: str | None,
         *,
         listing: bool = False,
+        kept: dict[str, int] | None = None,
     ) -> Response:
         """``/{file}`` streams that file; without one, the default file if present (and no
-        ``listing`` asked for), else a listing of the files with their links."""
+        ``listing`` asked for), else a listing of the files with their links (and of those
+        ``kept`` elsewhere: name to size)."""
         if file is not None:
             return await stored_file(self.storage, prefix + file)
         objects = await self.storage.list(prefix)
         if not listing and any(o.key == prefix + default for o in objects):
             return await stored_file(self.storage, prefix + default)
-        base = str(request.url).rstrip("/")
-        listed = [(o.key.removeprefix(prefix), o.size) for o in objects]
+        base = str(request.url.replace(query="")).rstrip("/")
+        listed = [*(kept or {}).items(), *((o.key.removeprefix(prefix), o.size) for o in objects)]
         files = [ListedFile(name=name, size=size, url=f"{base}/{name}") for name, size in listed]
         return json_answer(FileListing(files=files))

@@ -16,7 +16,18 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.events import JobEvent, JobRejectedEvent
-from services.gateway import cancel, docs, jobs, listing, logs, operations, readiness, streams
+from services.gateway import (
+    cancel,
+    dashboard,
+    docs,
+    jobs,
+    listing,
+    logs,
+    operations,
+    readiness,
+    streams,
+    webhook_attempts,
+)
 from services.gateway.api_docs import PROBLEM, Answer, Doc, Docs
 from services.gateway.auth import OPEN_PATHS, required_scope
 from services.gateway.openapi_webhooks import webhooks_section
@@ -28,8 +39,10 @@ ROUTE_TEXTS: tuple[Docs, ...] = (
     logs.DOCS,
     cancel.DOCS,
     streams.DOCS,
+    webhook_attempts.DOCS,
     operations.DOCS,
     docs.DOCS,
+    dashboard.DOCS,
 )
 WEBHOOK_MODELS: tuple[type[BaseModel], ...] = (JobEvent, JobRejectedEvent)
 """What the webhooks section refers to: the bodies of the deliveries."""

@@ -4,13 +4,12 @@ gateway's fleet view (``GET /status``) is made of.
     announcer = Announcer(broker, state_of_the_sheep, interval=5.0)
     announcer.start()
     announcer.changed()        # something changed: announce soon
-    announcer.reported()       # a job report went out: the fleet heard of the sheep
     await announcer.leave()    # stop, with a last announcement: the sheep is gone
 
 It announces on a change, at most every ``ANNOUNCE_GAP`` seconds, and otherwise every
-``interval`` unless the sheep reported on a job meanwhile: the job's event names the sheep,
-which tells the fleet it lives. The fleet's view is a sample, not a log of every job
-(announcing each would cost two publishes a job).
+``interval``, busy or not: what it has done (jobs, busy seconds) stays that fresh in the fleet's
+view. The view is a sample, not a log of every job (announcing each would cost two publishes
+a job; this costs one an interval).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ class Announcer:
         self._interval = interval
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._reported = False
 
     def start(self) -> None:
         self._changed.set()  # announce the sheep at once
@@ -44,9 +42,6 @@ class Announcer:
 
     def changed(self) -> None:
         self._changed.set()
-
-    def reported(self) -> None:
-        self._reported = True
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -64,9 +59,6 @@ class Announcer:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), self._interval)
-            reported, self._reported = self._reported, False
-            if not self._changed.is_set() and reported:
-                continue  # nothing new, and the sheep's reports said it lives
             self._changed.clear()
             await self._send(self._state())
             await asyncio.sleep(ANNOUNCE_GAP)  # changes meanwhile go out together, next

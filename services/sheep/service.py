@@ -53,6 +53,7 @@ from services.sheep.lease import Hold, Leases
 from services.sheep.live_logs import LiveLogs
 from services.sheep.membership import Membership
 from services.sheep.running import RunningReport
+from services.sheep.tally import Tally
 from services.sheep.usage import measured, with_outputs
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class Sheep:
             sheep_id, config, storage, self._cancellations, self._publish, self._wait_for_servers
         )
         self._current_job: str | None = None
+        self._tally = Tally()
         self._worker: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self._gpus: SheepGpus | None = None
@@ -181,7 +183,9 @@ class Sheep:
             model=model,
             runner_alive=model is not None,
             current_job=self._current_job,
+            devices=self._sheep_config.devices,
             interval=self._state_interval,
+            **self._tally.announced(),
         )
 
     async def _work(self) -> None:
@@ -341,6 +345,7 @@ class Sheep:
                 usage = measured(job.inputs, timed.seconds, ran.accounting, gpus)
                 report = attempt.report(state, error=ran.error, inputs=job.inputs, usage=usage)
                 job.logs = job_span(marks, ran.logs, self.backend.log_files)
+            self._tally.ran(timed.seconds)
             await self._live_logs.end(job.logs[1])  # before its outcome can be reported
             return await running.outcome(report)
         except asyncio.CancelledError:
@@ -402,6 +407,7 @@ class Sheep:
             return
         why = f" ({report.error.type}: {report.error.message})" if report.error else ""
         log.info("sheep %s: job %s %s%s", self.sheep_id, job.job_id, report.state, why)
+        self._tally.ended(report.state)
         await self._let_go(job, job.hold.release())
 
     async def _give_back(self, job: HeldJob, *, wait: bool = False) -> None:
@@ -425,7 +431,6 @@ class Sheep:
 
     async def _publish(self, report: StatusReport) -> None:
         await self._broker.publish(self._names.events_exchange, report.routing_key, report)
-        self._announcer.reported()
 
     async def _when_connected(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """``action``, tried again once RabbitMQ is back if it is away. A reconnecting broker

@@ -1,4 +1,4 @@
-"""The fleet view (``GET /status``): a sheep busy with jobs stays alive without announcing."""
+"""The fleet view (``GET /status``): who is alive, and what each sheep announces it has done."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from schemas.job import ModelRef
 from schemas.status import JobState, JobStatus
 from services.gateway.fleet import Fleet
 from services.sheep.announcer import Announcer
+from services.sheep.tally import Tally
 from tests.support.polling import eventually
 from tests.support.stack import bare_sheep
 
@@ -47,29 +48,33 @@ async def test_a_sheep_named_by_job_events_is_alive_without_announcing(config, b
         await fleet.stop()
 
 
-async def test_a_sheep_that_reports_jobs_skips_its_periodic_announcement(broker, names):
+async def test_a_busy_sheep_announces_what_it_has_done_every_interval(broker, names):
     announced: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
     channel = await broker.connection.channel()
     queue = await channel.declare_queue(exclusive=True)
     await queue.bind(names.events_exchange, "sheep.s1")
     await queue.consume(announced.put, no_ack=True)
+    tally = Tally()
 
     def state() -> SheepState:
-        return SheepState(sheep_id="s1", kind="bare", runner_alive=True, interval=0.3)
+        return SheepState(
+            sheep_id="s1", kind="bare", runner_alive=True, interval=0.3, **tally.announced()
+        )
 
     announcer = Announcer(broker, state, interval=0.3)
     announcer.start()
     try:
-        await asyncio.wait_for(announced.get(), WAIT)  # the sheep is announced at start
-        await asyncio.sleep(1.5)  # the announcement gap (1 s), then an idle interval
-        announced_idle = announced.qsize()
-        for _ in range(15):  # busy: a report every 0.1 s
-            announcer.reported()
-            await asyncio.sleep(0.1)
-        assert announced_idle >= 1 and announced.qsize() == announced_idle
-        announcer.changed()  # a change is announced all the same
-        await asyncio.sleep(0.2)
-        assert announced.qsize() == announced_idle + 1
+        first = SheepState.model_validate_json((await asyncio.wait_for(announced.get(), WAIT)).body)
+        assert first.jobs_done == 0 and first.started_at == tally.started_at
+        tally.ran(0.25)
+        tally.ended(JobState.DONE)
+        tally.ended(JobState.FAILED)
+        later = SheepState.model_validate_json((await asyncio.wait_for(announced.get(), WAIT)).body)
+        assert (later.jobs_done, later.jobs_failed, later.busy_seconds) == (1, 1, 0.25)
+        announcer.changed()  # a change is announced after the gap, not before
+        await asyncio.sleep(0.5)
+        assert announced.qsize() == 0
+        await asyncio.wait_for(announced.get(), WAIT)
     finally:
         await announcer.stop()
         await channel.close()

@@ -30,6 +30,7 @@ from services.common.broker import Broker
 from services.common.consumer import TypedConsumer
 from services.common.outages import Settlement, holding
 from services.common.ssrf_guard import RefusedTarget
+from services.notifier.webhooks.attempts import AttemptRecords, shown_url
 from services.notifier.webhooks.client import WebhookClient
 from services.notifier.webhooks.disabled import DisabledSubscriptions
 from services.notifier.webhooks.metrics import count
@@ -50,8 +51,10 @@ class WebhookDeliverer:
         broker: Broker,
         client: WebhookClient,
         disabled: DisabledSubscriptions,
+        records: AttemptRecords,
     ) -> None:
         self._broker = broker
+        self._records = records
         self._client = client
         self._disabled = disabled
         self._subscriptions = {s.name: s for s in config.notifier.webhooks}
@@ -85,36 +88,47 @@ class WebhookDeliverer:
             count(target, "dropped")
             return "ack"
         secret, url = receiver
-        where = f"{delivery.id} to {target} ({_shown(url)}), attempt {attempt}"
+        where = f"{delivery.id} to {target} ({shown_url(url)}), attempt {attempt}"
         body = delivery.event.model_dump_json()
         headers = signature_headers(secret, delivery.id, body)
         try:
             answer = await self._client.post(str(url), headers, body.encode())
         except RefusedTarget as exc:
-            await self._give_up(message, delivery, attempt, where, f"refused target: {exc}")
+            reason = f"refused target: {exc}"
+            await self._give_up(message, delivery, attempt, where, reason)
+            await self._records.record(delivery, attempt, "gave-up", None, reason)
             return "ack"
         match verdict(answer.status):
             case Verdict.DELIVERED:
                 log.debug("delivered %s", where)
                 count(target, "delivered")
+                await self._records.record(
+                    delivery, attempt, "delivered", answer.status, str(answer)
+                )
             case Verdict.GONE:
                 await self._gone(message, delivery, where)
+                await self._records.record(delivery, attempt, "gone", answer.status, str(answer))
             case Verdict.RETRY:
                 try:
                     retry = self._backoff.after(attempt, answer.retry_after)
                 except ScheduleSpent as exc:
-                    await self._give_up(message, delivery, attempt, where, f"{answer}; {exc}")
+                    reason = f"{answer}; {exc}"
+                    await self._give_up(message, delivery, attempt, where, reason)
+                    await self._records.record(delivery, attempt, "gave-up", answer.status, reason)
                     return "ack"
                 await holding(
                     [message],
                     "parking a webhook retry",
                     lambda: self._park(message, delivery, attempt + 1, retry),
                 )
-                log.info("delivery %s: %s; next attempt in %.1f s", where, answer, retry.delay)
+                detail = f"{answer}; next attempt in {retry.delay:.1f} s"
+                log.info("delivery %s: %s", where, detail)
                 count(target, "retried")
+                await self._records.record(delivery, attempt, "retrying", answer.status, detail)
             case Verdict.GIVE_UP:
                 reason = f"{answer}, which no retry would change"
                 await self._give_up(message, delivery, attempt, where, reason)
+                await self._records.record(delivery, attempt, "gave-up", answer.status, reason)
         return "ack"
 
     def _receiver(self, delivery: WebhookDelivery) -> tuple[str, AnyHttpUrl] | None:
@@ -194,8 +208,3 @@ class WebhookDeliverer:
 def _attempt_number(message: AbstractIncomingMessage) -> int:
     value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
     return value if isinstance(value, int) and value >= 1 else 1
-
-
-def _shown(url: AnyHttpUrl) -> str:
-    """The URL without credentials or query, which may hold secrets: fit for logs."""
-    return f"{url.scheme}://{url.host}:{url.port}{url.path or ''}"

@@ -15,6 +15,7 @@ from schemas.config import Config
 from services.common.broker import Broker
 from services.common.ssrf_guard import check_subscriptions
 from services.common.storage import Storage
+from services.notifier.webhooks.attempts import AttemptRecords
 from services.notifier.webhooks.client import WebhookClient
 from services.notifier.webhooks.deliverer import WebhookDeliverer
 from services.notifier.webhooks.disabled import DisabledSubscriptions
@@ -26,7 +27,9 @@ class Webhooks:
         self._disabled = DisabledSubscriptions(storage, config.notifier.webhooks)
         self._client = WebhookClient(config.notifier)
         self._dispatcher = WebhookDispatcher(config, broker, storage, self._disabled)
-        self._deliverer = WebhookDeliverer(config, broker, self._client, self._disabled)
+        self._deliverer = WebhookDeliverer(
+            config, broker, self._client, self._disabled, AttemptRecords(storage)
+        )
         self._subscriptions = config.notifier.webhooks
         self._allow_private = config.notifier.allow_private_targets
 

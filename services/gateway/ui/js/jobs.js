@@ -1,0 +1,159 @@
+// The jobs view: the listing (GET /jobs), newest first, filtered and paged, kept current by
+// the live events, with the count of jobs in each state (GET /jobs/counts).
+
+import { getJson } from "./api.js";
+import {
+  STATES, between, h, message, modelName, movesOn, replace, seconds, stateBadge,
+  timeElement,
+} from "./dom.js";
+
+const PAGE = 50;
+const COUNTS_EVERY_MS = 2000;
+const NONE = "No jobs match.";
+
+export function jobsView(main, { live, query }) {
+  const filters = {
+    state: query.get("state") || "",
+    model: query.get("model") || "",
+    sheep: query.get("sheep") || "",
+  };
+  const shown = new Map(); // job id -> {status, row}
+  let cursor = null;
+  let countsDue = null;
+
+  const counts = h("ul", { class: "counts", "aria-label": "Jobs by state" });
+  const body = h("tbody");
+  const more = h("button", { type: "button", onclick: () => load(false) }, "Older jobs");
+  const note = h("p", { class: "muted", role: "status" });
+  const form = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Filter jobs", onsubmit: apply },
+    h("label", {}, "State", h("select", { name: "state" },
+      h("option", { value: "" }, "any"),
+      STATES.map((s) => h("option", { value: s, selected: s === filters.state }, s)))),
+    h("label", {}, "Model", h("input", {
+      name: "model", value: filters.model, placeholder: "name or name:version", size: 16,
+    })),
+    h("label", {}, "Sheep", h("input", { name: "sheep", value: filters.sheep, size: 12 })),
+    h("button", { type: "submit" }, "Filter"),
+  );
+  const table = h("table", {},
+    h("caption", {}, "Jobs, newest first; rows change as jobs move on"),
+    h("thead", {}, h("tr", {},
+      h("th", { scope: "col" }, "Job"),
+      h("th", { scope: "col" }, "State"),
+      h("th", { scope: "col" }, "Model"),
+      h("th", { scope: "col", class: "wide" }, "Sheep"),
+      h("th", { scope: "col", class: "num wide" }, "Attempt"),
+      h("th", { scope: "col" }, "Accepted"),
+      h("th", { scope: "col", class: "num" }, "Took"))),
+    body);
+  replace(main, h("h1", {}, "Jobs"), counts, form, h("div", { class: "table-wrap" }, table),
+    h("p", { class: "actions" }, more), note);
+
+  function apply(event) {
+    event.preventDefault();
+    const data = new FormData(form);
+    const params = new URLSearchParams();
+    for (const key of ["state", "model", "sheep"]) {
+      const value = String(data.get(key) || "").trim();
+      if (value) params.set(key, value);
+    }
+    const hash = `#/jobs${params.toString() ? `?${params}` : ""}`;
+    if (location.hash === hash) load(true);
+    else location.hash = hash;
+  }
+
+  function matches(status) {
+    if (filters.state && status.state !== filters.state) return false;
+    if (filters.sheep && status.sheep_id !== filters.sheep) return false;
+    if (filters.model) {
+      const [name, version] = filters.model.split(":");
+      if (status.model.name !== name || (version && status.model.version !== version)) return false;
+    }
+    return true;
+  }
+
+  function row(status) {
+    const took = between(status.accepted_at, status.finished_at);
+    return h("tr", { "data-job": status.job_id, "data-state": status.state },
+      h("th", { scope: "row" }, h("a", { href: `#/jobs/${encodeURIComponent(status.job_id)}` },
+        h("code", {}, status.job_id))),
+      h("td", {}, stateBadge(status.state),
+        status.error ? h("span", { class: "muted" }, ` ${status.error.type}`) : null),
+      h("td", {}, modelName(status.model)),
+      h("td", { class: "wide" }, status.sheep_id || ""),
+      h("td", { class: "num wide" }, String(status.attempt || 1)),
+      h("td", {}, timeElement(status.accepted_at)),
+      h("td", { class: "num" }, seconds(took)));
+  }
+
+  function put(status, atTop) {
+    const known = shown.get(status.job_id);
+    const fresh = row(status);
+    if (known) known.row.replaceWith(fresh);
+    else if (atTop) body.prepend(fresh);
+    else body.append(fresh);
+    shown.set(status.job_id, { status, row: fresh });
+    if (note.textContent === NONE) note.textContent = "";
+  }
+
+  async function load(first) {
+    note.textContent = "";
+    if (first) {
+      cursor = null;
+      shown.clear();
+      body.replaceChildren();
+    }
+    try {
+      const page = await getJson("/jobs", { ...filters, limit: PAGE, cursor });
+      for (const job of page.jobs) if (!shown.has(job.job_id)) put(job, false);
+      cursor = page.next_cursor;
+      more.hidden = !cursor;
+      if (!shown.size) note.textContent = NONE;
+    } catch (error) {
+      note.textContent = `Cannot list the jobs: ${message(error)}`;
+    }
+  }
+
+  async function refreshCounts() {
+    countsDue = null;
+    try {
+      const found = await getJson("/jobs/counts", { model: filters.model, sheep: filters.sheep });
+      replace(counts, STATES.map((state) => h("li", {}, stateBadge(state), ` ${found.counts[state]}`)),
+        h("li", { class: "muted" }, `${found.total} in all`));
+    } catch (error) {
+      replace(counts, h("li", { class: "error" }, `Counts unavailable: ${message(error)}`));
+    }
+  }
+
+  function countsSoon() {
+    countsDue ??= setTimeout(refreshCounts, COUNTS_EVERY_MS);
+  }
+
+  function isNewest(status) {
+    const top = body.firstElementChild && shown.get(body.firstElementChild.dataset.job);
+    if (!top || !status.accepted_at) return !top;
+    return new Date(status.accepted_at) >= new Date(top.status.accepted_at);
+  }
+
+  const unsubscribe = live.subscribe(({ kind, status }) => {
+    if (!status) return;
+    const known = shown.get(status.job_id);
+    if (known) {
+      if (!movesOn(status, known.status, kind === "progress")) return;
+      if (!matches(status)) return; // left the filter: kept as last shown
+      put({ ...known.status, ...status }, false);
+    } else if (matches(status) && isNewest(status)) {
+      put(status, true); // accepted since the page loaded: on top
+    }
+    if (kind !== "progress") countsSoon();
+  });
+
+  load(true);
+  refreshCounts();
+  return () => {
+    unsubscribe();
+    clearTimeout(countsDue);
+  };
+}
