@@ -117,7 +117,7 @@ class JobListQuery(JobFilter):
 
 
 class JobCounts(BaseModel):
-    """``GET /jobs/counts``: how many jobs the index holds in each state."""
+    """``GET /job-counts``: how many jobs the index holds in each state."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -154,15 +154,18 @@ class Fleet:
                     if sheep_class
                     else await self.depth(names.sheep_queue(sheep_id, p) for p in PRIORITIES)
                 ),
-                **(_work(state) if state else {}),
+                **_work(state, named.devices if named else []),
             }
         pool = await self.depth(names.pool_lane(p) for p in PRIORITIES)
         classes = {c: {"queue_depth": depth} for c, depth in depths.items()}
         return {"sheep": sheep, "pool": {"queue_depth": pool}, "classes": classes}
 
 
-def _work(state: SheepState) -> dict:
-    """What a sheep announced it has done, and its duty cycle over its time up."""
+def _work(state: SheepState | None, configured_devices: list[str]) -> dict:
+    """What a sheep announced it has done, and its duty cycle over its time up (for a named
+    sheep not heard from yet: its configured devices)."""
+    if state is None:
+        return {"devices": configured_devices, "jobs_done": 0, "jobs_failed": 0}
     up = (state.time - state.started_at).total_seconds() if state.started_at else 0.0
     return {
         "devices": state.devices,

@@ -2,7 +2,7 @@
 
     GET /jobs?state=failed&model=echo&since=2026-12-01T00:00:00Z&limit=50
     GET /jobs?state=failed&model=echo&since=2026-12-01T00:00:00Z&limit=50&cursor=<next_cursor>
-    GET /jobs/counts?model=echo              {"counts": {"done": 12, "failed": 1, ...}, ...}
+    GET /job-counts?model=echo              {"counts": {"done": 12, "failed": 1, ...}, ...}
 
 It reads the gateway's job index (:mod:`services.gateway.job_index`), which follows the job
 events: a job is listed, in its latest state, within moments of its event.
@@ -49,7 +49,7 @@ DOCS: Docs = {
         description="Filters combine (all must hold). Pass the answer's next_cursor, with the "
         "same filters, for the next page.",
     ),
-    ("GET", "/jobs/counts"): Doc(
+    ("GET", "/job-counts"): Doc(
         "How many jobs are in each state",
         {200: Answer("A count per state", JobCounts), 400: PROBLEM},
         _parameters(JobFilter),
@@ -65,7 +65,7 @@ class ListingRoutes:
     def routes(self) -> list[Route]:
         return [
             Route("/jobs", self.jobs, methods=["GET"]),
-            Route("/jobs/counts", self.counts, methods=["GET"]),
+            Route("/job-counts", self.counts, methods=["GET"]),
         ]
 
     async def jobs(self, request: Request) -> Response:

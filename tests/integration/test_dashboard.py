@@ -180,6 +180,6 @@ async def test_the_dashboards_files_hold_no_data_and_its_api_calls_need_a_token(
         assert (await client.get("/ui")).status_code == 200
         assert (await client.get("/ui/static/js/api.js")).status_code == 200
         assert (await client.get("/ui/static/nothing.js")).status_code == 404
-        for path in ("/jobs", "/jobs/counts", "/status", "/events"):
+        for path in ("/jobs", "/job-counts", "/status", "/events"):
             answer = await client.get(path)
             assert answer.status_code == 401, (path, answer.status_code)

@@ -78,3 +78,36 @@ async def test_a_busy_sheep_announces_what_it_has_done_every_interval(broker, na
     finally:
         await announcer.stop()
         await channel.close()
+
+
+async def test_the_fleet_reports_what_each_sheep_has_done(config, broker, names):
+    config.sheep = {"s1": bare_sheep(devices=["0", "1"])}
+    fleet = Fleet(config, broker)
+    await fleet.start()
+    try:
+        now = datetime.now(UTC)
+        state = SheepState(
+            sheep_id="s1",
+            kind="bare",
+            runner_alive=True,
+            interval=5,
+            devices=["0", "1"],
+            started_at=now - timedelta(seconds=100),
+            time=now,
+            jobs_done=7,
+            jobs_failed=2,
+            busy_seconds=25.0,
+        )
+        await broker.publish(names.events_exchange, state.routing_key, state)
+
+        async def reported() -> dict | None:
+            sheep = (await fleet.report())["sheep"]["s1"]
+            return sheep if sheep["jobs_done"] else None
+
+        sheep = await eventually(reported, within=WAIT)
+        assert (sheep["jobs_done"], sheep["jobs_failed"], sheep["busy_seconds"]) == (7, 2, 25.0)
+        assert sheep["duty_cycle"] == 0.25  # 25 s busy of 100 s up
+        assert sheep["devices"] == ["0", "1"]
+        assert datetime.fromisoformat(sheep["started_at"]) == state.started_at
+    finally:
+        await fleet.stop()

@@ -93,6 +93,27 @@ async def test_jobs_are_listed_newest_first_filtered_and_paged(two_sheep, names,
                 break
         assert pages == [ids[:0:-1], ids[:1]]
 
+        async def counts(**params: object) -> dict:
+            answer = await client.get("/job-counts", params=params)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        everyone = await counts()
+        assert everyone["total"] == 4 and everyone["counts"]["done"] == 3
+        assert everyone["counts"]["failed"] == 1 and everyone["counts"]["queued"] == 0
+        assert (await counts(sheep="s2"))["counts"] == {
+            "accepted": 0,
+            "queued": 0,
+            "running": 0,
+            "done": 1,
+            "failed": 1,
+            "cancelled": 0,
+        }
+        assert (await counts(model="echo:1", since=before.isoformat()))["total"] == 3
+        assert (await counts(since=datetime.now(UTC).isoformat()))["total"] == 0
+        refused = await client.get("/job-counts", params={"state": "done"})
+        assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == "state"
+
 
 @pytest.mark.parametrize(
     ("query", "field"),

@@ -91,6 +91,33 @@ async def test_an_uploaded_input_queues_the_declared_job(stack, job_id):
     assert stored.headers["content-type"] == "application/json"
 
 
+async def test_a_jobs_inputs_and_outputs_are_listed_with_their_links(stack, job_id):
+    """The payload kept in job.json is listed among the inputs like a stored one."""
+    declared = echo(job_id, payload={"kept": "in job.json"}, inputs=["notes/extra.txt"])
+    assert (await stack.post("/start-job", json=declared)).status_code == 202
+    put = await stack.put(f"/jobs/{job_id}/input/notes/extra.txt", content=b"twelve bytes")
+    assert put.status_code == 201, put.text
+    assert (await stack.get(f"/jobs/{job_id}/wait_ready", params={"timeout": 30})).json()[
+        "state"
+    ] == "done"
+
+    inputs = await stack.get(f"/jobs/{job_id}/input", params={"list": "true"})
+    files = {f["name"]: f for f in inputs.json()["files"]}
+    assert sorted(files) == ["input.json", "notes/extra.txt"]
+    assert files["notes/extra.txt"]["size"] == 12
+    kept = await stack.get(files["input.json"]["url"])
+    assert kept.json() == {"kept": "in job.json"}
+    assert files["input.json"]["size"] == len(kept.content)
+    assert (await stack.get(files["notes/extra.txt"]["url"])).content == b"twelve bytes"
+
+    outputs = await stack.get(f"/jobs/{job_id}/result", params={"list": "true"})
+    (output,) = outputs.json()["files"]
+    assert output["url"].endswith(f"/jobs/{job_id}/result/output.json")  # no ?list=true in it
+    assert (await stack.get(output["url"])).json() == {"kept": "in job.json"}
+    # Without list=, the payload itself, as before.
+    assert (await stack.get(f"/jobs/{job_id}/input")).json() == {"kept": "in job.json"}
+
+
 def sleep(job_id: str, seconds: float, **extra: object) -> dict:
     return {"job_id": job_id, "model": {"name": "sleep", "version": "1"}, **extra} | {
         "payload": {"seconds": seconds, "value": job_id}

@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 from schemas.config import NotifierConfig, WebhookSubscription
 from schemas.submission import SubmissionReply
 from tests.conftest import serving
+from tests.support.polling import eventually
 from tests.support.receiver import Receiver, Reply
 from tests.support.stack import bare_sheep
 from tests.support.webhooks import secret
@@ -75,6 +76,47 @@ async def test_a_callback_gets_the_outcome_while_a_subscriber_hangs(
         # Neither the status nor the callback waited for the subscriber, still hanging.
         assert took < HANG / 2, took
         assert delivery.at - first_slow.at < HANG / 2
+
+
+async def test_each_delivery_attempt_is_listed_with_the_job(config, names, receiver, job_id):
+    config.sheep = {"s1": bare_sheep()}
+    config.notifier = NotifierConfig(
+        webhooks=[
+            WebhookSubscription(
+                name="flaky",
+                url=receiver.url("/flaky?token=hidden"),
+                events=["job.done"],
+                secret=secret(),
+            )
+        ],
+        allow_private_targets=True,
+        webhook_retry_schedule=[0.2],
+    )
+    receiver.script("/flaky", Reply(503), Reply(204))
+    async with serving(config, names) as client:
+        request = {"job_id": job_id, "model": {"name": "echo", "version": "1"}, "payload": 1}
+        assert (await client.post("/start-job", json=request)).status_code == 202
+        await receiver.next("/flaky")
+        await receiver.next("/flaky")
+
+        async def both_recorded() -> list[dict]:
+            answer = await client.get(f"/jobs/{job_id}/webhooks")
+            assert answer.status_code == 200, answer.text
+            attempts = answer.json()["attempts"]
+            return attempts if len(attempts) == 2 else []
+
+        first, second = await eventually(both_recorded, within=10)
+        outcome = ("attempt", "outcome", "status_code")
+        assert [first[k] for k in outcome] == [1, "retrying", 503]
+        assert first["detail"].startswith("HTTP 503; next attempt in")
+        assert [second[k] for k in outcome] == [2, "delivered", 204]
+        for attempt in (first, second):
+            assert attempt["subscription"] == "flaky"
+            assert attempt["event_type"] == "io.shepherd.job.done"
+            assert attempt["url"] == receiver.url("/flaky")
+            assert "hidden" not in json.dumps(attempt)  # a query may hold a secret
+        assert first["webhook_id"] == second["webhook_id"]
+        assert (await client.get("/jobs/job-unknown/webhooks")).status_code == 404
 
 
 REFUSED = {

@@ -1,5 +1,5 @@
 // The jobs view: the listing (GET /jobs), newest first, filtered and paged, kept current by
-// the live events, with the count of jobs in each state (GET /jobs/counts).
+// the live events, with the count of jobs in each state (GET /job-counts).
 
 import { getJson } from "./api.js";
 import {
@@ -119,7 +119,7 @@ export function jobsView(main, { live, query }) {
   async function refreshCounts() {
     countsDue = null;
     try {
-      const found = await getJson("/jobs/counts", { model: filters.model, sheep: filters.sheep });
+      const found = await getJson("/job-counts", { model: filters.model, sheep: filters.sheep });
       replace(counts, STATES.map((state) => h("li", {}, stateBadge(state), ` ${found.counts[state]}`)),
         h("li", { class: "muted" }, `${found.total} in all`));
     } catch (error) {

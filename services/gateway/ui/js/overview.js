@@ -56,7 +56,7 @@ export function overviewView(main, { rates, fleet }) {
       ], SPAN_MS, "/s"),
       lineChart("Jobs waiting in queues", [{ label: "waiting", points: fleet.depths() }], SPAN_MS, "jobs"));
     try {
-      const found = await getJson("/jobs/counts");
+      const found = await getJson("/job-counts");
       replace(counts, STATES.map((s) => h("li", { "data-state": s }, stateBadge(s), ` ${found.counts[s]}`)),
         h("li", { class: "muted" }, `${found.total} in all`));
     } catch (error) {
