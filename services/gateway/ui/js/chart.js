@@ -20,7 +20,7 @@ export function lineChart(title, series, spanMs, unit) {
   svg("line", { class: "axis", x1: PAD.left, y1: PAD.top, x2: PAD.left, y2: y(0) }),
   label(4, PAD.top + 10, format(top)),
   label(4, y(0), "0"),
-  label(PAD.left, HEIGHT - 4, `${Math.round(spanMs / 60000)} min ago`),
+  label(PAD.left, HEIGHT - 4, spanMs >= 120_000 ? `${Math.round(spanMs / 60000)} min ago` : `${Math.round(spanMs / 1000)} s ago`),
   label(WIDTH - PAD.right - 24, HEIGHT - 4, "now"),
   ...series.map((s, i) => svg("polyline", {
     class: `s${i % 4}`,

@@ -1,6 +1,6 @@
-// GET /status, read every few seconds while the page is open: the sheep view and the
-// overview's queue depths both come from it. A sheep's recent duty cycle is the growth of its
-// busy seconds between two readings.
+// GET /status and GET /job-counts, read every few seconds while the page is open: the sheep
+// view, the overview's counts and its queue depths over time come from these readings. A
+// sheep's recent duty cycle is the growth of its busy seconds between two readings.
 
 import { getJson } from "./api.js";
 
@@ -36,9 +36,9 @@ export class FleetWatch {
 
   async read() {
     try {
-      const fleet = await getJson("/status");
+      const [fleet, jobs] = await Promise.all([getJson("/status"), getJson("/job-counts")]);
       this.error = null;
-      this.readings.push({ at: Date.now(), fleet });
+      this.readings.push({ at: Date.now(), fleet, counts: jobs.counts, total: jobs.total });
       if (this.readings.length > KEPT) this.readings.shift();
       for (const fn of this.listeners) fn(this.latest);
     } catch (error) {
@@ -60,7 +60,12 @@ export class FleetWatch {
     return now?.duty_cycle ?? null;
   }
 
-  /** Jobs waiting in every queue, at each reading. */
+  /** [time, jobs in `state`] at each reading. */
+  counted(state) {
+    return this.readings.map(({ at, counts }) => [at, counts[state]]);
+  }
+
+  /** Jobs ready in every queue (not yet handed to a sheep), at each reading. */
   depths() {
     return this.readings.map(({ at, fleet }) => {
       let total = fleet.pool.queue_depth || 0;

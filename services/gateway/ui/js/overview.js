@@ -1,12 +1,12 @@
 // The overview: jobs per second and queue depths over the last minutes, drawn from what this
 // page receives (the live events, the fleet readings), and the count of jobs in each state.
 
-import { getJson } from "./api.js";
 import { lineChart } from "./chart.js";
 import { STATES, TERMINAL, h, message, replace, stateBadge } from "./dom.js";
 
 const BUCKET_MS = 5000;
 const SPAN_MS = 10 * 60 * 1000;
+const MIN_SPAN_MS = 60 * 1000;
 const REDRAW_MS = 5000;
 
 /** Counts the job events of the page's live stream in buckets of BUCKET_MS. */
@@ -47,24 +47,34 @@ export function overviewView(main, { rates, fleet }) {
   replace(main, h("h1", {}, "Overview"), h("h2", {}, "Jobs by state"), counts,
     h("h2", {}, "Recent minutes"), note, charts);
 
-  async function draw() {
+  function draw() {
+    // From when the page opened, up to the last ten minutes, and never under one.
+    const span = Math.min(SPAN_MS, Math.max(MIN_SPAN_MS, Date.now() - rates.since));
     replace(charts,
       lineChart("Jobs per second", [
         { label: "accepted", points: rates.series(["accepted"]) },
         { label: "done", points: rates.series(["done"]) },
         { label: "failed or cancelled", points: rates.series(["failed", "cancelled"]) },
-      ], SPAN_MS, "/s"),
-      lineChart("Jobs waiting in queues", [{ label: "waiting", points: fleet.depths() }], SPAN_MS, "jobs"));
-    try {
-      const found = await getJson("/job-counts");
-      replace(counts, STATES.map((s) => h("li", { "data-state": s }, stateBadge(s), ` ${found.counts[s]}`)),
-        h("li", { class: "muted" }, `${found.total} in all`));
-    } catch (error) {
-      replace(counts, h("li", { class: "error" }, `Counts unavailable: ${message(error)}`));
+      ], span, "/s"),
+      lineChart("Jobs waiting and running", [
+        { label: "queued", points: fleet.counted("queued") },
+        { label: "running", points: fleet.counted("running") },
+        { label: "ready in RabbitMQ, not yet taken", points: fleet.depths() },
+      ], span, "jobs"));
+    const reading = fleet.latest;
+    if (reading) {
+      replace(counts, STATES.map((s) => h("li", { "data-state": s }, stateBadge(s), ` ${reading.counts[s]}`)),
+        h("li", { class: "muted" }, `${reading.total} in all`));
+    } else if (fleet.error) {
+      replace(counts, h("li", { class: "error" }, `Counts unavailable: ${message(fleet.error)}`));
     }
   }
 
   draw();
   const timer = setInterval(draw, REDRAW_MS);
-  return () => clearInterval(timer);
+  const unsubscribe = fleet.subscribe(draw);
+  return () => {
+    clearInterval(timer);
+    unsubscribe();
+  };
 }
