@@ -81,13 +81,20 @@ class WebhookAttempt(BaseModel):
 
     webhook_id: str = Field(description="The delivery's webhook-id, the same on every attempt.")
     subscription: PathSegment | None = Field(description="Null for the job's callback_url.")
-    url: str = Field(description="Where it went, without credentials or query (secrets).")
+    url: str = Field(
+        description="Where it went: scheme, host and port only (a path or query may be the "
+        "receiver's secret)."
+    )
     event_type: str = Field(description="The CloudEvent's type: io.shepherd.job.done, ...")
     attempt: int = Field(ge=1)
     at: datetime = Field(description="When the attempt ended.")
     outcome: Literal["delivered", "retrying", "gone", "gave-up"]
     status_code: int | None = Field(description="The receiver's HTTP status; null: no answer.")
     detail: str = Field(description="What happened: HTTP 503; next attempt in 4.0 s, ...")
+
+
+#: The most attempts ``GET /jobs/{job_id}/webhooks`` reads and answers with.
+MOST_ATTEMPTS_LISTED = 500
 
 
 class WebhookAttempts(BaseModel):
@@ -98,6 +105,10 @@ class WebhookAttempts(BaseModel):
 
     job_id: str
     attempts: list[WebhookAttempt]
+    truncated: bool = Field(
+        default=False,
+        description=f"More than {MOST_ATTEMPTS_LISTED} were recorded: only that many.",
+    )
 
 
 class DisabledSubscription(BaseModel):

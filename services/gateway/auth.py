@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/asyncapi.json", "/docs", "/ui"})
 OPEN_PREFIX = "/docs/static/"
 """The docs page's own script and styles, open like the page."""
-UI_PREFIX = "/ui/static/"
-"""The dashboard's script and styles: open like its page, which holds no data (it asks for a
-token, and every API call it makes needs one)."""
+UI_PREFIX = "/ui/"
+"""The dashboard's script and styles (``/ui/static/``): open like its page, which holds no
+data (it asks for a token, and every API call it makes needs one)."""
 
 
 def is_open(path: str) -> bool:

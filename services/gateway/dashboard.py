@@ -22,8 +22,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from services.gateway.api_docs import Answer, Doc, Docs
-from services.gateway.auth import UI_PREFIX
 
+#: Where the page's script modules and style sheet are served.
+UI_STATIC = "/ui/static"
 #: The page, its script modules and its style sheet.
 UI_FILES = Path(__file__).parent / "ui"
 #: What a browser may load for the dashboard: only the gateway's own files and API.
@@ -69,5 +70,5 @@ def dashboard_routes() -> list[BaseRoute]:
 
     return [
         Route("/ui", page, methods=["GET"]),
-        Mount(UI_PREFIX.rstrip("/"), _Secured(directory=UI_FILES), name="ui-files"),
+        Mount(UI_STATIC, _Secured(directory=UI_FILES), name="ui-files"),
     ]

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.layout import webhooks_prefix
-from schemas.webhooks import WebhookAttempt, WebhookAttempts
+from schemas.webhooks import MOST_ATTEMPTS_LISTED, WebhookAttempt, WebhookAttempts
 from services.common.lookup import StatusLookup
 from services.common.params import parse_job_id
 from services.common.problems import Problem
@@ -49,9 +49,11 @@ class WebhookAttemptRoutes:
         if await self._lookup.status(job_id) is None:
             raise Problem(404, f"no job {job_id}")
         stored = await self._storage.list(webhooks_prefix(job_id))
-        read = await asyncio.gather(*(self._read(o.key) for o in stored))
+        kept = stored[:MOST_ATTEMPTS_LISTED]
+        read = await asyncio.gather(*(self._read(o.key) for o in kept))
         attempts = sorted((a for a in read if a is not None), key=lambda a: a.at)
-        return json_answer(WebhookAttempts(job_id=job_id, attempts=attempts))
+        truncated = len(stored) > len(kept)
+        return json_answer(WebhookAttempts(job_id=job_id, attempts=attempts, truncated=truncated))
 
     async def _read(self, key: str) -> WebhookAttempt | None:
         try:

@@ -325,6 +325,7 @@ class Sheep:
             devices = len(self._sheep_config.devices)
             try:
                 with (
+                    self._tally.busy(),
                     on_runner(self.sheep_id, job.model) as timed,
                     job_gpus(self._gpus, devices) as gpus,
                 ):
@@ -345,7 +346,6 @@ class Sheep:
                 usage = measured(job.inputs, timed.seconds, ran.accounting, gpus)
                 report = attempt.report(state, error=ran.error, inputs=job.inputs, usage=usage)
                 job.logs = job_span(marks, ran.logs, self.backend.log_files)
-            self._tally.ran(timed.seconds)
             await self._live_logs.end(job.logs[1])  # before its outcome can be reported
             return await running.outcome(report)
         except asyncio.CancelledError:

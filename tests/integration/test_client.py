@@ -144,11 +144,11 @@ async def test_errors_are_typed_and_carry_the_problem(client):
 
 
 async def test_map_returns_results_in_input_order_with_failures_where_they_were(client):
-    pairs = [(base % 7, -1 if base % 97 == 0 else base % 5) for base in range(1000)]
+    pairs = [(base % 7, -1 if base % 97 == 0 else base % 5) for base in range(300)]
     results = await client.map(
         "power:1", pairs, concurrency=16, progress=False, return_exceptions=True
     )
-    assert len(results) == 1000
+    assert len(results) == 300
     for (base, exponent), result in zip(pairs, results, strict=True):
         if exponent < 0:
             assert isinstance(result, JobFailed) and "negative" in result.message

@@ -113,8 +113,8 @@ async def test_each_delivery_attempt_is_listed_with_the_job(config, names, recei
         for attempt in (first, second):
             assert attempt["subscription"] == "flaky"
             assert attempt["event_type"] == "io.shepherd.job.done"
-            assert attempt["url"] == receiver.url("/flaky")
-            assert "hidden" not in json.dumps(attempt)  # a query may hold a secret
+            assert attempt["url"] == receiver.url("")  # its origin: a path may be a secret
+            assert "hidden" not in json.dumps(attempt) and "flaky" not in attempt["url"]
         assert first["webhook_id"] == second["webhook_id"]
         assert (await client.get("/jobs/job-unknown/webhooks")).status_code == 404
 

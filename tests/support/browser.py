@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -31,6 +31,7 @@ ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT = 30.0
+STALE_RETRIES = 5
 
 
 def need_chromium() -> None:
@@ -53,9 +54,12 @@ class Browser:
         """The first element matching ``css`` (whose text holds ``text``), once there is one."""
 
         def found(driver: webdriver.Chrome) -> WebElement | bool:
-            for element in driver.find_elements(By.CSS_SELECTOR, css):
-                if text in element.text:
-                    return element
+            try:
+                for element in driver.find_elements(By.CSS_SELECTOR, css):
+                    if text in element.text:
+                        return element
+            except StaleElementReferenceException:  # replaced as it was read: look again
+                pass
             return False
 
         try:
@@ -70,8 +74,15 @@ class Browser:
             ) from None
 
     async def click(self, css: str, text: str = "") -> None:
-        element = await self.wait_for(css, text)
-        await asyncio.to_thread(element.click)
+        """Click the element, found again if the page replaced it meanwhile (live rows are)."""
+        for _ in range(STALE_RETRIES):
+            element = await self.wait_for(css, text)
+            try:
+                await asyncio.to_thread(element.click)
+                return
+            except StaleElementReferenceException:
+                continue
+        raise AssertionError(f"{css!r} kept being replaced; never clicked")
 
     async def type(self, css: str, value: str) -> None:
         element = await self.wait_for(css)

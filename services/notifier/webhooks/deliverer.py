@@ -77,6 +77,7 @@ class WebhookDeliverer:
 
     async def stop(self) -> None:
         await self._consumer.stop()
+        await self._records.close()
 
     async def _attempt(
         self, delivery: WebhookDelivery, message: AbstractIncomingMessage
@@ -96,25 +97,23 @@ class WebhookDeliverer:
         except RefusedTarget as exc:
             reason = f"refused target: {exc}"
             await self._give_up(message, delivery, attempt, where, reason)
-            await self._records.record(delivery, attempt, "gave-up", None, reason)
+            self._records.record(delivery, attempt, "gave-up", None, reason)
             return "ack"
         match verdict(answer.status):
             case Verdict.DELIVERED:
                 log.debug("delivered %s", where)
                 count(target, "delivered")
-                await self._records.record(
-                    delivery, attempt, "delivered", answer.status, str(answer)
-                )
+                self._records.record(delivery, attempt, "delivered", answer.status, str(answer))
             case Verdict.GONE:
                 await self._gone(message, delivery, where)
-                await self._records.record(delivery, attempt, "gone", answer.status, str(answer))
+                self._records.record(delivery, attempt, "gone", answer.status, str(answer))
             case Verdict.RETRY:
                 try:
                     retry = self._backoff.after(attempt, answer.retry_after)
                 except ScheduleSpent as exc:
                     reason = f"{answer}; {exc}"
                     await self._give_up(message, delivery, attempt, where, reason)
-                    await self._records.record(delivery, attempt, "gave-up", answer.status, reason)
+                    self._records.record(delivery, attempt, "gave-up", answer.status, reason)
                     return "ack"
                 await holding(
                     [message],
@@ -124,11 +123,11 @@ class WebhookDeliverer:
                 detail = f"{answer}; next attempt in {retry.delay:.1f} s"
                 log.info("delivery %s: %s", where, detail)
                 count(target, "retried")
-                await self._records.record(delivery, attempt, "retrying", answer.status, detail)
+                self._records.record(delivery, attempt, "retrying", answer.status, detail)
             case Verdict.GIVE_UP:
                 reason = f"{answer}, which no retry would change"
                 await self._give_up(message, delivery, attempt, where, reason)
-                await self._records.record(delivery, attempt, "gave-up", answer.status, reason)
+                self._records.record(delivery, attempt, "gave-up", answer.status, reason)
         return "ack"
 
     def _receiver(self, delivery: WebhookDelivery) -> tuple[str, AnyHttpUrl] | None:

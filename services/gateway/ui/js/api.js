@@ -42,8 +42,8 @@ async function problem(response) {
 }
 
 /** fetch() with the token; a 401 throws Unauthorized, any other error status ApiError. */
-export async function call(method, path, { params, json, accept, signal } = {}) {
-  const headers = withToken(accept ? { Accept: accept } : {});
+export async function call(method, path, { params, json, headers: extra = {}, signal } = {}) {
+  const headers = withToken(extra);
   const init = { method, headers, signal, cache: "no-store" };
   if (json !== undefined) {
     headers.set("Content-Type", "application/json");
@@ -71,13 +71,15 @@ export async function download(path, name) {
 
 /**
  * Server-sent events read through fetch() (EventSource cannot send a bearer token):
- * yields {id, event, data} until the stream ends or `signal` aborts it.
+ * yields {id, event, data} until the stream ends or `signal` aborts it; `onOpen` is called
+ * once the server has answered.
  */
-export async function* serverEvents(path, { params, lastEventId, signal } = {}) {
+export async function* serverEvents(path, { params, lastEventId, signal, onOpen } = {}) {
   const headers = { Accept: "text/event-stream" };
   if (lastEventId) headers["Last-Event-ID"] = lastEventId;
-  const response = await call("GET", path, { params, signal, accept: headers.Accept });
+  const response = await call("GET", path, { params, signal, headers });
   if (response.status === 204 || !response.body) return;
+  onOpen?.();
   const lines = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let event = { event: "message", data: [] };
@@ -88,6 +90,7 @@ export async function* serverEvents(path, { params, lastEventId, signal } = {}) 
       buffer += value;
       let end;
       while ((end = buffer.search(/\r\n|\r|\n/)) >= 0) {
+        if (end === buffer.length - 1 && buffer[end] === "\r") break; // its \n may come next
         const line = buffer.slice(0, end);
         buffer = buffer.slice(end + (buffer.startsWith("\r\n", end) ? 2 : 1));
         if (line === "") {

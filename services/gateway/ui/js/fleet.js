@@ -13,6 +13,7 @@ export class FleetWatch {
     this.listeners = new Set();
     this.timer = null;
     this.error = null;
+    this.generation = 0; // a read begun before stop() schedules no next one
   }
 
   subscribe(fn) {
@@ -26,15 +27,18 @@ export class FleetWatch {
   }
 
   start() {
-    if (this.timer === null) this.read();
+    if (this.running) return;
+    this.running = true;
+    this.read(this.generation);
   }
 
   stop() {
+    this.running = false;
+    this.generation += 1;
     clearTimeout(this.timer);
-    this.timer = null;
   }
 
-  async read() {
+  async read(generation) {
     try {
       const [fleet, jobs] = await Promise.all([getJson("/status"), getJson("/job-counts")]);
       this.error = null;
@@ -45,17 +49,22 @@ export class FleetWatch {
       this.error = error;
       for (const fn of this.listeners) fn(null, error);
     }
-    this.timer = setTimeout(() => this.read(), EVERY_MS);
+    if (generation === this.generation) {
+      this.timer = setTimeout(() => this.read(generation), EVERY_MS);
+    }
   }
 
-  /** The sheep's share of time busy since the reading about a minute back; else lifetime. */
+  /** The sheep's share of time busy over the last minute or so of readings (a sheep
+   * announces every few seconds, so a shorter span would mostly measure that); else since it
+   * started. */
   recentDuty(sheepId) {
-    const now = this.latest?.fleet.sheep[sheepId];
-    const back = this.readings.find((r) => r.at >= Date.now() - 65_000 && r.fleet.sheep[sheepId]);
+    const latest = this.latest;
+    const now = latest?.fleet.sheep[sheepId];
+    const back = this.readings.find((r) => r.at >= latest.at - 65_000 && r.fleet.sheep[sheepId]);
     const then = back?.fleet.sheep[sheepId];
-    if (now && then && now.last_seen !== then.last_seen && now.started_at === then.started_at) {
-      const span = (new Date(now.last_seen) - new Date(then.last_seen)) / 1000;
-      if (span > 0) return Math.min(1, Math.max(0, (now.busy_seconds - then.busy_seconds) / span));
+    const span = back ? (latest.at - back.at) / 1000 : 0;
+    if (now && then && span >= 30 && now.started_at === then.started_at) {
+      return Math.min(1, Math.max(0, (now.busy_seconds - then.busy_seconds) / span));
     }
     return now?.duty_cycle ?? null;
   }

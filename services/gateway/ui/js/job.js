@@ -8,12 +8,25 @@ import {
 } from "./dom.js";
 
 const OUTPUT_SHOWN_BYTES = 64 * 1024;
+const FOLLOW_AGAIN_MS = 3000; // after a log stream ends without the job's end
+const HOOKS_AGAIN_MS = [2000, 8000]; // deliveries usually follow the final event
 
 export function jobView(main, { live, jobId }) {
   const path = `/jobs/${encodeURIComponent(jobId)}`;
   const aborts = new AbortController();
   let status = null;
   let following = false;
+  let filesAsked = 0; // the latest loadFiles() call is the one shown
+  const early = []; // events that came before the first status
+  const timers = [];
+  /** Resolves after `ms`, or at once when the view is left. */
+  const pause = (ms) => new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    aborts.signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
 
   const heading = h("h1", {}, "Job ", h("code", {}, jobId));
   const summary = h("section", { "aria-label": "Status" });
@@ -102,6 +115,7 @@ export function jobView(main, { live, jobId }) {
   }
 
   async function loadFiles() {
+    const asked = ++filesAsked;
     const parts = [h("h2", { id: "files-h" }, "Inputs and outputs")];
     try {
       parts.push(fileTable("Inputs", await getJson(`${path}/input`, { list: "true" }), `${path}/input`));
@@ -123,7 +137,7 @@ export function jobView(main, { live, jobId }) {
     } else if (!TERMINAL.has(status.state)) {
       parts.push(h("p", { class: "muted" }, "Outputs once it is done."));
     }
-    replace(files, parts);
+    if (asked === filesAsked) replace(files, parts);
   }
 
   function logBlocks(stdout, stderr) {
@@ -150,21 +164,39 @@ export function jobView(main, { live, jobId }) {
     following = true;
     replace(logs, title, h("p", { class: "muted" }, "Followed live while the job runs."), logBlocks("", ""));
     const out = { stdout: logs.querySelector("[data-log=stdout]"), stderr: logs.querySelector("[data-log=stderr]") };
-    try {
-      for await (const piece of serverEvents(`${path}/logs`, { params: { follow: "true" }, signal: aborts.signal })) {
-        if (piece.event === "log") {
-          const { stream, text } = JSON.parse(piece.data);
-          out[stream]?.append(text);
-        } else if (piece.event === "end") {
-          break;
+    const attempts = {};
+    let lastId = null;
+    let ended = false;
+    // A stream that drops (the gateway restarts, RabbitMQ is away) resumes after the last
+    // piece shown, a few seconds later, for as long as the job runs.
+    while (!ended && !aborts.signal.aborted && !TERMINAL.has(status.state)) {
+      try {
+        const pieces = serverEvents(`${path}/logs`, {
+          params: { follow: "true" }, lastEventId: lastId, signal: aborts.signal,
+        });
+        for await (const piece of pieces) {
+          if (piece.id) lastId = piece.id;
+          if (piece.event === "end") {
+            ended = true;
+            break;
+          }
+          if (piece.event !== "log") continue;
+          const { stream, text, attempt } = JSON.parse(piece.data);
+          if (!out[stream]) continue;
+          if (attempts[stream] !== undefined && attempts[stream] !== attempt) {
+            out[stream].append(`--- attempt ${attempt} ---\n`);
+          }
+          attempts[stream] = attempt;
+          out[stream].append(text);
         }
+      } catch (error) {
+        if (aborts.signal.aborted) break;
+        console.warn("the log stream failed; following again", error);
       }
-    } catch (error) {
-      if (!aborts.signal.aborted) logs.append(h("p", { class: "error" }, `Log stream: ${message(error)}`));
-    } finally {
-      following = false;
+      if (!ended) await pause(FOLLOW_AGAIN_MS);
     }
-    if (!aborts.signal.aborted) await refresh();
+    following = false;
+    if (ended && !aborts.signal.aborted) await refresh();
   }
 
   async function loadHooks() {
@@ -207,16 +239,19 @@ export function jobView(main, { live, jobId }) {
 
   async function refresh() {
     try {
-      show(await getJson(`${path}/status`), true);
+      const read = await getJson(`${path}/status`);
+      const first = status === null;
+      if (first || movesOn(read, status)) show(read);
+      if (first) for (const { kind, next } of early.splice(0)) onEvent(kind, next);
     } catch (error) {
       replace(summary, h("p", { class: "error" }, message(error)));
     }
   }
 
-  function show(next, force) {
-    const ended = next && TERMINAL.has(next.state) && !(status && TERMINAL.has(status.state));
+  function show(next) {
+    const ended = TERMINAL.has(next.state) && !(status && TERMINAL.has(status.state));
     const first = status === null;
-    status = force ? next : { ...status, ...next };
+    status = next;
     render();
     if (first || ended) {
       loadFiles();
@@ -225,16 +260,23 @@ export function jobView(main, { live, jobId }) {
     } else if (status.state === "running" && !following) {
       loadLogs();
     }
+    if (ended) for (const wait of HOOKS_AGAIN_MS) timers.push(setTimeout(loadHooks, wait));
+  }
+
+  function onEvent(kind, next) {
+    if (movesOn(next, status, kind === "progress")) show(next);
   }
 
   const unsubscribe = live.subscribe(({ kind, status: next }) => {
-    if (!next || next.job_id !== jobId || !status) return;
-    if (movesOn(next, status, kind === "progress")) show(next, true);
+    if (!next || next.job_id !== jobId) return;
+    if (status === null) early.push({ kind, next });
+    else onEvent(kind, next);
   });
   refresh();
   return () => {
     unsubscribe();
     aborts.abort();
+    timers.forEach(clearTimeout);
   };
 }
 

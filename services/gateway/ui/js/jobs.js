@@ -8,6 +8,7 @@ import {
 } from "./dom.js";
 
 const PAGE = 50;
+const MOST_ROWS = 1000; // past it, the oldest rows go, and "Older jobs" brings them back
 const COUNTS_EVERY_MS = 2000;
 const NONE = "No jobs match.";
 
@@ -88,14 +89,43 @@ export function jobsView(main, { live, query }) {
       h("td", { class: "num" }, seconds(took)));
   }
 
-  function put(status, atTop) {
+  /** Show `status`: in place of its row, else where the order puts it (appended: a page). */
+  function put(status, append) {
     const known = shown.get(status.job_id);
     const fresh = row(status);
     if (known) known.row.replaceWith(fresh);
-    else if (atTop) body.prepend(fresh);
-    else body.append(fresh);
+    else if (append) body.append(fresh);
+    else body.insertBefore(fresh, firstOlder(status));
     shown.set(status.job_id, { status, row: fresh });
     if (note.textContent === NONE) note.textContent = "";
+    while (shown.size > MOST_ROWS) dropLast();
+  }
+
+  function drop(jobId) {
+    shown.get(jobId)?.row.remove();
+    shown.delete(jobId);
+  }
+
+  /** The listing's order: newest accepted first, then the greater id. */
+  const before = (a, b) => (a.accepted_at === b.accepted_at
+    ? a.job_id > b.job_id : new Date(a.accepted_at) > new Date(b.accepted_at));
+
+  function firstOlder(status) {
+    for (const tr of body.children) if (before(status, shown.get(tr.dataset.job).status)) return tr;
+    return null;
+  }
+
+  /** Whether `status` belongs among the rows loaded: all are, or it is newer than the last. */
+  function withinLoaded(status) {
+    const last = body.lastElementChild;
+    return !cursor || !last || before(status, shown.get(last.dataset.job).status);
+  }
+
+  function dropLast() {
+    const last = shown.get(body.lastElementChild.dataset.job).status;
+    drop(last.job_id);
+    cursor = cursorAt(shown.get(body.lastElementChild.dataset.job).status);
+    more.hidden = false;
   }
 
   async function load(first) {
@@ -107,7 +137,7 @@ export function jobsView(main, { live, query }) {
     }
     try {
       const page = await getJson("/jobs", { ...filters, limit: PAGE, cursor });
-      for (const job of page.jobs) if (!shown.has(job.job_id)) put(job, false);
+      for (const job of page.jobs) if (!shown.has(job.job_id)) put(job, true);
       cursor = page.next_cursor;
       more.hidden = !cursor;
       if (!shown.size) note.textContent = NONE;
@@ -131,21 +161,15 @@ export function jobsView(main, { live, query }) {
     countsDue ??= setTimeout(refreshCounts, COUNTS_EVERY_MS);
   }
 
-  function isNewest(status) {
-    const top = body.firstElementChild && shown.get(body.firstElementChild.dataset.job);
-    if (!top || !status.accepted_at) return !top;
-    return new Date(status.accepted_at) >= new Date(top.status.accepted_at);
-  }
-
   const unsubscribe = live.subscribe(({ kind, status }) => {
     if (!status) return;
     const known = shown.get(status.job_id);
     if (known) {
       if (!movesOn(status, known.status, kind === "progress")) return;
-      if (!matches(status)) return; // left the filter: kept as last shown
-      put({ ...known.status, ...status }, false);
-    } else if (matches(status) && isNewest(status)) {
-      put(status, true); // accepted since the page loaded: on top
+      if (matches(status)) put({ ...known.status, ...status }, false);
+      else drop(status.job_id); // it left the filter
+    } else if (status.accepted_at && matches(status) && withinLoaded(status)) {
+      put(status, false);
     }
     if (kind !== "progress") countsSoon();
   });
@@ -156,4 +180,11 @@ export function jobsView(main, { live, query }) {
     unsubscribe();
     clearTimeout(countsDue);
   };
+}
+
+/** The listing's cursor after `status` (`<accepted µs>.<job_id>`, see GET /jobs). */
+function cursorAt(status) {
+  const [, whole, fraction = "", zone] = status.accepted_at.match(/^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(.*)$/);
+  const seconds = Math.floor(Date.parse(`${whole}${zone || "Z"}`) / 1000);
+  return `${seconds}${fraction.padEnd(6, "0").slice(0, 6)}.${status.job_id}`;
 }

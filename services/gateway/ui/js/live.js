@@ -42,8 +42,9 @@ export class LiveEvents {
     let wait = RETRY_MIN_MS;
     while (!signal.aborted) {
       try {
-        const stream = serverEvents("/events", { lastEventId: this.lastEventId, signal });
-        this.show("live", true);
+        const stream = serverEvents("/events", {
+          lastEventId: this.lastEventId, signal, onOpen: () => this.show("live", true),
+        });
         for await (const message of stream) {
           wait = RETRY_MIN_MS;
           if (message.id) this.lastEventId = message.id;
@@ -55,6 +56,7 @@ export class LiveEvents {
           this.onUnauthorized();
           return;
         }
+        console.warn("the event stream failed; reconnecting", error);
       }
       if (signal.aborted) return;
       this.show("reconnecting", false);
@@ -71,7 +73,8 @@ export class LiveEvents {
       return;
     }
     const kind = message.event.replace(/^job\./, "");
-    const status = event && typeof event.data === "object" && event.data?.job_id ? event.data : null;
+    // A job's status, for every kind but "rejected" (whose data is the refusal).
+    const status = kind !== "rejected" && event?.data?.job_id && event.data.state ? event.data : null;
     for (const fn of this.listeners) {
       try {
         fn({ kind, status, event });

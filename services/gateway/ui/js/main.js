@@ -1,7 +1,7 @@
 // The dashboard's entry: asks for a token where the API wants one, then shows the view the
 // address names (#/jobs, #/jobs/<id>, #/sheep, #/overview, #/submit).
 
-import { Unauthorized, forgetToken, getJson, setToken, token } from "./api.js";
+import { ApiError, Unauthorized, forgetToken, getJson, setToken, token } from "./api.js";
 import { h, message, replace } from "./dom.js";
 import { FleetWatch } from "./fleet.js";
 import { jobView } from "./job.js";
@@ -76,13 +76,18 @@ async function begin() {
       askForToken(refused ? `The token was refused: ${error.message}` : "");
       return;
     }
+    if (error instanceof ApiError && error.status === 403) {
+      forgetToken();
+      askForToken(`This token cannot read jobs: ${error.message}`);
+      return;
+    }
     replace(main, h("h1", {}, "Shepherd"), h("p", { class: "error", role: "alert" }, `The gateway cannot answer: ${message(error)}`));
     return;
   }
   forget.hidden = token() === null;
   live.start();
   fleet.start();
-  if (!location.hash) history.replaceState(null, "", "#/jobs");
+  if (!location.hash.startsWith("#/")) history.replaceState(null, "", "#/jobs");
   route();
 }
 
@@ -92,7 +97,8 @@ forget.addEventListener("click", () => {
   askForToken("");
 });
 window.addEventListener("hashchange", () => {
-  if (live.controller) route();
+  // Views are #/...; other fragments (the skip link's #main) stay in the page.
+  if (live.controller && location.hash.startsWith("#/")) route();
 });
 window.addEventListener("unhandledrejection", (event) => {
   if (event.reason instanceof Unauthorized) askForToken("The token was refused.");

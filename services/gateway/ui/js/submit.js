@@ -11,7 +11,8 @@ export function submitView(main, { fleet }) {
     h("label", {}, "Version (optional)", h("input", { name: "version", placeholder: "latest" })),
     h("label", {}, "Payload (JSON)", h("textarea", { name: "payload", spellcheck: "false" }, "{}")),
     h("label", {}, "Priority", h("select", { name: "priority" },
-      ["normal", "high", "low"].map((p) => h("option", { value: p }, p)))),
+      h("option", { value: "" }, "the model's own"),
+      ["high", "normal", "low"].map((p) => h("option", { value: p }, p)))),
     h("label", {}, "Sheep (optional)", h("input", { name: "sheep_id" })),
     h("p", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Submit job")),
     models);
@@ -40,7 +41,8 @@ export function submitView(main, { fleet }) {
     const model = { name: String(data.get("model")).trim() };
     const version = String(data.get("version")).trim();
     if (version) model.version = version;
-    const request = { model, payload, priority: data.get("priority") };
+    const request = { model, payload };
+    if (data.get("priority")) request.priority = data.get("priority");
     const sheep = String(data.get("sheep_id")).trim();
     if (sheep) request.sheep_id = sheep;
     result.className = "";
