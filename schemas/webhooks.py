@@ -107,7 +107,7 @@ class WebhookAttempts(BaseModel):
     attempts: list[WebhookAttempt]
     truncated: bool = Field(
         default=False,
-        description=f"More than {MOST_ATTEMPTS_LISTED} were recorded: only that many.",
+        description=f"More than {MOST_ATTEMPTS_LISTED} were recorded: only the latest.",
     )
 
 

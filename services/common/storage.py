@@ -11,6 +11,7 @@ import io
 import mimetypes
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -54,6 +55,7 @@ class StoredObject:
     size: int
     content_type: str | None
     etag: str | None = None
+    last_modified: datetime | None = None
 
 
 class Storage:
@@ -191,7 +193,7 @@ class Storage:
 
         def listing() -> list[StoredObject]:
             return [
-                StoredObject(o.object_name, o.size or 0, None, o.etag)
+                StoredObject(o.object_name, o.size or 0, None, o.etag, o.last_modified)
                 for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
                 if o.object_name and not o.is_dir
             ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -26,6 +27,8 @@ from services.common.storage import ObjectMissing, Storage
 from services.gateway.api_docs import ERRORS, JOB, Answer, Doc, Docs, json_answer
 
 log = logging.getLogger(__name__)
+
+EPOCH = datetime.fromtimestamp(0, UTC)
 
 DOCS: Docs = {
     ("GET", "/jobs/{job_id}/webhooks"): Doc(
@@ -49,6 +52,8 @@ class WebhookAttemptRoutes:
         if await self._lookup.status(job_id) is None:
             raise Problem(404, f"no job {job_id}")
         stored = await self._storage.list(webhooks_prefix(job_id))
+        # The latest ones, when there are too many (deliveries of every progress report).
+        stored.sort(key=lambda o: o.last_modified or EPOCH, reverse=True)
         kept = stored[:MOST_ATTEMPTS_LISTED]
         read = await asyncio.gather(*(self._read(o.key) for o in kept))
         attempts = sorted((a for a in read if a is not None), key=lambda a: a.at)

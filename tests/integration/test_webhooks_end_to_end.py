@@ -16,7 +16,10 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from schemas.config import NotifierConfig, WebhookSubscription
+from schemas.layout import webhook_attempt_key
 from schemas.submission import SubmissionReply
+from schemas.webhooks import MOST_ATTEMPTS_LISTED, WebhookAttempt
+from services.common.storage import Storage
 from tests.conftest import serving
 from tests.support.polling import eventually
 from tests.support.receiver import Receiver, Reply
@@ -117,6 +120,22 @@ async def test_each_delivery_attempt_is_listed_with_the_job(config, names, recei
             assert "hidden" not in json.dumps(attempt) and "flaky" not in attempt["url"]
         assert first["webhook_id"] == second["webhook_id"]
         assert (await client.get("/jobs/job-unknown/webhooks")).status_code == 404
+
+        # Past the most listed (a subscription to every progress report), the latest ones.
+        storage = Storage(config.storage)
+        older = WebhookAttempt.model_validate(first)
+        await asyncio.gather(
+            *(
+                storage.put_bytes(
+                    webhook_attempt_key(job_id, "msg_older", n),
+                    older.model_copy(update={"attempt": n}).model_dump_json().encode(),
+                )
+                for n in range(1, MOST_ATTEMPTS_LISTED)
+            )
+        )
+        listed = (await client.get(f"/jobs/{job_id}/webhooks")).json()
+        assert listed["truncated"] is True and len(listed["attempts"]) == MOST_ATTEMPTS_LISTED
+        assert second in listed["attempts"] and first not in listed["attempts"]  # oldest out
 
 
 REFUSED = {

@@ -1,7 +1,7 @@
 // One job: status, timeline, progress, error, usage, inputs and outputs, logs (followed live
 // while it runs), webhook deliveries, and Cancel.
 
-import { ApiError, call, download, getJson, serverEvents } from "./api.js";
+import { ApiError, Unauthorized, call, download, getJson, serverEvents } from "./api.js";
 import {
   TERMINAL, between, bytes, facts, h, message, modelName, movesOn, replace, seconds,
   stateBadge, timeElement,
@@ -21,11 +21,15 @@ export function jobView(main, { live, jobId }) {
   const timers = [];
   /** Resolves after `ms`, or at once when the view is left. */
   const pause = (ms) => new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    aborts.signal.addEventListener("abort", () => {
+    const early = () => {
       clearTimeout(timer);
       resolve();
-    }, { once: true });
+    };
+    const timer = setTimeout(() => {
+      aborts.signal.removeEventListener("abort", early);
+      resolve();
+    }, ms);
+    aborts.signal.addEventListener("abort", early, { once: true });
   });
 
   const heading = h("h1", {}, "Job ", h("code", {}, jobId));
@@ -191,6 +195,10 @@ export function jobView(main, { live, jobId }) {
         }
       } catch (error) {
         if (aborts.signal.aborted) break;
+        if (error instanceof ApiError || error instanceof Unauthorized) { // no retry changes it
+          logs.append(h("p", { class: "error" }, `Log stream: ${message(error)}`));
+          break;
+        }
         console.warn("the log stream failed; following again", error);
       }
       if (!ended) await pause(FOLLOW_AGAIN_MS);
@@ -212,6 +220,7 @@ export function jobView(main, { live, jobId }) {
           h("td", { class: "num" }, String(a.attempt)),
           h("td", {}, a.outcome), h("td", {}, timeElement(a.at)), h("td", {}, a.detail))))))
         : h("p", { class: "muted" }, "None."));
+      if (found.truncated) parts.push(h("p", { class: "muted" }, `Only the latest ${found.attempts.length} attempts.`));
     } catch (error) {
       parts.push(h("p", { class: "error" }, message(error)));
     }
@@ -260,7 +269,7 @@ export function jobView(main, { live, jobId }) {
     } else if (status.state === "running" && !following) {
       loadLogs();
     }
-    if (ended) for (const wait of HOOKS_AGAIN_MS) timers.push(setTimeout(loadHooks, wait));
+    if (ended && !first) for (const wait of HOOKS_AGAIN_MS) timers.push(setTimeout(loadHooks, wait));
   }
 
   function onEvent(kind, next) {

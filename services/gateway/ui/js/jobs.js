@@ -21,6 +21,8 @@ export function jobsView(main, { live, query }) {
   const shown = new Map(); // job id -> {status, row}
   let cursor = null;
   let countsDue = null;
+  let loaded = false;
+  const early = []; // live events before the first page came: applied after it
 
   const counts = h("ul", { class: "counts", "aria-label": "Jobs by state" });
   const body = h("tbody");
@@ -98,7 +100,7 @@ export function jobsView(main, { live, query }) {
     else body.insertBefore(fresh, firstOlder(status));
     shown.set(status.job_id, { status, row: fresh });
     if (note.textContent === NONE) note.textContent = "";
-    while (shown.size > MOST_ROWS) dropLast();
+    if (!append) while (shown.size > MOST_ROWS) dropLast(); // pages are asked for
   }
 
   function drop(jobId) {
@@ -106,9 +108,11 @@ export function jobsView(main, { live, query }) {
     shown.delete(jobId);
   }
 
-  /** The listing's order: newest accepted first, then the greater id. */
-  const before = (a, b) => (a.accepted_at === b.accepted_at
-    ? a.job_id > b.job_id : new Date(a.accepted_at) > new Date(b.accepted_at));
+  /** The listing's order: newest accepted first (to the microsecond), then the greater id. */
+  function before(a, b) {
+    const [ua, ub] = [micros(a.accepted_at), micros(b.accepted_at)];
+    return ua === ub ? a.job_id > b.job_id : ua > ub;
+  }
 
   function firstOlder(status) {
     for (const tr of body.children) if (before(status, shown.get(tr.dataset.job).status)) return tr;
@@ -131,6 +135,7 @@ export function jobsView(main, { live, query }) {
   async function load(first) {
     note.textContent = "";
     if (first) {
+      loaded = false;
       cursor = null;
       shown.clear();
       body.replaceChildren();
@@ -143,6 +148,10 @@ export function jobsView(main, { live, query }) {
       if (!shown.size) note.textContent = NONE;
     } catch (error) {
       note.textContent = `Cannot list the jobs: ${message(error)}`;
+    }
+    if (first) {
+      loaded = true;
+      for (const event of early.splice(0)) onEvent(event);
     }
   }
 
@@ -161,17 +170,25 @@ export function jobsView(main, { live, query }) {
     countsDue ??= setTimeout(refreshCounts, COUNTS_EVERY_MS);
   }
 
-  const unsubscribe = live.subscribe(({ kind, status }) => {
-    if (!status) return;
+  function onEvent({ kind, status }) {
+    if (!loaded) {
+      early.push({ kind, status });
+      return;
+    }
     const known = shown.get(status.job_id);
     if (known) {
       if (!movesOn(status, known.status, kind === "progress")) return;
-      if (matches(status)) put({ ...known.status, ...status }, false);
+      // The listing's acceptance time stays: the first one seen, as the index keeps it.
+      if (matches(status)) put({ ...known.status, ...status, accepted_at: known.status.accepted_at }, false);
       else drop(status.job_id); // it left the filter
     } else if (status.accepted_at && matches(status) && withinLoaded(status)) {
       put(status, false);
     }
     if (kind !== "progress") countsSoon();
+  }
+
+  const unsubscribe = live.subscribe(({ kind, status }) => {
+    if (status) onEvent({ kind, status });
   });
 
   load(true);
@@ -182,9 +199,12 @@ export function jobsView(main, { live, query }) {
   };
 }
 
-/** The listing's cursor after `status` (`<accepted µs>.<job_id>`, see GET /jobs). */
-function cursorAt(status) {
-  const [, whole, fraction = "", zone] = status.accepted_at.match(/^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(.*)$/);
+/** `accepted_at` (RFC 3339, to the microsecond) as whole microseconds since the epoch. */
+function micros(iso) {
+  const [, whole, fraction = "", zone] = iso.match(/^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(.*)$/);
   const seconds = Math.floor(Date.parse(`${whole}${zone || "Z"}`) / 1000);
-  return `${seconds}${fraction.padEnd(6, "0").slice(0, 6)}.${status.job_id}`;
+  return seconds * 1_000_000 + Number(fraction.padEnd(6, "0").slice(0, 6));
 }
+
+/** The listing's cursor after `status` (`<accepted µs>.<job_id>`, see GET /jobs). */
+const cursorAt = (status) => `${micros(status.accepted_at)}.${status.job_id}`;
