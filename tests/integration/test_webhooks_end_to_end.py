@@ -128,7 +128,9 @@ async def test_each_delivery_attempt_is_listed_with_the_job(config, names, recei
             *(
                 storage.put_bytes(
                     webhook_attempt_key(job_id, "msg_older", n),
-                    older.model_copy(update={"attempt": n}).model_dump_json().encode(),
+                    older.model_copy(update={"attempt": n, "webhook_id": "msg_older"})
+                    .model_dump_json()
+                    .encode(),
                 )
                 for n in range(1, MOST_ATTEMPTS_LISTED)
             )
